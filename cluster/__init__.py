@@ -1,0 +1,1 @@
+"""Cluster profiles shipped with skybatch (YAML files; see skybatch.cluster)."""

@@ -1,0 +1,1 @@
+"""Data contracts (JSON) shipped with skybatch; see skybatch.store.schema."""

@@ -1,0 +1,314 @@
+"""A Dask client from a cluster profile.
+
+Profiles are small YAML files (``cluster/*.yaml`` in the repository, shipped
+as ``skybatch.profiles``): ``local`` (a ``distributed.LocalCluster`` bound to
+127.0.0.1 with process workers), ``local-cuda`` (dask-cuda), ``slurm``
+(dask-jobqueue), ``kubernetes`` (dask-kubernetes operator) and ``address``
+(an existing scheduler). ``auto`` picks ``local-cuda`` when a GPU is visible,
+``local`` otherwise. A profile argument may also be a path to a YAML file, or a
+``tcp://`` / ``tls://`` scheduler address.
+
+Nothing in :mod:`skybatch.pipeline` knows which profile is in use: jobs take a
+``distributed.Client`` and the profile only decides how it is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skybatch.xp import gpu_available
+
+__all__ = [
+    "ClusterProfile",
+    "ProfileError",
+    "load_profile",
+    "list_profiles",
+    "describe",
+    "start_cluster",
+    "cluster_client",
+]
+
+#: Keys each profile kind accepts (anything else is a typo and an error).
+_ALLOWED: dict[str, set[str]] = {
+    "local": {"n_workers", "threads_per_worker", "memory_limit", "dashboard_address", "processes", "local_directory"},
+    "local-cuda": {"CUDA_VISIBLE_DEVICES", "rmm_pool_size", "threads_per_worker", "dashboard_address", "local_directory"},
+    "slurm": {
+        "queue", "account", "walltime", "cores", "memory", "processes", "jobs",
+        "job_extra_directives", "local_directory", "python", "job_script_prologue",
+    },
+    "kubernetes": {"name", "namespace", "image", "n_workers", "resources", "env"},
+    "address": {"address"},
+}
+
+
+class ProfileError(ValueError):
+    """A cluster profile that cannot be used; the message names the profile and setting."""
+
+
+@dataclass
+class ClusterProfile:
+    """A parsed cluster profile.
+
+    name: the profile's name (file stem) or the address given.
+    kind: one of ``local``, ``local-cuda``, ``slurm``, ``kubernetes``, ``address``.
+    options: the remaining settings of the profile, checked against the kind.
+    source: where the profile was read from (a path, or ``"builtin"``).
+    """
+
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    source: str = "builtin"
+
+    def __post_init__(self) -> None:
+        if self.kind not in _ALLOWED:
+            raise ProfileError(
+                f"cluster profile {self.name!r} ({self.source}): kind {self.kind!r} is not one of "
+                f"{sorted(_ALLOWED)}"
+            )
+        unknown = set(self.options) - _ALLOWED[self.kind]
+        if unknown:
+            raise ProfileError(
+                f"cluster profile {self.name!r} ({self.source}): unknown setting(s) {sorted(unknown)} for kind "
+                f"{self.kind!r}; allowed: {sorted(_ALLOWED[self.kind])}"
+            )
+        if self.kind == "address":
+            addr = self.options.get("address") or os.environ.get("SKYBATCH_SCHEDULER_ADDRESS")
+            self.options["address"] = addr
+        n = self.options.get("n_workers")
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise ProfileError(f"cluster profile {self.name!r}: n_workers must be a positive integer, got {n!r}")
+
+
+def _builtin_dir() -> Path:
+    return Path(str(importlib.resources.files("skybatch.profiles")))
+
+
+def list_profiles() -> list[str]:
+    """Names of the profiles shipped with skybatch (plus ``auto``)."""
+    return ["auto"] + sorted(p.stem for p in _builtin_dir().glob("*.yaml"))
+
+
+def load_profile(profile: str | os.PathLike | None = None, **overrides: Any) -> ClusterProfile:
+    """Resolve a profile name, YAML path or scheduler address to a :class:`ClusterProfile`.
+
+    ``None`` and ``"auto"`` give ``local-cuda`` when a GPU is visible, else
+    ``local``. A name is looked up first in ``./cluster/NAME.yaml`` (a project's
+    own profiles) and then among the shipped ones. ``overrides`` replace
+    settings (e.g. ``n_workers=4``).
+    """
+    text = "auto" if profile is None else str(profile)
+    if text == "auto":
+        text = "local-cuda" if gpu_available() else "local"
+    if re.match(r"^(tcp|tls|ucx|inproc)://", text):
+        return ClusterProfile(name=text, kind="address", options={"address": text, **overrides}, source="argument")
+    candidates = []
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml"):
+        candidates.append(path)
+    else:
+        candidates += [Path.cwd() / "cluster" / f"{text}.yaml", _builtin_dir() / f"{text}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            try:
+                data = yaml.safe_load(c.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ProfileError(f"cluster profile {c}: not valid YAML ({e})") from None
+            if not isinstance(data, dict) or "kind" not in data:
+                raise ProfileError(f"cluster profile {c}: expected a mapping with a 'kind' key")
+            kind = data.pop("kind")
+            data.update(overrides)
+            return ClusterProfile(name=c.stem, kind=kind, options=data, source=str(c))
+    raise ProfileError(
+        f"unknown cluster profile {text!r}: give one of {list_profiles()}, a path to a YAML profile, "
+        "or a scheduler address like tcp://host:8786"
+    )
+
+
+def _slurm_job(profile: ClusterProfile, scheduler: str = "tcp://SCHEDULER_ADDRESS:8786"):
+    try:
+        from dask_jobqueue.slurm import SLURMJob
+    except ImportError:  # pragma: no cover - depends on the extra
+        raise ProfileError(
+            "the slurm profile needs dask-jobqueue: pip install 'skybatch[slurm]'"
+        ) from None
+    o = profile.options
+    return SLURMJob(
+        scheduler=scheduler,
+        name="skybatch-worker",
+        queue=o.get("queue"),
+        account=o.get("account"),
+        walltime=o.get("walltime"),
+        cores=o.get("cores", 1),
+        memory=o.get("memory", "4GB"),
+        processes=o.get("processes", 1),
+        job_extra_directives=list(o.get("job_extra_directives") or []),
+        job_script_prologue=list(o.get("job_script_prologue") or []),
+        local_directory=o.get("local_directory"),
+        python=o.get("python", "python"),
+    )
+
+
+def kubernetes_spec(profile: ClusterProfile) -> dict[str, Any]:
+    """The DaskCluster custom resource (dask-kubernetes operator) this profile starts."""
+    o = profile.options
+    env = [{"name": k, "value": str(v)} for k, v in (o.get("env") or {}).items()]
+    container = {
+        "name": "worker",
+        "image": o.get("image", "ghcr.io/dask/dask:latest"),
+        "args": ["dask-worker", "--name", "$(DASK_WORKER_NAME)", "--dashboard", "--dashboard-address", "8788"],
+        "env": env,
+        "resources": o.get("resources") or {},
+    }
+    scheduler = {
+        "name": "scheduler",
+        "image": container["image"],
+        "args": ["dask-scheduler", "--host", "0.0.0.0"],
+        "env": env,
+        "ports": [{"name": "tcp-comm", "containerPort": 8786}, {"name": "http-dashboard", "containerPort": 8787}],
+    }
+    return {
+        "apiVersion": "kubernetes.dask.org/v1",
+        "kind": "DaskCluster",
+        "metadata": {"name": o.get("name", "skybatch"), "namespace": o.get("namespace", "default")},
+        "spec": {
+            "worker": {"replicas": int(o.get("n_workers", 2)), "spec": {"containers": [container]}},
+            "scheduler": {
+                "spec": {"containers": [scheduler]},
+                "service": {
+                    "type": "ClusterIP",
+                    "selector": {"dask.org/cluster-name": o.get("name", "skybatch"), "dask.org/component": "scheduler"},
+                    "ports": [
+                        {"name": "tcp-comm", "protocol": "TCP", "port": 8786, "targetPort": "tcp-comm"},
+                        {"name": "http-dashboard", "protocol": "TCP", "port": 8787, "targetPort": "http-dashboard"},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def describe(profile: ClusterProfile) -> str:
+    """Human-readable account of what :func:`start_cluster` would start, without starting it.
+
+    For ``slurm`` this includes the worker job script; for ``kubernetes`` the
+    DaskCluster resource as YAML.
+    """
+    o = profile.options
+    head = f"profile: {profile.name} (kind {profile.kind}, from {profile.source})\n"
+    if profile.kind == "local":
+        n = o.get("n_workers") or 2
+        return head + (
+            f"would start: distributed.LocalCluster on 127.0.0.1 with {n} worker "
+            f"{'processes' if o.get('processes', True) else 'threads'} x {o.get('threads_per_worker', 1)} thread(s), "
+            f"memory_limit={o.get('memory_limit', 'auto')}, dashboard at {o.get('dashboard_address', '127.0.0.1:0')}\n"
+        )
+    if profile.kind == "local-cuda":
+        return head + (
+            "would start: dask_cuda.LocalCUDACluster, one worker per GPU "
+            f"(CUDA_VISIBLE_DEVICES={o.get('CUDA_VISIBLE_DEVICES') or 'all'}, rmm_pool_size={o.get('rmm_pool_size')}); "
+            f"GPU visible here: {gpu_available()}\n"
+        )
+    if profile.kind == "slurm":
+        job = _slurm_job(profile)
+        return head + (
+            f"would start: a dask scheduler here and {o.get('jobs', 1)} SLURM job(s) of "
+            f"{o.get('processes', 1)} worker process(es) each; job script:\n\n" + job.job_script()
+        )
+    if profile.kind == "kubernetes":
+        return head + "would apply this DaskCluster resource (dask-kubernetes operator):\n\n" + yaml.safe_dump(
+            kubernetes_spec(profile), sort_keys=False
+        )
+    addr = o.get("address")
+    return head + (
+        f"would connect to the existing scheduler at {addr}\n"
+        if addr
+        else "no address set: give one in the profile, as tcp://host:port, or in SKYBATCH_SCHEDULER_ADDRESS\n"
+    )
+
+
+def start_cluster(profile: ClusterProfile):
+    """Start the cluster a profile describes and return it (``None`` for ``address``)."""
+    o = dict(profile.options)
+    if profile.kind == "local":
+        from distributed import LocalCluster
+
+        return LocalCluster(
+            n_workers=o.get("n_workers") or 2,
+            threads_per_worker=o.get("threads_per_worker", 1),
+            processes=o.get("processes", True),
+            memory_limit=o.get("memory_limit", "auto"),
+            host="127.0.0.1" if o.get("processes", True) else None,
+            dashboard_address=o.get("dashboard_address", "127.0.0.1:0"),
+            worker_dashboard_address="127.0.0.1:0",
+            local_directory=o.get("local_directory"),
+        )
+    if profile.kind == "local-cuda":
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise ProfileError("the local-cuda profile needs the gpu extra: pip install 'skybatch[gpu]'") from None
+        if not gpu_available():
+            raise ProfileError("the local-cuda profile needs a CUDA GPU and driver; none is visible (use --cluster local)")
+        return LocalCUDACluster(
+            CUDA_VISIBLE_DEVICES=o.get("CUDA_VISIBLE_DEVICES"),
+            rmm_pool_size=o.get("rmm_pool_size"),
+            threads_per_worker=o.get("threads_per_worker", 1),
+            dashboard_address=o.get("dashboard_address", "127.0.0.1:0"),
+        )
+    if profile.kind == "slurm":
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise ProfileError("the slurm profile needs dask-jobqueue: pip install 'skybatch[slurm]'") from None
+        jobs = int(o.pop("jobs", 1))
+        cluster = SLURMCluster(**{k: v for k, v in o.items() if v is not None})
+        cluster.scale(jobs=jobs)
+        return cluster
+    if profile.kind == "kubernetes":
+        try:
+            from dask_kubernetes.operator import KubeCluster
+        except ImportError:
+            raise ProfileError("the kubernetes profile needs dask-kubernetes: pip install 'skybatch[kubernetes]'") from None
+        return KubeCluster(custom_cluster_spec=kubernetes_spec(profile))
+    return None
+
+
+@contextlib.contextmanager
+def cluster_client(profile: str | ClusterProfile | None = None, *, quiet: bool = False, **overrides: Any) -> Iterator[Any]:
+    """Context manager yielding a ``distributed.Client`` for a profile; closes what it started.
+
+    Prints the Dask dashboard link at start unless ``quiet``.
+    """
+    from distributed import Client
+
+    prof = profile if isinstance(profile, ClusterProfile) else load_profile(profile, **overrides)
+    cluster = start_cluster(prof)
+    try:
+        if cluster is None:
+            addr = prof.options.get("address")
+            if not addr:
+                raise ProfileError(
+                    f"cluster profile {prof.name!r}: no scheduler address; set 'address' or SKYBATCH_SCHEDULER_ADDRESS"
+                )
+            client = Client(addr, timeout="30s")
+        else:
+            client = Client(cluster)
+        try:
+            if not quiet:
+                print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+            yield client
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
