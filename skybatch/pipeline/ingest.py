@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 import skybatch
-from skybatch.sources.base import META_COLUMNS, Grid, SourceError, SourceInfo, SpectraBlock
+from skybatch.pipeline.chunkrun import run_chunk_tasks
+from skybatch.sources.base import Grid, SourceError, SourceInfo, SpectraBlock
 from skybatch.store.fsutil import expand_sources, filesystem, public_options, s3_options
 from skybatch.store.manifest import Manifest, chunk_fingerprint
 from skybatch.store.spectra_store import (
@@ -135,6 +136,8 @@ class ChunkTask:
     stop: int
     pieces: list[tuple[str, int, int]]
     fingerprint: str
+    #: url -> planned format, n_rows and kept rows of each source in ``pieces`` (filled before submission)
+    source_rows: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -259,7 +262,6 @@ def _write_chunk(
     store: str,
     store_options: dict[str, Any],
     source_options: dict[str, Any],
-    source_rows: dict[str, dict[str, Any]],
     keep_nonscience: bool,
     columns: dict[str, str],
     nwave: int,
@@ -274,7 +276,7 @@ def _write_chunk(
     n_bad = 0
     at = 0
     for url, a, b in task.pieces:
-        src = source_rows[url]
+        src = task.source_rows[url]
         fs = filesystem(url, source_options)
         reader = _reader_for(fs, url, src["format"])
         info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
@@ -483,8 +485,6 @@ def _provenance(plan: IngestPlan, st_opts: dict[str, Any]) -> dict[str, Any]:
 
 def execute_plan(plan: IngestPlan, client) -> IngestReport:
     """Write every chunk the plan lists as to-do (one Dask task each), then update provenance."""
-    from distributed import as_completed
-
     t0 = time.perf_counter()
     config = plan.config
     st_opts = config.store_storage_options()
@@ -502,33 +502,16 @@ def execute_plan(plan: IngestPlan, client) -> IngestReport:
             r["url"]: {"format": r["format"], "n_rows": int(r["n_rows"]), "rows": np.asarray(r["rows"], np.int64)}
             for r in src[src["url"].isin(needed)].to_dict("records")
         }
-        futures = {}
         for t in plan.todo:
-            f = client.submit(
-                _write_chunk, t, config.store, st_opts, src_opts,
-                {u: source_rows[u] for u, _, _ in t.pieces}, config.keep_nonscience, columns, plan.grid.n,
-                plan.run_id, key=f"ingest-chunk-{plan.run_id}-{t.chunk}", retries=config.retries, pure=False,
-            )
-            futures[f] = t
-        bar = None
-        if config.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=plan.n_spectra, initial=plan.n_spectra - sum(t.stop - t.start for t in plan.todo),
-                       unit="spectra", desc="ingest", dynamic_ncols=True)
-        for fut in as_completed(list(futures)):
-            t = futures[fut]
-            try:
-                rec = fut.result()
-                written += t.stop - t.start
-                n_bad += int(rec["n_bad_pixels"])
-            except Exception as e:
-                failed.append({"chunk": t.chunk, "start": t.start, "stop": t.stop, "error": f"{type(e).__name__}: {e}"})
-            if bar is not None:
-                bar.update(t.stop - t.start)
-            fut.release()
-        if bar is not None:
-            bar.close()
+            t.source_rows = {u: source_rows[u] for u, _, _ in t.pieces}
+        out = run_chunk_tasks(
+            client, plan.todo, _write_chunk, config.store, st_opts, src_opts, config.keep_nonscience,
+            columns, plan.grid.n, plan.run_id,
+            key_prefix=f"ingest-chunk-{plan.run_id}", rows=lambda t: (t.start, t.stop), index=lambda t: t.chunk,
+            progress=config.progress, total_rows=plan.n_spectra, desc="ingest", retries=config.retries,
+        )
+        failed, written = out.failed, out.rows_done
+        n_bad = sum(int(r["n_bad_pixels"]) for r in out.records)
     if plan.grid is not None:
         g = open_group(config.store, st_opts)
         g.attrs["provenance"] = _provenance(plan, st_opts)

@@ -8,7 +8,7 @@ For a store at ``URL`` the manifest lives at ``URL.manifest/``:
     atomically when a run plans new sources; rows once assigned never move.
 ``quarantine/<run_id>.parquet``
     Sources a run set aside, with a reason tag and a message saying what to do.
-``chunks/chunk-<index>-<fingerprint>.parquet``
+``chunks/chunk-<index>-<fingerprint>.parquet`` (``stages/<stage>/...`` for later stages)
     One small file per finished store chunk, written by the Dask task *after*
     its region write. The fingerprint hashes the chunk's planned pieces, so a
     chunk whose plan changed (the last, partial chunk when sources are
@@ -55,6 +55,7 @@ class Manifest:
 
     store_url: str
     storage_options: dict[str, Any] | None = None
+    stage: str = "ingest"
 
     @property
     def url(self) -> str:
@@ -122,13 +123,18 @@ class Manifest:
         return q[~q["url"].isin(planned)].reset_index(drop=True)
 
     # -- chunks ------------------------------------------------------------
+    @property
+    def chunk_dir(self) -> str:
+        """Where this stage's chunk records go (``chunks/`` for ingest, ``stages/<stage>/`` otherwise)."""
+        return join(self.url, "chunks") if self.stage == "ingest" else join(self.url, "stages", self.stage)
+
     def chunk_path(self, index: int, fingerprint: str) -> str:
-        return join(self.url, "chunks", f"chunk-{index:09d}-{fingerprint}.parquet")
+        return join(self.chunk_dir, f"chunk-{index:09d}-{fingerprint}.parquet")
 
     def done_chunks(self) -> dict[int, set[str]]:
         """Finished chunks: chunk index -> the fingerprints written for it."""
         fs = self.fs
-        cdir = join(self.url, "chunks")
+        cdir = self.chunk_dir
         done: dict[int, set[str]] = {}
         if not fs.exists(cdir):
             return done
@@ -146,7 +152,7 @@ class Manifest:
     def chunks(self) -> pd.DataFrame:
         """All chunk completion records as one table (reads every record: for reports, not planning)."""
         fs = self.fs
-        cdir = join(self.url, "chunks")
+        cdir = self.chunk_dir
         frames = []
         if fs.exists(cdir):
             for p in sorted(fs.ls(cdir, detail=False)):

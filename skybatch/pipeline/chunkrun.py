@@ -1,0 +1,79 @@
+"""Run one Dask task per store chunk, with a progress bar, collecting failures.
+
+Shared by every chunk-wise job (ingest, preprocess, map_model): the job plans
+its chunk tasks and their fingerprints, drops those its manifest already holds,
+and hands the rest here. Failures never stop the other chunks; they come back
+with the chunk index and the error so that a re-run can retry them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ChunkOutcome", "run_chunk_tasks", "chunk_ranges"]
+
+
+def chunk_ranges(n: int, chunk: int) -> list[tuple[int, int, int]]:
+    """(index, start, stop) of every chunk of ``chunk`` rows over ``n`` rows."""
+    return [(k, k * chunk, min((k + 1) * chunk, n)) for k in range(math.ceil(n / chunk))]
+
+
+@dataclass
+class ChunkOutcome:
+    """Results of :func:`run_chunk_tasks`: records of finished chunks and failures."""
+
+    records: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+    rows_done: int
+
+
+def run_chunk_tasks(
+    client,
+    tasks: Sequence[Any],
+    fn: Callable[..., dict[str, Any]],
+    *args: Any,
+    key_prefix: str,
+    rows: Callable[[Any], tuple[int, int]],
+    index: Callable[[Any], int],
+    progress: bool = True,
+    total_rows: int | None = None,
+    desc: str = "chunks",
+    retries: int = 2,
+    **kwargs: Any,
+) -> ChunkOutcome:
+    """Submit ``fn(task, *args, **kwargs)`` for every task and wait for all of them.
+
+    rows(task) -> (start, stop) and index(task) -> chunk index describe a task;
+    the bar counts rows (spectra) over ``total_rows`` (default: the tasks' rows).
+    """
+    from distributed import as_completed
+
+    futures = {}
+    for t in tasks:
+        f = client.submit(fn, t, *args, key=f"{key_prefix}-{index(t)}", retries=retries, pure=False, **kwargs)
+        futures[f] = t
+    todo_rows = sum(b - a for a, b in map(rows, tasks))
+    bar = None
+    if progress and tasks:
+        from tqdm.auto import tqdm
+
+        total = total_rows if total_rows is not None else todo_rows
+        bar = tqdm(total=total, initial=total - todo_rows, unit="spectra", desc=desc, dynamic_ncols=True)
+    records, failed, done_rows = [], [], 0
+    for fut in as_completed(list(futures)):
+        t = futures.pop(fut)
+        a, b = rows(t)
+        try:
+            records.append(fut.result())
+            done_rows += b - a
+        except Exception as e:  # noqa: BLE001 - reported per chunk; the rest goes on
+            failed.append({"chunk": index(t), "start": a, "stop": b, "error": f"{type(e).__name__}: {e}"})
+        if bar is not None:
+            bar.update(b - a)
+        fut.release()
+    if bar is not None:
+        bar.close()
+    return ChunkOutcome(records=records, failed=failed, rows_done=done_rows)

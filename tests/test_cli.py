@@ -1,0 +1,79 @@
+"""The command line as a user meets it: real subprocesses, Prefect's local server, kill -9 and resume."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import xarray as xr
+
+from skybatch.cli import main
+
+from .pipeline.test_ingest import assert_stores_equal, coadds, survey  # noqa: F401
+
+
+def test_cluster_show_slurm(capsys):
+    assert main(["cluster", "show", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "#!/usr/bin/env bash" in out and "#SBATCH" in out
+
+
+def test_cluster_show_unknown(capsys):
+    assert main(["cluster", "show", "moon"]) == 2
+    assert "moon" in capsys.readouterr().err
+
+
+def test_config_typo_is_named(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("sources: [a.fits]\nstore: s.zarr\nchunk_spectrum: 10\n")
+    assert main(["run", "ingest", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "chunk_spectrum" in err and "chunk_spectra" in err
+    assert main(["run", "ingest", "--source", "a.fits", "--store", "s.zarr", "--chunk-spectra", "-4"]) == 2
+    assert "chunk_spectra" in capsys.readouterr().err
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "skybatch.cli", *args], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_cli_ingest_kill9_and_resume(prefect_server, survey, tmp_path, dask_client):
+    from skybatch.pipeline.ingest import ingest
+
+    files = coadds(survey)
+    ref = str(tmp_path / "ref.zarr")
+    ingest(files, ref, chunk_spectra=10, client=dask_client, progress=False)
+
+    store = str(tmp_path / "cli.zarr")
+    args = ["run", "ingest", "--store", store, "--chunk-spectra", "10", "--cluster", "local", "--no-progress"]
+    for f in files:
+        args += ["--source", f]
+    proc = _cli(*args)
+    chunks = store + ".manifest/chunks"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(glob.glob(chunks + "/*.parquet")) < 3:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed: " + proc.stdout.read()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    n_done = len(glob.glob(chunks + "/*.parquet"))
+    total = -(-xr.open_zarr(ref).sizes["spectrum"] // 10)
+    assert 3 <= n_done < total
+
+    proc = _cli(*args)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "Dask dashboard: http://127.0.0.1:" in out
+    assert_stores_equal(ref, store)
+    assert len(glob.glob(chunks + "/*.parquet")) == total  # each chunk recorded once: nothing written twice
