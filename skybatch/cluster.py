@@ -18,6 +18,7 @@ import contextlib
 import importlib.resources
 import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,8 +305,9 @@ def cluster_client(profile: str | ClusterProfile | None = None, *, quiet: bool =
         else:
             client = Client(cluster)
         try:
-            if not quiet:
-                print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+            if not quiet:  # straight to the terminal: inside a flow, print() would become a log record
+                sys.stdout.write(f"Dask dashboard: {client.dashboard_link}\n")
+                sys.stdout.flush()
             yield client
         finally:
             client.close()

@@ -77,3 +77,34 @@ def test_cli_ingest_kill9_and_resume(prefect_server, survey, tmp_path, dask_clie
     assert "Dask dashboard: http://127.0.0.1:" in out
     assert_stores_equal(ref, store)
     assert len(glob.glob(chunks + "/*.parquet")) == total  # each chunk recorded once: nothing written twice
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_quickstart_as_a_new_user_runs_it(prefect_server, tmp_path):
+    proc = _cli("run", "quickstart", "--dir", str(tmp_path / "qs"), "--n-healpix", "2", "--spectra-per-file", "40",
+                "--n-sdss", "6", "--cluster", "local")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "Dask dashboard: http://127.0.0.1:" in out
+    assert "xr.open_zarr(" in out
+    ds = xr.open_zarr(tmp_path / "qs" / "spectra-desi.zarr")
+    assert ds.sizes["wavelength"] == 7781 and ds.sizes["spectrum"] > 0
+    assert xr.open_zarr(tmp_path / "qs" / "spectra-sdss.zarr").sizes["spectrum"] == 6
+    assert (tmp_path / "qs" / "data" / "truth.parquet").exists()
+
+
+def test_prefect_yaml_declares_loadable_deployments():
+    import inspect
+    from pathlib import Path
+
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "flows" / "prefect.yaml").read_text())
+    names = {d["name"] for d in spec["deployments"]}
+    assert {"ingest", "quickstart"} <= names
+    for d in spec["deployments"]:
+        flow = load_flow_from_entrypoint(d["entrypoint"])
+        params = inspect.signature(flow.fn).parameters
+        assert set(d.get("parameters", {})) <= set(params), d["name"]

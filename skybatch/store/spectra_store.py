@@ -30,6 +30,7 @@ __all__ = [
     "consolidate",
     "open_store",
     "store_exists",
+    "zarr_store",
     "PER_SPECTRUM_COLUMNS",
 ]
 
@@ -50,14 +51,18 @@ def _fill(dtype: str):
     return -1 if d.kind == "i" else 0
 
 
+def zarr_store(url: str, storage_options: dict[str, Any] | None = None, read_only: bool = False):
+    """A zarr store object for ``url``: the path itself locally, an async FsspecStore for remote URLs."""
+    if "://" in url and not url.startswith("file://"):
+        return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or {}, read_only=read_only)
+    return url
+
+
 def open_group(url: str, storage_options: dict[str, Any] | None = None, mode: str = "r+") -> zarr.Group:
     """Open the store's Zarr group (``storage_options`` apply to remote URLs only)."""
-    kw: dict[str, Any] = {"mode": mode}
-    if "://" in url and not url.startswith("file://"):
-        kw["storage_options"] = storage_options or {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return zarr.open_group(url, **kw)
+        return zarr.open_group(zarr_store(url, storage_options, read_only=(mode == "r")), mode=mode)
 
 
 def store_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
@@ -71,12 +76,9 @@ def store_exists(url: str, storage_options: dict[str, Any] | None = None) -> boo
 
 def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:
     """Rewrite the consolidated metadata (after shape or variable changes)."""
-    kw: dict[str, Any] = {}
-    if "://" in url and not url.startswith("file://"):
-        kw["storage_options"] = storage_options or {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(url, **kw)
+        zarr.consolidate_metadata(zarr_store(url, storage_options))
 
 
 def create_spectra_store(
