@@ -19,6 +19,8 @@ _LAZY = {
     "ingest": "skybatch.pipeline.ingest:ingest",
     "IngestConfig": "skybatch.pipeline.ingest:IngestConfig",
     "IngestReport": "skybatch.pipeline.ingest:IngestReport",
+    "preprocess": "skybatch.pipeline.preprocess:preprocess",
+    "map_model": "skybatch.pipeline.map_model:map_model",
     "open_store": "skybatch.store.spectra_store:open_store",
     "cluster_client": "skybatch.cluster:cluster_client",
 }

@@ -17,6 +17,7 @@ import sys
 JOBS = {
     "quickstart": "skybatch.commands.quickstart",
     "ingest": "skybatch.commands.ingest",
+    "preprocess": "skybatch.commands.preprocess",
 }
 
 

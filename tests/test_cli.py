@@ -108,3 +108,21 @@ def test_prefect_yaml_declares_loadable_deployments():
         flow = load_flow_from_entrypoint(d["entrypoint"])
         params = inspect.signature(flow.fn).parameters
         assert set(d.get("parameters", {})) <= set(params), d["name"]
+
+
+@pytest.mark.prefect
+def test_cli_preprocess_in_process(prefect_server, survey, tmp_path, dask_client, capsys):
+    from skybatch.pipeline.ingest import ingest
+
+    store = str(tmp_path / "in.zarr")
+    ingest(coadds(survey)[:1], store, chunk_spectra=32, client=dask_client, progress=False)
+    out = str(tmp_path / "out.zarr")
+    code = main(["run", "preprocess", "--store", store, "--out", out, "--grid", "loglam:3.56:3.99:1e-4",
+                 "--normalize", "median", "--cluster", "local", "--no-progress"])
+    assert code == 0, capsys.readouterr()
+    ds = xr.open_zarr(out)
+    assert ds.attrs["preprocessing"]["recipe"]["grid"].startswith("loglam")
+    assert ds.sizes["spectrum"] == xr.open_zarr(store).sizes["spectrum"]
+    # a typo in a recipe value is named, exit code 2
+    assert main(["run", "preprocess", "--store", store, "--out", out + "2", "--grid", "loglam:3.5:x:1e-4"]) == 2
+    assert "grid" in capsys.readouterr().err

@@ -89,6 +89,7 @@ def create_spectra_store(
     extra_columns: dict[str, str] | None = None,
     storage_options: dict[str, Any] | None = None,
     n_spectra: int = 0,
+    wavelength: np.ndarray | None = None,
 ) -> zarr.Group:
     """Create an empty spectra store on ``grid`` (no spectrum rows yet, unless ``n_spectra``).
 
@@ -97,6 +98,8 @@ def create_spectra_store(
         units are added here.
     extra_columns: format-specific per-spectrum columns (name -> dtype), e.g. the
         sky VAC's observing conditions.
+    wavelength: the exact pixel centres (Angstrom, shape (grid.n,)) when they are
+        not ``grid.wavelength()`` (e.g. an explicit grid from preprocessing).
     """
     schema = load_schema()
     g = open_group(url, storage_options, mode="w")
@@ -108,7 +111,7 @@ def create_spectra_store(
         dimension_names=["wavelength"],
         attributes={"units": "Angstrom", "long_name": "vacuum wavelength", "grid": grid.to_attrs()},
     )
-    wl[:] = grid.wavelength()
+    wl[:] = grid.wavelength() if wavelength is None else np.asarray(wavelength, np.float64)
     for name in ("flux", "ivar", "mask"):
         spec = schema["variables"][name]
         g.create_array(

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import BloscCodec
 
 from skybatch.sources.tiles import INSTRUMENT_BANDS, band_key, normalize_band, normalize_instrument
 from skybatch.store.schema import StoreSchemaError, load_schema
@@ -84,6 +85,10 @@ SHARD_PLANE_BYTES = 4 * 2**20
 CAMERAS: dict[str, dict[str, tuple[str, ...]]] = {"euclid": {"vis": ("VIS",), "nisp": ("Y", "J", "H")}}
 
 _PLANE_COORDS = "tile_id band_key instrument wcs present source"
+#: Codec of image and noise: Blosc LZ4 with byte shuffle. Measured here on generated 192^2 tiles
+#: against zarr's default zstd level 0: writes 1.3x and reads 3.7x faster, 2 % (image) and 20 %
+#: (noise) fewer bytes. The mask keeps zarr's default zstd (mostly zeros).
+PIXEL_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ def create_tile_store(
     chunk_tiles: tiles per write unit (chunk or shard). attrs: provenance and settings.
     """
     g = open_tile_group(url, storage_options, mode="w")
-    g.attrs.update({
+    g.update_attributes({
         "skybatch_schema": SCHEMA_NAME,
         "skybatch_schema_version": SCHEMA_VERSION,
         "store_uuid": uuid.uuid4().hex,
@@ -239,9 +244,11 @@ def ensure_view(g: zarr.Group, spec: ViewSpec, chunk_tiles: int, n_tiles: int, a
     kw = {"chunks": (1, 1, h, w), "shards": unit_chunk} if spec.shard_planes else {"chunks": unit_chunk}
     dims4 = ["tile", "band", "y", "x"]
     for name, dtype, fill in (("image", "float32", np.nan), ("noise", "float32", np.inf), ("mask", "uint32", 0)):
+        codec = {"compressors": PIXEL_CODEC} if dtype == "float32" else {}
         v.create_array(
             name, shape=(n_tiles, nb, h, w), dtype=dtype, fill_value=fill, dimension_names=dims4,
-            attributes={"long_name": schema["variables"][name]["long_name"], "coordinates": _PLANE_COORDS}, **kw,
+            attributes={"long_name": schema["variables"][name]["long_name"], "coordinates": _PLANE_COORDS},
+            **kw, **codec,
         )
     for name, dtype, fill in (("wcs", str, ""), ("present", "bool", False), ("source", str, "")):
         v.create_array(
@@ -258,7 +265,7 @@ def ensure_view(g: zarr.Group, spec: ViewSpec, chunk_tiles: int, n_tiles: int, a
         a = v.create_array(name, shape=(nb,), chunks=(nb,), dtype=str, fill_value="", dimension_names=["band"],
                            attributes={"long_name": schema["coords"][name]["long_name"]})
         a[:] = np.asarray(values, dtype=object)
-    v.attrs.update({
+    v.update_attributes({
         "skybatch_schema": SCHEMA_NAME,
         "skybatch_schema_version": SCHEMA_VERSION,
         "view": spec.name,
