@@ -1,0 +1,426 @@
+"""A band-agnostic tile encoder: one small convolutional stem per band, one shared ViT trunk.
+
+Each band of a sky patch (Rubin u g r i z y, Euclid VIS Y J H, or any band added later) enters
+through its own stem, which maps the band image and its noise map to patch tokens. The stems
+absorb what is band-specific (PSF, depth, pixel statistics); everything after them is shared:
+a vision-transformer trunk with a learned position embedding and **no band embedding**, so the
+trunk cannot tell which band it is looking at and the same sky must give the same
+representation in every band.
+
+Inputs are made scale-free before the stem (per image): with ``σ_ref`` the median noise of the
+valid pixels, channel 0 is ``asinh(image / σ_ref)`` (a compressed S/N image; a bright star
+peaks near 6, sky is ~N(0, 1)) and channel 1 is ``log(noise / σ_ref)`` (the relative noise map,
+which rises on bright sources and at tile edges). Non-finite pixels (missing data) enter as 0.
+
+Adding a band = a new stem (:meth:`TileEncoder.add_band`); train it alone with the trunk frozen
+through :func:`stem_only_filter` and ``eqx.partition``.
+
+Registered with the model registry as kind ``"tile_encoder"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from skybatch.models.registry import register_model_kind
+
+__all__ = [
+    "prepare_inputs",
+    "BandStem",
+    "TransformerBlock",
+    "ViTTrunk",
+    "AttentionPool",
+    "TileEncoder",
+    "stem_only_filter",
+    "embed_batch",
+]
+
+
+def prepare_inputs(image: Float[Array, "H W"], noise: Float[Array, "H W"]) -> Float[Array, "2 H W"]:
+    """Scale-free two-channel input: ``[asinh(image/σ_ref), log(noise/σ_ref)]``, 0 where invalid.
+
+    ``σ_ref`` is the mean noise of the valid pixels (1 if none is valid). A mean, not a
+    median: a median is a sort per image, which is slow to compile and run on CPU.
+    """
+    valid = jnp.isfinite(image) & jnp.isfinite(noise) & (noise > 0)
+    n_valid = jnp.sum(valid)
+    ref = jnp.sum(jnp.where(valid, noise, 0.0)) / jnp.maximum(n_valid, 1)
+    ref = jnp.where(n_valid > 0, ref, 1.0)
+    safe_noise = jnp.where(valid, noise, ref)
+    snr = jnp.where(valid, jnp.arcsinh(jnp.where(valid, image, 0.0) / ref), 0.0)
+    lognoise = jnp.where(valid, jnp.log(safe_noise / ref), 0.0)
+    return jnp.stack([snr, lognoise]).astype(jnp.float32)
+
+
+def _im2col3(x: Float[Array, "C H W"]) -> Float[Array, "H W 9C"]:
+    """3×3 neighbourhoods (zero padded) of every pixel, channels last: (H, W, 9·C)."""
+    c, h, w = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1)))
+    cols = [xp[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
+    return jnp.stack(cols, axis=0).reshape(9 * c, h, w).transpose(1, 2, 0)
+
+
+def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], fan_in: int) -> Array:
+    lim = 1.0 / jnp.sqrt(fan_in)
+    return jax.random.uniform(key, shape, minval=-lim, maxval=lim)
+
+
+class BandStem(eqx.Module):
+    """Per-band stem: 3×3 conv (2 → hidden, GELU), then a patchify conv (patch × patch, stride patch).
+
+    Written as matrix products on unfolded patches (im2col) rather than ``lax.conv``, so that
+    a batch whose samples each use a different band's stem (weights gathered per sample under
+    ``vmap``) runs, and differentiates, as batched matrix products: with per-sample kernels,
+    ``lax.conv``'s gradient on CPU was ~40× slower than the whole forward pass.
+
+    ``__call__(x: (2, H, W)) -> (H/patch · W/patch, width)`` tokens in row-major grid order.
+    """
+
+    conv_weight: Float[Array, "18 hidden"]
+    conv_bias: Float[Array, " hidden"]
+    patch_weight: Float[Array, "pph width"]
+    patch_bias: Float[Array, " width"]
+    patch: int = eqx.field(static=True)
+
+    def __init__(self, hidden: int, width: int, patch: int, *, key: PRNGKeyArray):
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        self.conv_weight = _uniform(k1, (18, hidden), 18)
+        self.conv_bias = _uniform(k2, (hidden,), 18)
+        self.patch_weight = _uniform(k3, (patch * patch * hidden, width), patch * patch * hidden)
+        self.patch_bias = _uniform(k4, (width,), patch * patch * hidden)
+        self.patch = patch
+
+    def __call__(self, x: Float[Array, "2 H W"]) -> Float[Array, "N D"]:
+        _, h, w = x.shape
+        p = self.patch
+        feat = jax.nn.gelu(_im2col3(x) @ self.conv_weight + self.conv_bias)  # (H, W, hidden)
+        hid = feat.shape[-1]
+        blocks = feat.reshape(h // p, p, w // p, p, hid).transpose(0, 2, 1, 3, 4)
+        return blocks.reshape((h // p) * (w // p), p * p * hid) @ self.patch_weight + self.patch_bias
+
+
+class TransformerBlock(eqx.Module):
+    """Pre-norm transformer block: x + MHA(LN(x)); x + MLP(LN(x)). Shapes (N, D) → (N, D)."""
+
+    norm1: eqx.nn.LayerNorm
+    attn: eqx.nn.MultiheadAttention
+    norm2: eqx.nn.LayerNorm
+    fc1: eqx.nn.Linear
+    fc2: eqx.nn.Linear
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int, *, key: PRNGKeyArray):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.norm1 = eqx.nn.LayerNorm(width)
+        self.attn = eqx.nn.MultiheadAttention(heads, width, use_query_bias=True, use_output_bias=True, key=k1)
+        self.norm2 = eqx.nn.LayerNorm(width)
+        self.fc1 = eqx.nn.Linear(width, mlp_ratio * width, key=k2)
+        self.fc2 = eqx.nn.Linear(mlp_ratio * width, width, key=k3)
+
+    def __call__(self, x: Float[Array, "N D"]) -> Float[Array, "N D"]:
+        h = jax.vmap(self.norm1)(x)
+        x = x + self.attn(h, h, h)
+        h = jax.vmap(self.norm2)(x)
+        return x + jax.vmap(self.fc2)(jax.nn.gelu(jax.vmap(self.fc1)(h)))
+
+
+class ViTTrunk(eqx.Module):
+    """Shared, band-agnostic trunk: learned position embedding, ``depth`` blocks, final LayerNorm.
+
+    ``__call__(tokens: (N, D)) -> (N, D)``.
+    """
+
+    pos: Float[Array, "N D"]
+    blocks: tuple[TransformerBlock, ...]
+    norm: eqx.nn.LayerNorm
+
+    def __init__(self, n_tokens: int, width: int, depth: int, heads: int, mlp_ratio: int, *, key: PRNGKeyArray):
+        kp, *kb = jax.random.split(key, depth + 1)
+        self.pos = 0.02 * jax.random.normal(kp, (n_tokens, width))
+        self.blocks = tuple(TransformerBlock(width, heads, mlp_ratio, key=k) for k in kb)
+        self.norm = eqx.nn.LayerNorm(width)
+
+    def __call__(self, tokens: Float[Array, "N D"]) -> Float[Array, "N D"]:
+        x = tokens + self.pos
+        for blk in self.blocks:
+            x = blk(x)
+        return jax.vmap(self.norm)(x)
+
+
+class AttentionPool(eqx.Module):
+    """Global embedding from a token set: softmax attention with one learned query, then a linear head.
+
+    ``__call__(tokens (N, D)) -> (D,)``. The query starts at zero (plain mean pooling) and
+    learns to weight the informative (source) tokens; the head lets the global embedding take
+    its own scale and basis, free of the trunk's final LayerNorm.
+    """
+
+    query: Float[Array, " D"]
+    head: eqx.nn.Linear
+
+    def __init__(self, width: int, *, key: PRNGKeyArray):
+        self.query = jnp.zeros((width,))
+        self.head = eqx.nn.Linear(width, width, key=key)
+
+    def __call__(self, tokens: Float[Array, "N D"]) -> Float[Array, " D"]:
+        attn = jax.nn.softmax(tokens @ self.query / jnp.sqrt(tokens.shape[-1]))
+        return self.head(attn @ tokens)
+
+
+class TileEncoder(eqx.Module):
+    """Band-agnostic tile encoder: per-band stems → shared ViT trunk → token grid + global embedding.
+
+    Parameters
+    ----------
+    bands:
+        Band keys, one stem per band (static; e.g. ``[b.name for b in SURVEY_BANDS]``). A band
+        index in :meth:`embed` refers to this order.
+    image_size:
+        Side of the square input patches in pixels (a multiple of ``patch``).
+    patch:
+        Token size in pixels; the token grid is ``image_size/patch`` on a side.
+    width:
+        Token and embedding dimension ``D``.
+    depth, heads, mlp_ratio:
+        Trunk blocks, attention heads, MLP expansion.
+    stem_hidden:
+        Channels of each stem's 3×3 convolution.
+    key:
+        PRNG key (keyword only).
+
+    ``embed(image (H, W), noise (H, W), band) -> (tokens (Ht, Wt, D), global (D,))``; ``global``
+    is an attention pooling of the tokens (:class:`AttentionPool`, shared, band-agnostic). ``band`` is a band key (static stem), a Python int, or an integer
+    JAX array (traced, e.g. per sample under ``vmap``: the stems are then stacked and the
+    sample's stem weights gathered, so a mixed-band batch costs one stem per sample).
+    """
+
+    stems: dict[str, BandStem]
+    trunk: ViTTrunk
+    pool: AttentionPool
+    bands: tuple[str, ...] = eqx.field(static=True)
+    image_size: int = eqx.field(static=True)
+    patch: int = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    heads: int = eqx.field(static=True)
+    mlp_ratio: int = eqx.field(static=True)
+    stem_hidden: int = eqx.field(static=True)
+
+    registry_kind: ClassVar[str] = "tile_encoder"
+
+    def __init__(
+        self,
+        bands: Sequence[str],
+        *,
+        image_size: int = 32,
+        patch: int = 4,
+        width: int = 64,
+        depth: int = 3,
+        heads: int = 4,
+        mlp_ratio: int = 2,
+        stem_hidden: int = 16,
+        key: PRNGKeyArray,
+    ):
+        bands = tuple(str(b) for b in bands)
+        if not bands or len(set(bands)) != len(bands):
+            raise ValueError(f"TileEncoder needs a non-empty list of distinct band keys, got {bands}")
+        if image_size % patch:
+            raise ValueError(f"image_size={image_size} is not a multiple of patch={patch}")
+        if width % heads:
+            raise ValueError(f"width={width} is not a multiple of heads={heads}")
+        ks, kt, kp = jax.random.split(key, 3)
+        stem_keys = jax.random.split(ks, len(bands))
+        self.stems = {b: BandStem(stem_hidden, width, patch, key=k) for b, k in zip(bands, stem_keys)}
+        n_tokens = (image_size // patch) ** 2
+        self.trunk = ViTTrunk(n_tokens, width, depth, heads, mlp_ratio, key=kt)
+        self.pool = AttentionPool(width, key=kp)
+        self.bands = bands
+        self.image_size = image_size
+        self.patch = patch
+        self.width = width
+        self.depth = depth
+        self.heads = heads
+        self.mlp_ratio = mlp_ratio
+        self.stem_hidden = stem_hidden
+
+    # registry -----------------------------------------------------------------------------
+    def architecture(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this encoder's skeleton (for the model registry)."""
+        return {
+            "bands": list(self.bands),
+            "image_size": self.image_size,
+            "patch": self.patch,
+            "width": self.width,
+            "depth": self.depth,
+            "heads": self.heads,
+            "mlp_ratio": self.mlp_ratio,
+            "stem_hidden": self.stem_hidden,
+        }
+
+    # geometry -----------------------------------------------------------------------------
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Token grid shape (Ht, Wt)."""
+        n = self.image_size // self.patch
+        return (n, n)
+
+    def band_index(self, band: str) -> int:
+        """Index of ``band`` in :attr:`bands` (KeyError naming the known bands)."""
+        try:
+            return self.bands.index(band)
+        except ValueError:
+            raise KeyError(
+                f"band {band!r} has no stem in this encoder (bands: {list(self.bands)}); "
+                "add one with TileEncoder.add_band"
+            ) from None
+
+    # forward ------------------------------------------------------------------------------
+    def stem_tokens(self, image: Float[Array, "H W"], noise: Float[Array, "H W"], band: Any) -> Float[Array, "N D"]:
+        """Band-specific tokens before the trunk, (N, D)."""
+        if image.shape != (self.image_size, self.image_size) or noise.shape != image.shape:
+            raise ValueError(
+                f"TileEncoder expects image and noise of {self.image_size}x{self.image_size} px, got "
+                f"{image.shape} and {noise.shape}; cut tiles to image_size or build the encoder with it"
+            )
+        x = prepare_inputs(image, noise)
+        if isinstance(band, str):
+            return self.stems[self.bands[self.band_index(band)]](x)
+        if isinstance(band, int):
+            if not 0 <= band < len(self.bands):
+                raise IndexError(f"band index {band} out of range for bands {list(self.bands)}")
+            return self.stems[self.bands[band]](x)
+        return self._gathered_stem(band)(x)
+
+    def _gathered_stem(self, band: Int[Array, ""]) -> BandStem:
+        """The stem of a traced band index: stack all stems' arrays and select entry ``band``.
+
+        An index outside ``[0, len(bands))`` selects all-zero weights (no error inside jit).
+        """
+        stems = [self.stems[b] for b in self.bands]
+        if len(stems) == 1:
+            return stems[0]
+        arrays = [eqx.filter(s, eqx.is_array) for s in stems]
+        static = eqx.filter(stems[0], eqx.is_array, inverse=True)
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *arrays)
+        # one-hot mixing rather than a gather: under vmap it is one matmul (n, B) @ (B, ...)
+        # forward and backward, and it compiles faster than gather/scatter
+        onehot = jax.nn.one_hot(jnp.asarray(band, dtype=jnp.int32), len(stems), dtype=jnp.float32)
+        picked = jax.tree.map(lambda a: jnp.tensordot(onehot, a, axes=1), stacked)
+        return eqx.combine(picked, static)
+
+    def embed(
+        self, image: Float[Array, "H W"], noise: Float[Array, "H W"], band: Any
+    ) -> tuple[Float[Array, "Ht Wt D"], Float[Array, " D"]]:
+        """Encode one band image of a tile.
+
+        Parameters
+        ----------
+        image:
+            (H, W) background-subtracted flux (any unit; made scale-free inside).
+        noise:
+            (H, W) 1σ noise in the same unit; non-finite or ≤ 0 marks missing pixels.
+        band:
+            Band key, Python int, or integer JAX scalar (index into :attr:`bands`).
+
+        Returns
+        -------
+        tokens:
+            (Ht, Wt, D) token grid.
+        global:
+            (D,) attention-pooled tokens through a linear head (:class:`AttentionPool`).
+        """
+        tok = self.trunk(self.stem_tokens(image, noise, band))
+        ht, wt = self.grid
+        return tok.reshape(ht, wt, self.width), self.pool(tok)
+
+    __call__ = embed
+
+    # new bands ----------------------------------------------------------------------------
+    def add_band(self, band: str, *, key: PRNGKeyArray | None = None, init_from: str | None = None) -> TileEncoder:
+        """Return a copy with a stem for ``band`` (trunk and other stems shared, unchanged).
+
+        The new stem is a copy of ``init_from``'s stem (e.g. the nearest band in wavelength), or
+        freshly initialised from ``key``. Train it alone with :func:`stem_only_filter`.
+        """
+        if band in self.bands:
+            raise ValueError(f"band {band!r} already has a stem")
+        if init_from is not None:
+            stem = self.stems[self.bands[self.band_index(init_from)]]
+        elif key is not None:
+            stem = BandStem(self.stem_hidden, self.width, self.patch, key=key)
+        else:
+            raise ValueError("add_band needs key= (fresh stem) or init_from= (copy of a band's stem)")
+        arch = self.architecture()
+        arch["bands"] = list(self.bands) + [band]
+        skeleton = TileEncoder(**arch, key=jax.random.PRNGKey(0))  # new static band list
+        return eqx.tree_at(
+            lambda m: (m.stems, m.trunk, m.pool), skeleton, ({**self.stems, band: stem}, self.trunk, self.pool)
+        )
+
+
+register_model_kind(TileEncoder.registry_kind, TileEncoder)
+
+
+def stem_only_filter(model: eqx.Module, band: str) -> Any:
+    """Filter spec (pytree of bools like ``model``) that is True only on ``band``'s stem arrays.
+
+    Use with ``eqx.partition(model, stem_only_filter(model, band))`` to train one band's stem
+    with everything else frozen. ``model`` is a :class:`TileEncoder` or any module with an
+    ``encoder`` attribute holding one (e.g. the training model of
+    :class:`skybatch.models.tile_objective.TileJEPAObjective`).
+    """
+    if isinstance(model, TileEncoder):
+        enc = model
+        spec = jax.tree.map(lambda _: False, model)
+        enc.band_index(band)  # KeyError naming the bands if absent
+        stem_spec = jax.tree.map(eqx.is_array, enc.stems[band])
+        return eqx.tree_at(lambda m: m.stems[band], spec, stem_spec)
+    enc = getattr(model, "encoder", None)
+    if not isinstance(enc, TileEncoder):
+        raise TypeError(
+            f"stem_only_filter needs a TileEncoder or a module with an `encoder` TileEncoder, got "
+            f"{type(model).__name__}"
+        )
+    spec = jax.tree.map(lambda _: False, model)
+    return eqx.tree_at(lambda m: m.encoder, spec, stem_only_filter(enc, band))
+
+
+@eqx.filter_jit
+def _embed_batch_jit(encoder: TileEncoder, image: Array, noise: Array, band: Array) -> tuple[Array, Array]:
+    return jax.vmap(encoder.embed)(image, noise, band)
+
+
+def embed_batch(
+    encoder: TileEncoder, image: Any, noise: Any, band: Any
+) -> tuple[Float[Array, "n Ht Wt D"], Float[Array, "n D"]]:
+    """Jitted batched :meth:`TileEncoder.embed`.
+
+    Parameters
+    ----------
+    image, noise:
+        (n, H, W) arrays (NumPy or JAX).
+    band:
+        (n,) integer band indices, or one band key / int for the whole batch (then only that
+        band's stem runs).
+
+    Returns
+    -------
+    tokens (n, Ht, Wt, D) and global (n, D). One compile per (n, band key) combination: pad the
+    last batch to keep ``n`` fixed.
+    """
+    image = jnp.asarray(image, dtype=jnp.float32)
+    noise = jnp.asarray(noise, dtype=jnp.float32)
+    if isinstance(band, (str, int)):
+        return _embed_batch_static(encoder, image, noise, band)
+    return _embed_batch_jit(encoder, image, noise, jnp.asarray(band, dtype=jnp.int32))
+
+
+@eqx.filter_jit
+def _embed_batch_static(encoder: TileEncoder, image: Array, noise: Array, band: str | int) -> tuple[Array, Array]:
+    return jax.vmap(lambda i, n: encoder.embed(i, n, band))(image, noise)
+

@@ -1,0 +1,137 @@
+"""Anomaly scores: the combination rule on known inputs, and injected outliers ranked first."""
+
+from __future__ import annotations
+
+import json
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+
+from skybatch.models import (
+    AnomalyReference,
+    TrainConfig,
+    VAEObjective,
+    anomaly_score,
+    chi2_per_pixel,
+    fit,
+    fit_anomaly_reference,
+    fit_latent_density,
+    knn_distance,
+    reconstruct_batch,
+)
+from tests.models.models_synth import VAE_KW, VAE_TRAIN_KW, batch_stream, smooth_family
+
+
+def _two_clusters(rng, n):
+    centres = np.array([[-3.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
+    return centres[rng.integers(0, 2, n)] + rng.normal(0, 0.5, (n, 3))
+
+
+def test_score_combines_misfit_and_rarity():
+    rng = np.random.default_rng(0)
+    mu_train = _two_clusters(rng, 2000)
+    chi2_train = rng.lognormal(0.0, 0.1, 2000)
+    ref = fit_anomaly_reference(chi2_train, mu_train, n_components=2)
+    assert ref.density.n_components == 2
+    np.testing.assert_allclose(np.sort(ref.density.means[:, 0]), [-3, 3], atol=0.1)
+
+    mu = _two_clusters(rng, 200)
+    chi2 = rng.lognormal(0.0, 0.1, 200)
+    chi2[:5] *= 20.0  # misfit outliers, with typical latents (cluster centres)
+    mu[:5] = [[-3.0, 0.0, 0.0], [3.0, 0.0, 0.0], [-3.0, 0.0, 0.0], [3.0, 0.0, 0.0], [3.0, 0.0, 0.0]]
+    mu[5:10] = [0.0, 0.0, 3.0]  # rare latents, 6 sigma from both clusters, with typical chi2
+    chi2[5:10] = 1.0
+    out = anomaly_score(chi2, mu, ref)
+    top = set(np.argsort(-out["score"])[:10])
+    assert top == set(range(10))
+    assert np.all(out["z_misfit"][:5] > 10) and np.all(out["z_rarity"][:5] < 1)
+    assert np.all(out["z_rarity"][5:10] > 5) and np.all(out["z_misfit"][5:10] < 1)
+    assert np.all(out["score"] >= 0) and np.all(out["z_misfit"] >= 0)
+    # Normal spectra: the rarity z-scores behave like Gaussian sigmas (few beyond 3).
+    assert np.mean(out["z_rarity"][10:] > 3) < 0.02
+
+    # Between the clusters: rare for the 2-component mixture, the peak of a single Gaussian.
+    between = np.zeros((3, 3))
+    ones = np.ones(3)
+    assert np.all(anomaly_score(ones, between, ref)["z_rarity"] > 4)
+    ref1 = fit_anomaly_reference(chi2_train, mu_train, n_components=1)
+    assert np.all(anomaly_score(ones, between, ref1)["z_rarity"] < 1)
+
+    # The reference survives a JSON round trip (it is stored in the model card).
+    ref2 = AnomalyReference.from_dict(json.loads(json.dumps(ref.to_dict())))
+    np.testing.assert_allclose(anomaly_score(chi2, mu, ref2)["score"], out["score"], rtol=1e-9)
+
+
+def test_spectra_without_good_pixels_get_nan():
+    rng = np.random.default_rng(1)
+    ref = fit_anomaly_reference(rng.lognormal(0, 0.1, 100), rng.normal(size=(100, 2)))
+    chi2pp = chi2_per_pixel(np.array([5.0, 0.0]), np.array([5, 0]))
+    assert chi2pp[0] == 1.0 and np.isnan(chi2pp[1])
+    score = anomaly_score(chi2pp, np.zeros((2, 2)), ref)["score"]
+    assert np.isfinite(score[0]) and np.isnan(score[1])
+
+
+def test_knn_distance_and_density_agree_with_brute_force():
+    rng = np.random.default_rng(2)
+    ref_pts = rng.normal(size=(300, 4))
+    q = rng.normal(size=(7, 4))
+    d = np.sqrt(((q[:, None] - ref_pts[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(knn_distance(q, ref_pts, k=5), np.sort(d, 1)[:, 4], rtol=1e-6)
+    g = fit_latent_density(ref_pts)
+    cov = np.cov(ref_pts, rowvar=False)
+    diff = q - ref_pts.mean(0)
+    nll = 0.5 * (np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff) + np.linalg.slogdet(2 * np.pi * cov)[1])
+    np.testing.assert_allclose(g.neg_log_density(q), nll, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained_vae(tmp_path_factory):
+    # Same objective and optimiser settings as the VAE training test: the step compiles once.
+    cfg = TrainConfig(steps=200, checkpoint_every=200, log_every=50, **VAE_TRAIN_KW)
+    return fit(VAEObjective(**VAE_KW), batch_stream("smooth", 32, VAE_KW["nwave"]), cfg,
+               tmp_path_factory.mktemp("anomaly_vae")).model
+
+
+def test_injected_outliers_rank_at_the_top(trained_vae):
+    nwave = VAE_KW["nwave"]
+    x = np.linspace(0, 1, nwave)
+    train = smooth_family(np.random.default_rng(10), 1024, nwave)
+    out = reconstruct_batch(trained_vae, train["flux"], train["ivar"])
+    ref = fit_anomaly_reference(chi2_per_pixel(np.asarray(out["chi2"]), np.asarray(out["n_good"])),
+                                np.asarray(out["mu"]), n_components=2)
+
+    rng = np.random.default_rng(11)
+    test = smooth_family(rng, 300, nwave)
+    truth = test["truth"].astype(np.float64)
+    outliers = np.arange(0, 300, 15)  # 20 injected outliers spread through the set
+    for j, i in enumerate(outliers):
+        if j % 2 == 0:  # an emission line where the family has none
+            truth[i] += 2.0 * np.exp(-0.5 * ((x - rng.uniform(0.45, 0.55)) / 0.02) ** 2)
+        else:  # a broad absorption trough (BAL-like)
+            truth[i] *= 1.0 - 0.8 * np.exp(-0.5 * ((x - rng.uniform(0.1, 0.9)) / 0.05) ** 2)
+    good = test["ivar"] > 0
+    flux = np.where(good, truth + rng.normal(0, 0.05, truth.shape), np.nan).astype(np.float32)
+    # The per-spectrum method a store mapper vmaps gives the same terms as the batch function.
+    terms = eqx.filter_jit(lambda m, f, i: jax.vmap(m.anomaly_terms)(f, i))
+    mu, chi2pp = terms(trained_vae, flux, test["ivar"])
+    res = reconstruct_batch(trained_vae, flux, test["ivar"])
+    np.testing.assert_allclose(np.asarray(chi2pp), chi2_per_pixel(np.asarray(res["chi2"]), np.asarray(res["n_good"])),
+                               rtol=1e-5)
+    score = anomaly_score(np.asarray(chi2pp), np.asarray(mu), ref)["score"]
+    ranked = np.argsort(-np.asarray(score))
+    assert len(set(ranked[:20]) & set(outliers)) >= 18
+    assert set(outliers) <= set(ranked[:30])
+
+
+def test_same_scores_through_the_array_api_namespace():
+    xp = pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(3)
+    ref = fit_anomaly_reference(rng.lognormal(0, 0.1, 300), _two_clusters(rng, 300), n_components=2)
+    chi2, mu = rng.lognormal(0, 0.3, 20), _two_clusters(rng, 20)
+    want = anomaly_score(chi2, mu, ref)
+    got = anomaly_score(xp.asarray(chi2), xp.asarray(mu), ref)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(knn_distance(xp.asarray(mu), xp.asarray(mu), k=2)), knn_distance(mu, mu, k=2))
