@@ -95,32 +95,52 @@ def coadd_cameras(
             raise ValueError(f"arm {k} (offset {off}, {f.shape[1]} px) does not fit in the {n_wave}-pixel output grid")
 
     order = sorted(range(len(offsets)), key=lambda k: offsets[k])
-    cover = xp.zeros((n_wave,), dtype=xp.int32)
-    for k in order:
-        a, b = offsets[k], offsets[k] + flux_arms[k].shape[1]
-        cover[a:b] = cover[a:b] + 1
-
-    fsum = xp.zeros((n_spec, n_wave), dtype=xp.float64)
-    isum = xp.zeros((n_spec, n_wave), dtype=xp.float64)
-    fcopy = xp.zeros((n_spec, n_wave), dtype=xp.float64)
-    msum = xp.zeros((n_spec, n_wave), dtype=xp.uint32)
-    for k in order:
-        a, b = offsets[k], offsets[k] + flux_arms[k].shape[1]
-        f = xp.astype(flux_arms[k], xp.float64)
-        iv = xp.astype(ivar_arms[k], xp.float64)
-        overlap = cover[a:b] > 1
-        fsum[:, a:b] = fsum[:, a:b] + xp.where(overlap, iv * f, 0.0)
-        isum[:, a:b] = isum[:, a:b] + iv
-        fcopy[:, a:b] = xp.where(overlap, fcopy[:, a:b], f)
-        if mask_arms is not None:
-            msum[:, a:b] = msum[:, a:b] | xp.astype(mask_arms[k], xp.uint32)
-
-    multi = cover > 1
-    denom = isum + xp.astype(isum == 0.0, xp.float64)
-    flux = xp.where(multi, fsum / denom, fcopy)
+    spans = [(int(offsets[k]), int(offsets[k]) + int(flux_arms[k].shape[1]), k) for k in order]
+    flux = xp.zeros((n_spec, n_wave), dtype=out_dtype)
+    ivar = xp.zeros((n_spec, n_wave), dtype=out_dtype)
+    mask = xp.zeros((n_spec, n_wave), dtype=xp.uint32)
+    for a, b, arms in _runs(spans, n_wave):
+        if not arms:  # no arm covers these pixels
+            if nodata_bit is not None:
+                mask[:, a:b] = xp.full((n_spec, b - a), 1 << int(nodata_bit), dtype=xp.uint32)
+            continue
+        if len(arms) == 1:  # copied as they are
+            k = arms[0]
+            sl = slice(a - int(offsets[k]), b - int(offsets[k]))
+            flux[:, a:b] = xp.astype(flux_arms[k][:, sl], out_dtype)
+            ivar[:, a:b] = xp.astype(ivar_arms[k][:, sl], out_dtype)
+            if mask_arms is not None:
+                mask[:, a:b] = xp.astype(mask_arms[k][:, sl], xp.uint32)
+            continue
+        # overlap: inverse-variance weighted mean, accumulated in float64 in wavelength order
+        fsum = xp.zeros((n_spec, b - a), dtype=xp.float64)
+        isum = xp.zeros((n_spec, b - a), dtype=xp.float64)
+        msum = xp.zeros((n_spec, b - a), dtype=xp.uint32)
+        for k in arms:
+            sl = slice(a - int(offsets[k]), b - int(offsets[k]))
+            iv = xp.astype(ivar_arms[k][:, sl], xp.float64)
+            fsum = fsum + iv * xp.astype(flux_arms[k][:, sl], xp.float64)
+            isum = isum + iv
+            if mask_arms is not None:
+                msum = msum | xp.astype(mask_arms[k][:, sl], xp.uint32)
+        flux[:, a:b] = xp.astype(fsum / (isum + xp.astype(isum == 0.0, xp.float64)), out_dtype)
+        ivar[:, a:b] = xp.astype(isum, out_dtype)
+        mask[:, a:b] = msum
     if len(flux_arms) > 1:
-        msum = xp.where(isum > 0.0, xp.zeros_like(msum), msum)
-    if nodata_bit is not None:
-        nodata = xp.asarray(1 << int(nodata_bit), dtype=xp.uint32)
-        msum = xp.where(cover == 0, msum | nodata, msum)
-    return xp.astype(flux, out_dtype), xp.astype(isum, out_dtype), msum
+        mask = xp.where(ivar > 0, xp.zeros_like(mask), mask)
+    return flux, ivar, mask
+
+
+def _runs(spans: list[tuple[int, int, int]], n_wave: int) -> list[tuple[int, int, list[int]]]:
+    """Split [0, n_wave) into runs covered by the same set of arms (in wavelength order)."""
+    edges = sorted({0, n_wave, *[a for a, _, _ in spans], *[b for _, b, _ in spans]})
+    out: list[tuple[int, int, list[int]]] = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        if a >= n_wave or b <= 0 or a == b:
+            continue
+        arms = [k for (s, e, k) in spans if s <= a and b <= e]
+        if out and out[-1][2] == arms and out[-1][1] == a:
+            out[-1] = (out[-1][0], b, arms)
+        else:
+            out.append((a, b, arms))
+    return out
