@@ -19,12 +19,14 @@ from skybatch.cluster import cluster_client  # noqa: E402
 from skybatch.pipeline import tile_ingest as job  # noqa: E402
 
 
-@task(name="plan", retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
+@task(name="plan", retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_on_transient,
+      cache_policy=NO_CACHE)
 def plan(config: job.TileIngestConfig, client) -> job.TileIngestPlan:
     return job.plan_tile_ingest(config, client)
 
 
-@task(name="ingest", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
+@task(name="ingest", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_transient,
+      cache_policy=NO_CACHE)
 def write(p: job.TileIngestPlan, client) -> job.TileIngestReport:
     return job.execute_tile_plan(p, client)
 

@@ -18,6 +18,10 @@ JOBS = {
     "quickstart": "skybatch.commands.quickstart",
     "ingest": "skybatch.commands.ingest",
     "preprocess": "skybatch.commands.preprocess",
+    "train": "skybatch.commands.train",
+    "score": "skybatch.commands.score",
+    "classify": "skybatch.commands.classify",
+    "embed": "skybatch.commands.embed",
 }
 
 
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         from skybatch.cluster import ProfileError
         from skybatch.commands._config import ConfigError
 
-        if isinstance(e, (ConfigError, ProfileError)):
+        if isinstance(e, (ConfigError, ProfileError, ValueError, KeyError, FileNotFoundError)):
+            # errors a user can act on: the message names the file, store or setting
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise

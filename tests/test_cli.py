@@ -126,3 +126,39 @@ def test_cli_preprocess_in_process(prefect_server, survey, tmp_path, dask_client
     # a typo in a recipe value is named, exit code 2
     assert main(["run", "preprocess", "--store", store, "--out", out + "2", "--grid", "loglam:3.5:x:1e-4"]) == 2
     assert "grid" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_cli_train_then_score_classify_embed(prefect_server, survey, tmp_path, dask_client, capsys):
+    from skybatch.pipeline.ingest import ingest
+    from skybatch.pipeline.preprocess import preprocess
+
+    raw, store = str(tmp_path / "raw.zarr"), str(tmp_path / "p.zarr")
+    ingest(coadds(survey), raw, chunk_spectra=64, client=dask_client, progress=False)
+    preprocess(raw, store, client=dask_client, progress=False, grid="loglam:3.45:3.90:1e-3", rest_frame=True,
+               bad_redshift="observed")
+    common = ["--store", store, "--steps", "30", "--batch-size", "32", "--checkpoint-every", "10",
+              "--cluster", "local", "--no-progress", "--val-fraction", "0.3", "--split-nside", "256"]
+    assert main(["run", "train", "--model", "vae", "--out", str(tmp_path / "vae"), "--width", "32", *common]) == 0
+    assert main(["run", "train", "--model", "classifier", "--out", str(tmp_path / "clf"), *common]) == 0
+    out = capsys.readouterr().out
+    assert "ece_after" in out
+    for kind, model in (("score", "vae"), ("classify", "clf"), ("embed", "vae")):
+        code = main(["run", kind, "--store", store, "--model", str(tmp_path / model), "--cluster", "local",
+                     "--no-progress", "--batch-size", "64"])
+        assert code == 0, capsys.readouterr()
+    ds = xr.open_zarr(store)
+    assert {"anomaly_score", "class_prob", "class_pred", "embedding"} <= set(ds.data_vars)
+    assert ds.embedding.dims == ("spectrum", "embedding_dim")
+    # a wrong model kind is a clear error, not a crash deep inside JAX
+    capsys.readouterr()
+    assert main(["run", "classify", "--store", store, "--model", str(tmp_path / "vae"), "--cluster", "local"]) == 2
+    assert "spectrum_classifier" in capsys.readouterr().err
+    # the registry refuses a tampered checkpoint
+    w = tmp_path / "vae" / "model" / "weights.eqx"
+    w.write_bytes(w.read_bytes()[:-8] + b"tampered")
+    from skybatch.models import WeightsChecksumError, load
+
+    with pytest.raises(WeightsChecksumError, match="weights.eqx"):
+        load(str(tmp_path / "vae" / "model"))

@@ -1,0 +1,58 @@
+"""Prefect flows for the model jobs: train, score, classify, embed (wrap skybatch.pipeline.modeling).
+
+One coarse Prefect task per job; the Dask work (batch reading, model mapping) runs inside it through the
+cluster's client.
+"""
+
+from __future__ import annotations
+
+from flows._common import retry_on_transient, set_default_env
+
+set_default_env()
+
+from dataclasses import asdict  # noqa: E402
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from skybatch.cluster import cluster_client  # noqa: E402
+from skybatch.pipeline import modeling as job  # noqa: E402
+
+_RETRY = dict(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
+
+
+@task(name="train", **_RETRY)
+def train_task(config: job.TrainJobConfig, client) -> job.TrainJobReport:
+    # a retry resumes from the newest checkpoint in config.out
+    return job.train(config, client)
+
+
+@task(name="map-model", **_RETRY)
+def map_task(kind: str, store: str, model: str, client, top: int, batch_size: int, progress: bool) -> dict:
+    if kind == "score":
+        return job.score(store, model, top=top, client=client, batch_size=batch_size, progress=progress)
+    if kind == "classify":
+        return job.classify(store, model, client=client, batch_size=batch_size, progress=progress)
+    return job.embed(store, model, client=client, batch_size=batch_size, progress=progress)
+
+
+@flow(name="skybatch-train", log_prints=True)
+def train_flow(store: str, model: str, out: str, settings: dict | None = None, cluster: str = "auto",
+               progress: bool = True) -> dict:
+    """Train a spectral model (vae | classifier) on a store, streaming shuffled chunks; resumable."""
+    config = job.TrainJobConfig(store=store, model=model, out=out, cluster=cluster, progress=progress,
+                                **(settings or {}))
+    with cluster_client(config.cluster) as client:
+        r = train_task(config, client)
+    get_run_logger().info(r.summary())
+    return asdict(r)
+
+
+@flow(name="skybatch-apply-model", log_prints=True)
+def apply_flow(kind: str, store: str, model: str, cluster: str = "auto", top: int = 100, batch_size: int = 1024,
+               progress: bool = True) -> dict:
+    """Map a saved model over a store: kind = score (anomaly_score) | classify (class_prob) | embed (embedding)."""
+    if kind not in ("score", "classify", "embed"):
+        raise ValueError(f"kind: {kind!r} is not one of ('score', 'classify', 'embed')")
+    with cluster_client(cluster) as client:
+        return map_task(kind, store, model, client, top, batch_size, progress)

@@ -1,0 +1,29 @@
+"""Shared CLI plumbing of `skybatch run score | classify | embed`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser, top: bool = False) -> None:
+    p.add_argument("--store", required=True, help="the (preprocessed) spectra store")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a model directory from `skybatch run train`")
+    p.add_argument("--batch-size", type=int, default=1024)
+    if top:
+        p.add_argument("--top", type=int, default=100, help="size of the top-anomaly catalogue and plot")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+
+
+def run(kind: str, args: argparse.Namespace) -> int:
+    from flows.models import apply_flow
+
+    out = apply_flow(kind=kind, store=args.store, model=args.model, cluster=args.cluster or "auto",
+                     top=getattr(args, "top", 100), batch_size=args.batch_size, progress=args.progress)
+    rep = out["map_model"]
+    print(f"store: {out['store']}\nmodel: {out['model']}\nwrote: "
+          + ", ".join(f"{k}{tuple(v)}" for k, v in rep["outputs"].items()))
+    if kind == "score":
+        print(f"top anomalies: {out['top_parquet']}\nplot: {out['top_png']}")
+    for c in rep["failed_chunks"]:
+        print(f"FAILED chunk {c['chunk']}: {c['error']} -- re-run to retry")
+    return int(out["exit_code"])

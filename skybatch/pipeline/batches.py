@@ -1,0 +1,244 @@
+"""Training batches streamed from a store: shuffled chunks, prefetched by Dask, split by HEALPix.
+
+The dataset never has to fit in memory: the driver holds the chunk being
+consumed plus ``prefetch`` chunks that Dask workers are reading meanwhile.
+
+The row stream is deterministic given the seed: epoch ``e`` visits the
+training chunks in a permutation drawn from ``(seed, e)`` and the training rows
+of each chunk in a permutation drawn from ``(seed, e, chunk)``; batch ``i`` is
+rows ``[i*B, (i+1)*B)`` of the concatenated epochs. ``make_batches(start_step)``
+therefore jumps straight to the batch of any step without reading what came
+before, which is what resuming a killed training run needs.
+
+Validation is split by HEALPix pixel (nested, ``split_nside``), so neighbouring
+spectra never straddle train and validation: a pixel is in validation when a
+hash of its number falls below ``val_fraction``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from skybatch.store.spectra_store import open_group
+
+__all__ = ["StoreBatches", "healpix_split", "split_pixels"]
+
+
+def split_pixels(healpix: np.ndarray, val_fraction: float, seed: int = 0) -> np.ndarray:
+    """Boolean (n,): True where a spectrum's HEALPix pixel belongs to the validation split.
+
+    The choice depends only on the pixel number and ``seed`` (a hash), so it is
+    stable across runs, machines and store growth.
+    """
+    pix = np.asarray(healpix, np.int64)
+    uniq, inv = np.unique(pix, return_inverse=True)
+    u = np.array(
+        [int.from_bytes(hashlib.sha256(f"{seed}:{int(p)}".encode()).digest()[:8], "little") / 2**64 for p in uniq]
+    )
+    return (u < val_fraction)[inv]
+
+
+def healpix_split(ra: np.ndarray, dec: np.ndarray, healpix: np.ndarray, nside: int, val_fraction: float,
+                  seed: int = 0) -> np.ndarray:
+    """Validation mask from HEALPix pixels at ``nside``: the stored nside-64 pixel when nside == 64,
+    else pixels computed from ra/dec (nested). Rows with no position fall back to the stored pixel."""
+    if nside == 64:
+        return split_pixels(healpix, val_fraction, seed)
+    from astropy import units as u
+    from astropy_healpix import HEALPix
+
+    pix = np.asarray(healpix, np.int64).copy()
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    if ok.any():
+        hp = HEALPix(nside=nside, order="nested")
+        pix[ok] = hp.lonlat_to_healpix(np.asarray(ra)[ok] * u.deg, np.asarray(dec)[ok] * u.deg) + 10**12
+    return split_pixels(pix, val_fraction, seed)
+
+
+def _read_rows(store: str, options: dict | None, start: int, stop: int, rows: np.ndarray,
+               inputs: tuple[str, ...], label: str | None, label_map: dict[str, int] | None) -> dict[str, np.ndarray]:
+    """Read ``rows`` (absolute indices within [start, stop)) of a chunk; runs on a Dask worker."""
+    g = open_group(store, options, mode="r")
+    local = np.asarray(rows, np.int64) - start
+    out = {}
+    for name in inputs:
+        a = np.asarray(g[name][start:stop])[local]
+        out[name] = a.astype(np.float32) if a.dtype.kind == "f" else a
+    if label is not None:
+        values = np.asarray(g[label][start:stop])[local]
+        if label_map is not None:
+            out["label"] = np.array([label_map.get(str(v).strip().upper(), -1) for v in values], np.int32)
+        else:
+            out["label"] = values.astype(np.int32)
+    return out
+
+
+@dataclass
+class StoreBatches:
+    """Fixed-size, shuffled, prefetched batches from a spectra store.
+
+    store: the store (path or URL); storage_options for remote stores.
+    inputs: variables put in each batch (e.g. ``("flux", "ivar")``), float as float32.
+    batch_size: rows per batch (every batch is full).
+    label: a per-spectrum variable turned into an int ``label`` (e.g. ``"spectype"``);
+        label_map maps its (upper-cased) strings to class indices, unknown -> -1.
+    val_fraction: fraction of HEALPix pixels held out for validation.
+    split_nside: HEALPix nside of the split (64 = the stored ``healpix`` column).
+    seed: shuffling and split seed.
+    prefetch: chunks read ahead by Dask while the current one is consumed.
+    client: a ``distributed.Client`` (``None``: read in a local thread).
+    """
+
+    store: str
+    inputs: tuple[str, ...] = ("flux", "ivar")
+    batch_size: int = 256
+    label: str | None = None
+    label_map: dict[str, int] | None = None
+    val_fraction: float = 0.2
+    split_nside: int = 64
+    seed: int = 0
+    prefetch: int = 2
+    client: Any = None
+    storage_options: dict[str, Any] | None = None
+    _chunks: list[tuple[int, int, np.ndarray]] = field(init=False, repr=False)
+    _val_rows: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        g = open_group(self.store, self.storage_options, mode="r")
+        n = g["flux"].shape[0]
+        chunk = int(g.attrs.get("chunk_spectra", g["flux"].chunks[0]))
+        healpix = np.asarray(g["healpix"][:])
+        ra = np.asarray(g["ra"][:], np.float64)
+        dec = np.asarray(g["dec"][:], np.float64)
+        val = healpix_split(ra, dec, healpix, self.split_nside, self.val_fraction, self.seed)
+        usable = np.ones(n, bool)
+        if self.label is not None and self.label_map is not None:
+            values = np.asarray(g[self.label][:])
+            usable = np.array([str(v).strip().upper() in self.label_map for v in values])
+        train = ~val & usable
+        self._chunks = []
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            rows = np.flatnonzero(train[a:b]) + a
+            if len(rows):
+                self._chunks.append((a, b, rows))
+        self._val_rows = np.flatnonzero(val & usable)
+        self.n_train = int(train.sum())
+        self.n_val = int(len(self._val_rows))
+        if self.n_train < self.batch_size:
+            raise ValueError(
+                f"{self.store}: only {self.n_train} training spectra for batch_size {self.batch_size}; "
+                "lower --batch-size or --val-fraction, or ingest more spectra"
+            )
+
+    # -- reading ---------------------------------------------------------------------------
+    def _submit(self, a: int, b: int, rows: np.ndarray):
+        args = (self.store, self.storage_options, a, b, rows, tuple(self.inputs), self.label, self.label_map)
+        if self.client is not None:
+            return self.client.submit(_read_rows, *args, pure=False)
+        import concurrent.futures
+
+        if not hasattr(self, "_pool"):
+            self._pool = concurrent.futures.ThreadPoolExecutor(max(1, self.prefetch))
+        return self._pool.submit(_read_rows, *args)
+
+    def _epoch_plan(self, epoch: int) -> list[tuple[int, int, np.ndarray]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self._chunks))
+        plan = []
+        for k in order:
+            a, b, rows = self._chunks[k]
+            r = np.random.default_rng([self.seed, epoch, int(k)]).permutation(rows)
+            plan.append((a, b, r))
+        return plan
+
+    def _pieces(self, start_row: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(chunk start, stop, rows) pieces of the infinite row stream from ``start_row`` on."""
+        epoch, offset = divmod(start_row, self.n_train)
+        while True:
+            for a, b, rows in self._epoch_plan(epoch):
+                if offset >= len(rows):
+                    offset -= len(rows)
+                    continue
+                yield a, b, rows[offset:]
+                offset = 0
+            epoch += 1
+
+    def make_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Batches from step ``start_step`` on (the n-th item is the batch of step start_step + n)."""
+        pieces = self._pieces(start_step * self.batch_size)
+        pending: deque = deque()
+        for _ in range(self.prefetch + 1):
+            a, b, rows = next(pieces)
+            pending.append(self._submit(a, b, rows))
+        carry: dict[str, np.ndarray] | None = None
+        while True:
+            fut = pending.popleft()
+            a, b, rows = next(pieces)
+            pending.append(self._submit(a, b, rows))  # keep `prefetch` chunks in flight
+            data = fut.result()
+            if carry is not None:
+                data = {k: np.concatenate([carry[k], data[k]]) for k in data}
+            n = len(next(iter(data.values())))
+            at = 0
+            while n - at >= self.batch_size:
+                yield {k: v[at : at + self.batch_size] for k, v in data.items()}
+                at += self.batch_size
+            carry = {k: v[at:] for k, v in data.items()}
+
+    def val_batches(self, max_rows: int | None = None) -> list[dict[str, np.ndarray]]:
+        """The validation rows (first ``max_rows``) in fixed-size batches (last one padded by
+        repeating rows; a ``weight`` array marks real rows with 1)."""
+        rows = self._val_rows if max_rows is None else self._val_rows[:max_rows]
+        if not len(rows):
+            return []
+        data = self.read(rows)
+        out = []
+        for at in range(0, len(rows), self.batch_size):
+            part = {k: v[at : at + self.batch_size] for k, v in data.items()}
+            m = len(next(iter(part.values())))
+            w = np.ones(self.batch_size, np.float32)
+            if m < self.batch_size:
+                idx = np.arange(self.batch_size) % m
+                part = {k: v[idx] for k, v in part.items()}
+                w[m:] = 0
+            part["weight"] = w
+            out.append(part)
+        return out
+
+    def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Read arbitrary rows (sorted internally, returned in the given order)."""
+        rows = np.asarray(rows, np.int64)
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        g = open_group(self.store, self.storage_options, mode="r")
+        chunk = int(g.attrs.get("chunk_spectra", g["flux"].chunks[0]))
+        parts = []
+        for c in np.unique(srt // chunk):
+            sel = srt[(srt // chunk) == c]
+            a, b = int(c * chunk), int(min((c + 1) * chunk, g["flux"].shape[0]))
+            parts.append(_read_rows(self.store, self.storage_options, a, b, sel, tuple(self.inputs), self.label,
+                                    self.label_map))
+        data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        inv = np.empty_like(order)
+        inv[order] = np.arange(len(order))
+        return {k: v[inv] for k, v in data.items()}
+
+    @property
+    def val_rows(self) -> np.ndarray:
+        """Absolute store rows of the validation split."""
+        return self._val_rows
+
+    def train_rows(self) -> np.ndarray:
+        """Absolute store rows of the training split."""
+        return np.concatenate([r for _, _, r in self._chunks]) if self._chunks else np.zeros(0, np.int64)
