@@ -21,6 +21,10 @@ _LAZY = {
     "IngestReport": "skybatch.pipeline.ingest:IngestReport",
     "preprocess": "skybatch.pipeline.preprocess:preprocess",
     "map_model": "skybatch.pipeline.map_model:map_model",
+    "ingest_tiles": "skybatch.pipeline.tile_ingest:ingest_tiles",
+    "TileIngestConfig": "skybatch.pipeline.tile_ingest:TileIngestConfig",
+    "open_tile_store": "skybatch.store.tile_store:open_tile_store",
+    "TileStore": "skybatch.store.tile_store:TileStore",
     "open_store": "skybatch.store.spectra_store:open_store",
     "cluster_client": "skybatch.cluster:cluster_client",
 }

@@ -17,6 +17,7 @@ import sys
 JOBS = {
     "quickstart": "skybatch.commands.quickstart",
     "ingest": "skybatch.commands.ingest",
+    "ingest-tiles": "skybatch.commands.ingest_tiles",
     "preprocess": "skybatch.commands.preprocess",
     "train": "skybatch.commands.train",
     "score": "skybatch.commands.score",

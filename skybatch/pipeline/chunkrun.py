@@ -41,13 +41,14 @@ def run_chunk_tasks(
     progress: bool = True,
     total_rows: int | None = None,
     desc: str = "chunks",
+    unit: str = "spectra",
     retries: int = 2,
     **kwargs: Any,
 ) -> ChunkOutcome:
     """Submit ``fn(task, *args, **kwargs)`` for every task and wait for all of them.
 
     rows(task) -> (start, stop) and index(task) -> chunk index describe a task;
-    the bar counts rows (spectra) over ``total_rows`` (default: the tasks' rows).
+    the bar counts rows (``unit``: spectra, tiles...) over ``total_rows`` (default: the tasks' rows).
     """
     from distributed import as_completed
 
@@ -61,7 +62,7 @@ def run_chunk_tasks(
         from tqdm.auto import tqdm
 
         total = total_rows if total_rows is not None else todo_rows
-        bar = tqdm(total=total, initial=total - todo_rows, unit="spectra", desc=desc, dynamic_ncols=True)
+        bar = tqdm(total=total, initial=total - todo_rows, unit=unit, desc=desc, dynamic_ncols=True)
     records, failed, done_rows = [], [], 0
     for fut in as_completed(list(futures)):
         t = futures.pop(fut)

@@ -372,8 +372,10 @@ def plan_ingest(config: IngestConfig, client) -> IngestPlan:
                   f"(--chunk-spectra {config.chunk_spectra} ignored)")
     else:
         grid, columns, chunk = None, None, config.chunk_spectra
-        if len(planned):  # a manifest without a store: the store was deleted; start over
-            planned = planned.iloc[0:0]
+        if manifest.fs.exists(manifest.url):  # a manifest without its store: the store was deleted; start over
+            print(f"note: {config.store} does not exist; removing its stale manifest {manifest.url}")
+            manifest.fs.rm(manifest.url, recursive=True)
+            planned = manifest.read_sources()
     known = set(planned["url"])
     new = [u for u in urls if u not in known]
 

@@ -110,7 +110,9 @@ _IMAGE_KINDS = {"IMAGE": "lsst", "SCI": "euclid"}
 _NOISE_KINDS = {"VARIANCE": "variance", "VAR": "variance", "RMS": "rms", "ERR": "rms"}
 _MASK_KINDS = ("MASK", "FLG", "FLAG", "DQ")
 #: EXTNAMEs of tile HDUs, with an optional detector prefix: "SCI", "1-1.SCI", "DET11.SCI", "CCD_3_VARIANCE".
-_EXT_RE = re.compile(r"^(?:(?P<det>.+?)[._])?(?P<kind>" + "|".join([*_IMAGE_KINDS, *_NOISE_KINDS, *_MASK_KINDS]) + r")$")
+_EXT_RE = re.compile(
+    r"^(?:(?P<det>.+?)[._])?(?P<kind>" + "|".join([*_IMAGE_KINDS, *_NOISE_KINDS, *_MASK_KINDS]) + r")$"
+)
 
 
 @dataclass(frozen=True)
@@ -383,7 +385,8 @@ def _open_zip(fs: Any, url: str, *, ranged: bool = True):
         try:
             f = fs.open(url, "rb")
         except (FileNotFoundError, PermissionError, OSError) as e:
-            raise SourceError(url, "unreachable", f"cannot open file ({e}); check the URL, credentials and network") from e
+            raise SourceError(url, "unreachable",
+                              f"cannot open file ({e}); check the URL, credentials and network") from e
     try:
         head = f.read(4)
         f.seek(0)
@@ -403,6 +406,10 @@ def _open_zip(fs: Any, url: str, *, ranged: bool = True):
     return f, zf
 
 
+def _damaged(url: str, member: str, e: Exception) -> SourceError:
+    return SourceError(url, "corrupt", f"array {member[:-4]!r} in the .npz is damaged ({e}); re-write the file")
+
+
 def _npy_header(zf: zipfile.ZipFile, member: str, url: str) -> tuple[tuple[int, ...], np.dtype]:
     try:
         with zf.open(member) as m:
@@ -412,7 +419,7 @@ def _npy_header(zf: zipfile.ZipFile, member: str, url: str) -> tuple[tuple[int, 
             else:
                 shape, _fortran, dtype = np.lib.format.read_array_header_2_0(m)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise SourceError(url, "corrupt", f"array {member[:-4]!r} in the .npz is damaged ({e}); re-write the file") from None
+        raise _damaged(url, member, e) from None
     return tuple(int(s) for s in shape), np.dtype(dtype)
 
 
@@ -424,9 +431,9 @@ def _npy_read(zf: zipfile.ZipFile, member: str, url: str) -> np.ndarray:
         if "pickle" in str(e).lower():
             raise SourceError(url, "bad-metadata", f"array {member[:-4]!r} holds Python objects (pickled); store "
                               "strings as numpy str arrays") from None
-        raise SourceError(url, "corrupt", f"array {member[:-4]!r} in the .npz is damaged ({e}); re-write the file") from None
+        raise _damaged(url, member, e) from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise SourceError(url, "corrupt", f"array {member[:-4]!r} in the .npz is damaged ({e}); re-write the file") from None
+        raise _damaged(url, member, e) from None
     if a.dtype.byteorder not in ("=", "|"):
         a = a.astype(a.dtype.newbyteorder("="))
     return a
@@ -688,8 +695,8 @@ def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_p
             band_from_stem = band is not None
         if band is None:
             raise SourceError(url, "unknown-band",
-                              f"no usable band: keyword {raw_band!r} is not a {inst} band and the file name has no band "
-                              f"token; add a BAND keyword or name the file <tile>_<band>.fits")
+                              f"no usable band: keyword {raw_band!r} is not a {inst} band and the file name has no "
+                              "band token; add a BAND keyword or name the file <tile>_<band>.fits")
         tile = base or from_header
         if tile is None:
             tile = stem

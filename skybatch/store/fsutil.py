@@ -9,6 +9,7 @@ another S3 server. Credentials never appear in logs, attrs or manifests:
 
 from __future__ import annotations
 
+import functools
 import glob as _glob
 import os
 import uuid
@@ -30,7 +31,9 @@ __all__ = [
 _SECRET_KEYS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "password"}
 
 
+@functools.lru_cache(maxsize=1)
 def _have_aws_credentials() -> bool:
+    """Whether AWS credentials are configured (looked up once per process: a botocore session is slow)."""
     if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE"):
         return True
     try:

@@ -31,7 +31,8 @@ band list. Band axes never change after a view is created.
 ingest task writes whole units only. With ``shard_planes`` (automatic for planes of at least
 4 MiB, i.e. 1024^2 float32) that unit is a Zarr *shard* whose inner chunks are single
 (tile, band) planes, so reading one band of one tile fetches only that plane; otherwise it
-is one plain chunk. ``xr.open_zarr`` gives dask chunks equal to the Zarr chunks.
+is one plain chunk. ``xr.open_zarr`` gives dask chunks equal to the Zarr chunks (one plane when
+sharded; pass ``chunks={"tile": chunk_tiles, "band": -1}`` for one dask chunk per shard).
 
 For the difference pipeline: :class:`TileStore` (``TileStore(url).plane(tile_id, band)``) or
 :func:`read_plane` read one (tile, band) image, noise, mask and WCS straight from Zarr.
@@ -363,7 +364,9 @@ def open_tile_store(
     try:
         g = open_tile_group(url, storage_options, mode="r", consolidated=True)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
-        raise StoreSchemaError(f"{url}: no Zarr store here ({e}); create one with `skybatch run ingest-tiles`") from None
+        raise StoreSchemaError(
+            f"{url}: no Zarr store here ({e}); create one with `skybatch run ingest-tiles`"
+        ) from None
     root = dict(g.attrs)
     if check:
         schema = load_schema("tile_store")
@@ -521,7 +524,8 @@ class TileStore:
         units = dict(v.attrs.get("band_units", {}))
         b = spec.bands[bi]
         return StoredPlane(
-            image=np.asarray(v["image"][ti, bi]), noise=np.asarray(v["noise"][ti, bi]), mask=np.asarray(v["mask"][ti, bi]),
+            image=np.asarray(v["image"][ti, bi]), noise=np.asarray(v["noise"][ti, bi]),
+            mask=np.asarray(v["mask"][ti, bi]),
             wcs_header=str(v["wcs"][ti, bi]), present=bool(v["present"][ti, bi]), view=view, tile_index=ti,
             band_index=bi, tile_id=tile_id, band=b, instrument=spec.instrument, unit=str(units.get(b, "")),
             source=str(v["source"][ti, bi]),

@@ -206,3 +206,13 @@ def test_plan_assigns_whole_chunks(dask_client, survey, tmp_path):
     assert covered == plan.n_spectra
     rep = run_with_client(cfg, dask_client)
     assert rep.chunks_written == len(plan.todo)
+
+
+def test_deleted_store_with_stale_manifest_starts_over(dask_client, survey, tmp_path):
+    store = str(tmp_path / "s.zarr")
+    first = ingest(coadds(survey)[:1], store, chunk_spectra=50, client=dask_client, progress=False)
+    shutil.rmtree(store)
+    again = ingest(coadds(survey)[:1], store, chunk_spectra=50, client=dask_client, progress=False)
+    assert again.chunks_written == first.chunks_written and again.spectra_written == first.n_spectra
+    ds = xr.open_zarr(store)
+    assert (ds.targetid.values > 0).all() and (ds.ivar.values.max(axis=1) > 0).all()

@@ -1,0 +1,371 @@
+"""The difference store: ZOGY maps per image pair, candidates and their cutouts (Zarr v3, xarray).
+
+Layout (the contract is ``schemas/difference_store.json``, checked by :func:`check_difference_store`)::
+
+    STORE/                       root attrs: schema, store_uuid, groups, n_pairs, settings, identity, provenance
+      512x512/                   one child group per science-image shape '<ny>x<nx>'
+        D, S_corr, F_psf, F_psf_err   (pair, y, x) float32, one chunk per pair
+        pair_id, pair_number, tile_id, band, instrument, science, reference, wcs,
+        done, flux_ratio, flux_ratio_err, flux_ratio_method, new/ref_psf_method,
+        new/ref_fwhm, new/ref_sigma, aligned, n_subtiles, n_candidates, n_injected   (pair)
+      candidates/
+        cutouts (candidate, kind, y, x) float32   kind = science, reference, difference
+        kind (kind), pair_id, x, y, S_corr (candidate)
+    STORE.candidates.parquet     the catalogue: row i = candidate i of candidates/cutouts
+    STORE.triplets.png           the most significant triplets
+    STORE.recovery.json/.parquet injection-recovery runs only
+    STORE.manifest/              plan, per-pair records, staged parts, quarantine
+
+**Why a group per shape.** Pairs of one survey usually share one grid, so usually there is
+one group; when shapes differ (Rubin 4096^2 calexps beside Euclid 19200^2 mosaics), each
+shape gets its own dense (pair, y, x) arrays instead of padding everything to the largest.
+``xr.open_zarr(STORE, group="512x512")`` is a plain Dataset; :func:`open_difference_store`
+returns every group and :func:`read_candidates` the catalogue.
+
+**Who writes what.** Each pair's Dask task writes its own chunk of the maps (chunks are one
+pair, so no two tasks share a chunk). The driver writes the small per-pair coordinates,
+the catalogue and (through Dask tasks writing whole chunks) the cutouts when a run finishes.
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from skybatch.store.schema import StoreSchemaError, load_schema
+
+__all__ = [
+    "SCHEMA_NAME",
+    "SCHEMA_VERSION",
+    "MAP_VARIABLES",
+    "PAIR_COORDS",
+    "CUTOUT_KINDS",
+    "CANDIDATES_GROUP",
+    "group_name",
+    "outputs",
+    "open_difference_group",
+    "difference_store_exists",
+    "create_difference_store",
+    "ensure_pair_group",
+    "resize_pairs",
+    "write_pair_maps",
+    "write_pair_coords",
+    "create_candidates_group",
+    "write_cutout_rows",
+    "write_candidate_coords",
+    "open_difference_store",
+    "open_candidates",
+    "read_candidates",
+    "check_difference_store",
+    "consolidate",
+]
+
+SCHEMA_NAME = "skybatch.difference"
+SCHEMA_VERSION = 1
+#: The (pair, y, x) maps of every pairs group.
+MAP_VARIABLES = ("D", "S_corr", "F_psf", "F_psf_err")
+#: Per-pair coordinates and their dtypes (strings are Zarr variable-length strings).
+PAIR_COORDS: dict[str, str] = {
+    "pair_id": "str", "pair_number": "int64", "tile_id": "str", "band": "str", "instrument": "str",
+    "science": "str", "reference": "str", "wcs": "str", "done": "bool", "flux_ratio": "float64",
+    "flux_ratio_err": "float64", "flux_ratio_method": "str", "new_psf_method": "str", "ref_psf_method": "str",
+    "new_fwhm": "float32", "ref_fwhm": "float32", "new_sigma": "float32", "ref_sigma": "float32",
+    "aligned": "bool", "n_subtiles": "int32", "n_candidates": "int32", "n_injected": "int32",
+}  # fmt: skip
+CUTOUT_KINDS = ("science", "reference", "difference")
+CANDIDATES_GROUP = "candidates"
+_CANDIDATE_COORDS = {"pair_id": "str", "x": "float64", "y": "float64", "S_corr": "float32"}
+#: Blosc LZ4 with byte shuffle for the float maps (as the tile store's pixels).
+PIXEL_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
+def _fill(dtype: str) -> Any:
+    return {"str": "", "bool": False}.get(dtype, np.nan if dtype.startswith("float") else -1)
+
+
+def group_name(shape: tuple[int, int]) -> str:
+    """The pairs group of a science-image shape (ny, nx): ``"<ny>x<nx>"``."""
+    return f"{int(shape[0])}x{int(shape[1])}"
+
+
+def outputs(url: str) -> dict[str, str]:
+    """Where the files beside the store go: catalogue, png, recovery json/parquet, manifest."""
+    base = url.rstrip("/")
+    return {
+        "store": base,
+        "catalogue": base + ".candidates.parquet",
+        "png": base + ".triplets.png",
+        "recovery_json": base + ".recovery.json",
+        "recovery_table": base + ".recovery.parquet",
+        "manifest": base + ".manifest",
+    }
+
+
+def _kw(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    return {"storage_options": storage_options or {}} if "://" in url and not url.startswith("file://") else {}
+
+
+def open_difference_group(
+    url: str, storage_options: dict[str, Any] | None = None, mode: str = "r+", *, consolidated: bool = False
+) -> zarr.Group:
+    """The store's root Zarr group (writers leave ``consolidated`` False: a group opened from
+    consolidated metadata does not see children created after it was written)."""
+    kw: dict[str, Any] = {"mode": mode, **_kw(url, storage_options)}
+    if not consolidated:
+        kw["use_consolidated"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return zarr.open_group(url, **kw)
+
+
+def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Rewrite the consolidated metadata of the whole store (so ``xr.open_zarr`` opens it in one read)."""
+    store: Any = url
+    if _kw(url, storage_options):
+        store = zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(store)
+
+
+def difference_store_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """True when ``url`` holds a skybatch difference store."""
+    try:
+        g = open_difference_group(url, storage_options, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return False
+    return g.attrs.get("skybatch_schema") == SCHEMA_NAME
+
+
+def create_difference_store(url: str, attrs: dict[str, Any], storage_options: dict[str, Any] | None = None) -> zarr.Group:
+    """Create an empty difference store (no groups yet) with a fresh ``store_uuid``.
+
+    attrs: settings, identity, provenance, skybatch_version, manifest, catalogue...
+    """
+    g = open_difference_group(url, storage_options, mode="w")
+    g.update_attributes({
+        "skybatch_schema": SCHEMA_NAME,
+        "skybatch_schema_version": SCHEMA_VERSION,
+        "store_uuid": uuid.uuid4().hex,
+        "groups": {},
+        "n_pairs": 0,
+        **attrs,
+    })
+    return g
+
+
+def ensure_pair_group(g: zarr.Group, shape: tuple[int, int], n_pairs: int, attrs: dict[str, Any]) -> zarr.Group:
+    """The pairs group of ``shape``, created empty (``n_pairs`` long, maps NaN) if it is not there.
+
+    Maps are chunked one pair per chunk ``(1, ny, nx)``: a pair's task writes exactly its chunk.
+    """
+    name = group_name(shape)
+    if name in g:
+        return g[name]
+    schema = load_schema("difference_store")["pairs_group"]
+    ny, nx = int(shape[0]), int(shape[1])
+    v = g.create_group(name)
+    coords = " ".join(PAIR_COORDS)
+    for var in MAP_VARIABLES:
+        s = schema["variables"][var]
+        v.create_array(
+            var, shape=(n_pairs, ny, nx), chunks=(1, ny, nx), dtype="float32", fill_value=np.nan,
+            dimension_names=["pair", "y", "x"], compressors=PIXEL_CODEC,
+            attributes={"long_name": s["long_name"], "units": s["units"], "coordinates": coords},
+        )
+    for cname, dtype in PAIR_COORDS.items():
+        v.create_array(
+            cname, shape=(n_pairs,), chunks=(max(n_pairs, 1),), dtype=str if dtype == "str" else dtype,
+            fill_value=_fill(dtype), dimension_names=["pair"],
+            attributes={"long_name": schema["coords"][cname]["long_name"]},
+        )
+    v.update_attributes({
+        "skybatch_schema": SCHEMA_NAME,
+        "skybatch_schema_version": SCHEMA_VERSION,
+        "group": name,
+        "shape": [ny, nx],
+        **attrs,
+    })
+    return v
+
+
+def resize_pairs(v: zarr.Group, n_pairs: int) -> None:
+    """Set the length of the ``pair`` axis of every array of one pairs group (idempotent)."""
+    for _name, arr in v.arrays():
+        dims = arr.metadata.dimension_names or ()
+        if dims and dims[0] == "pair" and arr.shape[0] != n_pairs:
+            arr.resize((n_pairs,) + tuple(arr.shape[1:]))
+
+
+def write_pair_maps(v: zarr.Group, index: int, maps: dict[str, np.ndarray]) -> None:
+    """Write pair ``index`` of the (pair, y, x) maps named in ``maps`` (each float32 (ny, nx))."""
+    for name, values in maps.items():
+        v[name][index] = np.asarray(values, dtype=np.float32)
+
+
+def write_pair_coords(v: zarr.Group, values: dict[str, np.ndarray]) -> None:
+    """Write whole per-pair coordinate arrays (driver only; each (n_pairs,))."""
+    for name, vals in values.items():
+        arr = v[name]
+        a = np.asarray(vals)
+        if PAIR_COORDS.get(name) == "str":
+            a = np.asarray([str(s) for s in a], dtype=object)
+        else:
+            a = a.astype(PAIR_COORDS.get(name, str(a.dtype)))
+        if a.shape[0] != arr.shape[0]:
+            raise ValueError(f"{name}: {a.shape[0]} values for {arr.shape[0]} pairs")
+        if a.shape[0]:
+            arr[:] = a
+
+
+def create_candidates_group(
+    g: zarr.Group, n_candidates: int, cutout_size: int, chunk_candidates: int, attrs: dict[str, Any]
+) -> zarr.Group:
+    """(Re)create the ``candidates`` group: ``cutouts`` (candidate, kind, y, x) and its coordinates.
+
+    The cutouts are chunked ``chunk_candidates`` candidates x all kinds x the whole stamp, and
+    written by tasks that each own whole chunks (:func:`write_cutout_rows`).
+    """
+    if CANDIDATES_GROUP in g:
+        del g[CANDIDATES_GROUP]
+    schema = load_schema("difference_store")["candidates_group"]
+    c = g.create_group(CANDIDATES_GROUP)
+    s = int(cutout_size)
+    ch = max(1, min(int(chunk_candidates), max(n_candidates, 1)))
+    c.create_array(
+        "cutouts", shape=(n_candidates, len(CUTOUT_KINDS), s, s), chunks=(ch, len(CUTOUT_KINDS), s, s),
+        dtype="float32", fill_value=np.nan, dimension_names=["candidate", "kind", "y", "x"], compressors=PIXEL_CODEC,
+        attributes={"long_name": schema["variables"]["cutouts"]["long_name"],
+                    "coordinates": " ".join(["kind", *_CANDIDATE_COORDS])},
+    )
+    k = c.create_array("kind", shape=(len(CUTOUT_KINDS),), chunks=(len(CUTOUT_KINDS),), dtype=str, fill_value="",
+                       dimension_names=["kind"], attributes={"long_name": schema["coords"]["kind"]["long_name"]})
+    k[:] = np.asarray(CUTOUT_KINDS, dtype=object)
+    for name, dtype in _CANDIDATE_COORDS.items():
+        c.create_array(name, shape=(n_candidates,), chunks=(max(n_candidates, 1),),
+                       dtype=str if dtype == "str" else dtype, fill_value=_fill(dtype), dimension_names=["candidate"],
+                       attributes={"long_name": schema["coords"][name]["long_name"]})
+    c.update_attributes({
+        "skybatch_schema": SCHEMA_NAME,
+        "skybatch_schema_version": SCHEMA_VERSION,
+        "cutout_size": s,
+        "n_candidates": int(n_candidates),
+        "chunk_candidates": ch,
+        **attrs,
+    })
+    return c
+
+
+def write_cutout_rows(c: zarr.Group, start: int, cutouts: np.ndarray) -> None:
+    """Write ``cutouts[start : start + n]`` (n, kind, y, x); the caller owns those whole chunks."""
+    if len(cutouts):
+        c["cutouts"][start : start + len(cutouts)] = np.asarray(cutouts, dtype=np.float32)
+
+
+def write_candidate_coords(c: zarr.Group, table: pd.DataFrame) -> None:
+    """Write the per-candidate coordinates of the candidates group from the catalogue (driver)."""
+    for name, dtype in _CANDIDATE_COORDS.items():
+        if not len(table):
+            continue
+        vals = table[name].to_numpy()
+        c[name][:] = np.asarray([str(v) for v in vals], dtype=object) if dtype == "str" else vals.astype(dtype)
+
+
+# -- open / check --------------------------------------------------------------------------------
+
+
+def _dtype_ok(actual: np.dtype, expected: str) -> bool:
+    if expected == "str":
+        return actual.kind in ("O", "U", "T")
+    return actual == np.dtype(expected)
+
+
+def _check_dataset(ds: xr.Dataset, spec: dict[str, Any], where: str, problems: list[str]) -> None:
+    schema = load_schema("difference_store")
+    if ds.attrs.get("skybatch_schema") != schema["schema"]:
+        problems.append(f"{where}: attr skybatch_schema is {ds.attrs.get('skybatch_schema')!r}, "
+                        f"expected {schema['schema']!r}")
+    elif int(ds.attrs.get("skybatch_schema_version", -1)) > schema["version"]:
+        problems.append(f"{where}: schema version {ds.attrs.get('skybatch_schema_version')} is newer than this "
+                        f"skybatch understands ({schema['version']}); upgrade skybatch")
+    for kind in ("variables", "coords"):
+        for name, s in spec[kind].items():
+            if name not in ds.variables:
+                problems.append(f"{where}: missing {kind[:-1]} {name!r}")
+                continue
+            var = ds.variables[name]
+            if list(var.dims) != s["dims"]:
+                problems.append(f"{where}: {name!r} has dims {list(var.dims)}, expected {s['dims']}")
+            if not _dtype_ok(var.dtype, s["dtype"]):
+                problems.append(f"{where}: {name!r} has dtype {var.dtype}, expected {s['dtype']}")
+            if kind == "variables" and name not in ds.data_vars:
+                problems.append(f"{where}: {name!r} should be a data variable, not a coordinate")
+    for key in spec["attrs"]["required"]:
+        if key not in ds.attrs:
+            problems.append(f"{where}: missing attribute {key!r}")
+
+
+def open_difference_store(
+    url: str, storage_options: dict[str, Any] | None = None, *, check: bool = True
+) -> dict[str, xr.Dataset]:
+    """Every pairs group of a difference store as a lazy ``xarray.Dataset``, by group name.
+
+    Each is ``xr.open_zarr(url, group=name)``. With ``check`` the store is checked against
+    the schema first (StoreSchemaError listing every problem).
+    """
+    if check:
+        check_difference_store(url, storage_options)
+    g = open_difference_group(url, storage_options, mode="r", consolidated=True)
+    return {name: xr.open_zarr(url, group=name, **_kw(url, storage_options)) for name in g.attrs.get("groups", {})}
+
+
+def open_candidates(url: str, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
+    """The ``candidates`` group (cutout triplets) as a lazy ``xarray.Dataset``."""
+    return xr.open_zarr(url, group=CANDIDATES_GROUP, **_kw(url, storage_options))
+
+
+def read_candidates(url: str, storage_options: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The candidate catalogue beside the store (``<url>.candidates.parquet``) as a DataFrame."""
+    import pyarrow.parquet as pq
+
+    from skybatch.store.fsutil import filesystem
+
+    path = outputs(url)["catalogue"]
+    fs = filesystem(path, storage_options)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{path}: no candidate catalogue; run `skybatch run difference` to finish {url}")
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f).to_pandas()
+
+
+def check_difference_store(url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Check a whole difference store (root attrs, every pairs group, the candidates group and
+    its agreement with the catalogue) against ``difference_store.json``."""
+    schema = load_schema("difference_store")
+    try:
+        g = open_difference_group(url, storage_options, mode="r", consolidated=True)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+        raise StoreSchemaError(f"{url}: no Zarr store here ({e}); create one with `skybatch run difference`") from None
+    root = dict(g.attrs)
+    if root.get("skybatch_schema") != schema["schema"]:
+        raise StoreSchemaError(f"{url} is not a skybatch difference store (skybatch_schema is "
+                               f"{root.get('skybatch_schema')!r}, expected {schema['schema']!r})")
+    problems = [f"root: missing attribute {k!r}" for k in schema["root_attrs"]["required"] if k not in root]
+    for name in root.get("groups", {}):
+        ds = xr.open_zarr(url, group=name, **_kw(url, storage_options))
+        _check_dataset(ds, schema["pairs_group"], f"group {name!r}", problems)
+    if CANDIDATES_GROUP in g:
+        ds = open_candidates(url, storage_options)
+        _check_dataset(ds, schema["candidates_group"], "group 'candidates'", problems)
+        n = int(ds.attrs.get("n_candidates", -1))
+        if ds.sizes.get("candidate") != n:
+            problems.append(f"group 'candidates': {ds.sizes.get('candidate')} cutouts but n_candidates={n}")
+    if problems:
+        raise StoreSchemaError(f"{url} does not follow the difference store schema:\n  - " + "\n  - ".join(problems))
