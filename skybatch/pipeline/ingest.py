@@ -154,6 +154,8 @@ class IngestPlan:
     new_sources: list[str]
     set_aside: list[dict[str, Any]]
     formats: dict[str, str]
+    #: what this run's inspection learnt per new source (saves re-reading headers when writing)
+    infos: dict[str, SourceInfo] = field(default_factory=dict)
 
 
 @dataclass
@@ -279,7 +281,9 @@ def _write_chunk(
         src = task.source_rows[url]
         fs = filesystem(url, source_options)
         reader = _reader_for(fs, url, src["format"])
-        info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
+        info = src.get("info")
+        if info is None:  # planned by an earlier run: read the headers again (read() checks identity)
+            info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
         if info.n_rows != src["n_rows"] or not np.array_equal(np.asarray(info.rows), np.asarray(src["rows"])):
             raise SourceError(
                 url, "changed",
@@ -460,6 +464,7 @@ def plan_ingest(config: IngestConfig, client) -> IngestPlan:
         config=config, run_id=run_id, grid=grid, n_spectra=n_total, sources=sources, todo=todo,
         n_chunks=len(tasks), new_sources=[i.url for i in accepted], set_aside=set_aside,
         formats={**dict(zip(planned["url"], planned["format"])), **formats},
+        infos={i.url: i for i in accepted},
     )
 
 
@@ -505,7 +510,7 @@ def execute_plan(plan: IngestPlan, client) -> IngestReport:
             for r in src[src["url"].isin(needed)].to_dict("records")
         }
         for t in plan.todo:
-            t.source_rows = {u: source_rows[u] for u, _, _ in t.pieces}
+            t.source_rows = {u: {**source_rows[u], "info": plan.infos.get(u)} for u, _, _ in t.pieces}
         out = run_chunk_tasks(
             client, plan.todo, _write_chunk, config.store, st_opts, src_opts, config.keep_nonscience,
             columns, plan.grid.n, plan.run_id,
