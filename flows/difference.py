@@ -20,7 +20,8 @@ from skybatch.cluster import cluster_client  # noqa: E402
 from skybatch.pipeline import difference as job  # noqa: E402
 
 
-@task(name="plan", retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
+@task(name="plan", retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=retry_on_transient,
+      cache_policy=NO_CACHE)
 def plan(config: job.DifferenceConfig, client) -> job.DifferencePlan:
     return job.plan_difference(config, client)
 

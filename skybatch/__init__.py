@@ -25,6 +25,7 @@ _LAZY = {
     "TileIngestConfig": "skybatch.pipeline.tile_ingest:TileIngestConfig",
     "open_tile_store": "skybatch.store.tile_store:open_tile_store",
     "TileStore": "skybatch.store.tile_store:TileStore",
+    "difference": "skybatch.pipeline.difference:difference",
     "open_store": "skybatch.store.spectra_store:open_store",
     "cluster_client": "skybatch.cluster:cluster_client",
 }

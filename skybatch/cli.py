@@ -23,6 +23,7 @@ JOBS = {
     "score": "skybatch.commands.score",
     "classify": "skybatch.commands.classify",
     "embed": "skybatch.commands.embed",
+    "difference": "skybatch.commands.difference",
 }
 
 

@@ -25,14 +25,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, metavar="SIGMA", help="detection threshold on |S_corr| (5)")
     p.add_argument("--sign", choices=["both", "positive", "negative"], default=None)
     p.add_argument("--cutout-size", type=int, default=None, metavar="PX", help="odd side of the cutout triplets (31)")
-    p.add_argument("--max-candidates", type=int, default=None, metavar="N", help="per pair, most significant first (500)")
+    p.add_argument("--max-candidates", type=int, default=None, metavar="N",
+                   help="per pair, most significant first (500)")
     p.add_argument("--subtile", type=int, default=None, metavar="PX",
                    help="difference images larger than this in overlapping sub-tiles with their own PSFs (0 = never)")
     p.add_argument("--subtile-overlap", type=int, default=None, metavar="PX")
     p.add_argument("--psf", choices=["estimate", "gaussian"], default=None)
     p.add_argument("--psf-size", type=int, default=None, metavar="PX")
     p.add_argument("--default-fwhm", type=float, default=None, metavar="PX")
-    p.add_argument("--flux-ratio", type=float, default=None, help="science/reference counts of a static source (fitted)")
+    p.add_argument("--flux-ratio", type=float, default=None,
+                   help="science/reference counts of a static source (default: fitted per pair)")
     p.add_argument("--noise", choices=["map", "background"], default=None,
                    help="map: the inputs' VARIANCE/RMS; background: a robust background RMS (+ --gain)")
     p.add_argument("--gain", type=float, default=None, help="e-/ADU of both images")
@@ -52,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from skybatch.commands._config import build_config, load_config
-    from skybatch.pipeline.difference import DifferenceConfig, DifferenceReport
+    from skybatch.pipeline.difference import DifferenceConfig, DifferenceReport, DifferenceSettingsError
 
     names = [f.name for f in dataclasses.fields(DifferenceConfig)]
     flags = {k: getattr(args, k, None) for k in names}
@@ -67,7 +69,12 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("source_options / store_options cannot be given to the flow; use --endpoint-url / --anon "
                           "or the AWS environment")
-    rep = DifferenceReport(**difference_flow(**params))
+    try:
+        rep = DifferenceReport(**difference_flow(**params))
+    except DifferenceSettingsError as e:  # names the setting: a usage error (exit code 2), not a crash
+        from skybatch.commands._config import ConfigError
+
+        raise ConfigError(str(e)) from None
     print(rep.summary())
     groups = list(rep.groups) or ["<ny>x<nx>"]
     print(f"open it: import xarray as xr; ds = xr.open_zarr({config.out!r}, group={groups[0]!r}); "

@@ -58,13 +58,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import skybatch
-from skybatch.store.fsutil import atomic_write_bytes, filesystem, is_remote, join, public_options, s3_options
+from skybatch.store.fsutil import atomic_write_bytes, filesystem, join, public_options, s3_options
 from skybatch.store.manifest import Manifest
 
 __all__ = [
     "DifferenceConfig",
     "DifferencePlan",
     "DifferenceReport",
+    "DifferenceSettingsError",
     "PairTask",
     "plan_difference",
     "execute_difference",
@@ -217,7 +218,8 @@ class DifferenceConfig:
         if self.sign not in ("both", "positive", "negative"):
             raise bad("sign", f"{self.sign!r} is not one of both, positive, negative")
         if not _is_int(self.cutout_size) or self.cutout_size < 3 or self.cutout_size % 2 == 0:
-            raise bad("cutout_size", f"must be an odd integer >= 3 (the candidate sits on the centre), got {self.cutout_size!r}")
+            raise bad("cutout_size", "must be an odd integer >= 3 (the candidate sits on the centre), got "
+                      f"{self.cutout_size!r}")
         if not _is_int(self.max_candidates) or self.max_candidates < 1:
             raise bad("max_candidates", f"must be a positive integer, got {self.max_candidates!r}")
         if not _is_int(self.subtile) or self.subtile < 0 or 0 < self.subtile < 64:
@@ -290,6 +292,10 @@ class DifferenceConfig:
         return d
 
 
+class DifferenceSettingsError(ValueError):
+    """A setting that does not fit the inputs or the existing store; the message names it and what to do."""
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -346,7 +352,8 @@ class DifferenceReport:
     pairs_written / pairs_skipped: this run's differenced / already-done pairs.
     failed: pairs whose task failed (re-run to retry). set_aside: inputs set aside with a
     reason (fix them and re-run). unused_references: references nothing paired with.
-    n_candidates: rows of the catalogue. catalogue, png, recovery_json: files beside the store.
+    n_candidates: rows of the catalogue; n_dropped: detections beyond ``max_candidates`` per pair
+    (not catalogued). catalogue, png, recovery_json: files beside the store.
     recovery: injection runs: totals, completeness per S/N bin, flux pulls (else None).
     """
 
@@ -360,6 +367,7 @@ class DifferenceReport:
     set_aside: list[dict[str, Any]]
     unused_references: list[dict[str, Any]]
     n_candidates: int
+    n_dropped: int
     catalogue: str
     png: str | None
     recovery_json: str | None
@@ -382,6 +390,9 @@ class DifferenceReport:
             f"pairs: {self.pairs_written} differenced by this run, {self.pairs_skipped} already done",
             f"candidates: {self.n_candidates} in {self.catalogue}",
         ]
+        if self.n_dropped:
+            lines.append(f"NOTE {self.n_dropped} detections beyond --max-candidates per pair were not catalogued "
+                         "(raise it, or look at those pairs' subtraction)")
         if self.png:
             lines.append(f"brightest triplets: {self.png}")
         if self.recovery:
@@ -428,8 +439,8 @@ def _store_frames(url: str, view: str | None, options: dict[str, Any], side: str
     g = open_tile_group(url, options, mode="r", consolidated=True)
     views = dict(g.attrs.get("views", {}))
     if view is not None and view not in views:
-        raise ValueError(f"{side}_view: {view!r} is not a view of the tile store {url} (views: {sorted(views)}) "
-                         f"(--{side}-view)")
+        raise DifferenceSettingsError(f"{side}_view: {view!r} is not a view of the tile store {url} (views: "
+                                      f"{sorted(views)}) (--{side}-view)")
     uid = str(g.attrs.get("store_uuid", ""))
     out = []
     for name in sorted(views) if view is None else [view]:
@@ -462,13 +473,15 @@ def _inspect_batch(urls: list[str], instrument: str | None, tile_pattern: str | 
         try:
             fs = filesystem(url, options)
             if not fs.exists(url):
-                out.append({"url": url, "reason": "not-found", "message": f"{url}: no such file; check the path or URL"})
+                out.append({"url": url, "reason": "not-found",
+                            "message": f"{url}: no such file; check the path or URL"})
                 continue
             out.append(inspect_tile_source(fs, url, instrument=instrument, tile_pattern=tile_pattern))
         except SourceError as e:
             out.append({"url": url, "reason": e.reason, "message": str(e)})
         except (FileNotFoundError, PermissionError) as e:
-            out.append({"url": url, "reason": "unreachable", "message": f"{url}: cannot be read ({type(e).__name__}: {e})"})
+            out.append({"url": url, "reason": "unreachable",
+                        "message": f"{url}: cannot be read ({type(e).__name__}: {e})"})
         except Exception as e:  # a file nothing can parse
             out.append({"url": url, "reason": "corrupt", "message": f"{url}: cannot be read ({type(e).__name__}: {e})"})
     return out
@@ -511,8 +524,8 @@ def _frames(side: str, config: DifferenceConfig, client, run_id: str):
         frames, set_aside = _store_frames(sources[0], view, opts, side), []
     else:
         if view is not None:
-            raise ValueError(f"{side}_view: {view!r} given, but {side} is not a tile store ({sources}); "
-                             f"drop --{side}-view or point --{side} at a tile store")
+            raise DifferenceSettingsError(f"{side}_view: {view!r} given, but {side} is not a tile store ({sources}); "
+                                          f"drop --{side}-view or point --{side} at a tile store")
         frames, set_aside = _file_frames(sources, config, client, run_id, side)
     if config.bands:
         want = set(config.bands)
@@ -524,7 +537,9 @@ def _frames(side: str, config: DifferenceConfig, client, run_id: str):
 # -- planning -----------------------------------------------------------------------------------
 
 
-_FRAME_FIELDS = ("url", "uri", "kind", "format", "locator", "checksum", "instrument", "height", "width", "unit", "mask_bits")
+_FRAME_FIELDS = (
+    "url", "uri", "kind", "format", "locator", "checksum", "instrument", "height", "width", "unit", "mask_bits",
+)  # fmt: skip
 _PLAN_COLUMNS = ["pair", "pair_id", "group", "pair_index", "tile_id", "band", "fingerprint", "run_id", "planned_at"] + [
     f"{side}_{k}" for side in ("science", "reference") for k in _FRAME_FIELDS
 ]
@@ -588,9 +603,11 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
     if exists:
         g = ds.open_difference_group(config.out, st_opts)
         if g.attrs.get("identity") != identity:
-            raise ValueError(
-                f"out: {config.out} already holds differences made with other settings "
-                f"({g.attrs.get('settings', {})}); choose another --out (or delete it)"
+            old = dict(g.attrs.get("science_settings", {}))
+            diff = {k: (old.get(k), v) for k, v in config.science_settings().items() if old.get(k) != v}
+            raise DifferenceSettingsError(
+                f"out: {config.out} already holds differences made with other settings (setting: (store, now) "
+                f"{diff}); choose another --out, or delete it to start over"
             )
 
     sci, set_aside = _frames("science", config, client, run_id)
@@ -643,7 +660,8 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
                                   f"and is now {group}; difference it into a new --out"})
                 continue
             row["pair"], row["pair_index"] = int(prev["pair"]), int(prev["pair_index"])
-            if all(prev[f"{sd}_{k}"] == row[f"{sd}_{k}"] for sd in ("science", "reference") for k in ("url", "locator", "checksum")):
+            same = ("url", "locator", "checksum")
+            if all(prev[f"{sd}_{k}"] == row[f"{sd}_{k}"] for sd in ("science", "reference") for k in same):
                 row["run_id"], row["planned_at"] = prev["run_id"], prev["planned_at"]
         else:
             row["pair"] = n_next
@@ -677,7 +695,8 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
             ds.resize_pairs(v, int(n))
             sel = table[table["group"] == name].sort_values("pair_index")
             if list(sel["pair_index"]) != list(range(int(n))):
-                raise RuntimeError(f"pair plan of group {name} is not contiguous; the manifest {manifest.url} is damaged")
+                raise RuntimeError(f"pair plan of group {name} is not contiguous; the manifest {manifest.url} is "
+                                   "damaged: delete the store and its manifest and run again")
             ds.write_pair_coords(v, {
                 "pair_id": sel["pair_id"].to_numpy(), "pair_number": sel["pair"].to_numpy(),
                 "tile_id": sel["tile_id"].to_numpy(), "band": sel["band"].to_numpy(),
@@ -748,7 +767,9 @@ class _Frame:
     wcs: str
 
 
-def _read_frame(frame: dict[str, Any], options: dict[str, Any], instrument: str | None, tile_pattern: str | None) -> _Frame:
+def _read_frame(frame: dict[str, Any], options: dict[str, Any], instrument: str | None,
+                tile_pattern: str | None) -> _Frame:
+    """Read one frame's image, noise (1-sigma), mask and WCS header; bad inputs raise _InputError."""
     from skybatch.sources.base import SourceError
 
     try:
@@ -758,12 +779,10 @@ def _read_frame(frame: dict[str, Any], options: dict[str, Any], instrument: str 
             view, ti, bi = frame["locator"].split(":")
             v = open_tile_group(frame["url"], options, mode="r", consolidated=True)[view]
             ti, bi = int(ti), int(bi)
-            present = bool(v["present"][ti, bi])
-            img = np.asarray(v["image"][ti, bi], np.float32)
-            if not present:
+            if not bool(v["present"][ti, bi]):
                 raise _InputError(frame["uri"], "absent", f"{frame['uri']}: the tile store has no data for this plane")
-            return _Frame(img, np.asarray(v["noise"][ti, bi], np.float32), np.asarray(v["mask"][ti, bi], np.uint32),
-                          str(v["wcs"][ti, bi]))
+            return _Frame(np.asarray(v["image"][ti, bi], np.float32), np.asarray(v["noise"][ti, bi], np.float32),
+                          np.asarray(v["mask"][ti, bi], np.uint32), str(v["wcs"][ti, bi]))
         from skybatch.sources.tiles import TilePlaneInfo, read_tile_planes
 
         url = frame["url"]
@@ -777,7 +796,8 @@ def _read_frame(frame: dict[str, Any], options: dict[str, Any], instrument: str 
     except SourceError as e:
         raise _InputError(frame["uri"], e.reason, str(e)) from None
     except FileNotFoundError as e:
-        raise _InputError(frame["uri"], "not-found", f"{frame['uri']}: no longer there ({e}); restore it and re-run") from None
+        raise _InputError(frame["uri"], "not-found",
+                          f"{frame['uri']}: no longer there ({e}); restore it and re-run") from None
 
 
 def _bad_bits(frame: dict[str, Any], mask_bits: int | None) -> tuple[int, int]:
@@ -858,12 +878,9 @@ def _prepare_or_raise(task: PairTask, settings: dict[str, Any], ctx: dict[str, A
             raise _InputError(task.reference["uri"], "no-overlap",
                               f"{task.reference['uri']}: does not overlap the science image {task.science['uri']} "
                               "(their WCSs share no sky); check the pairing")
-        flags = np.zeros(ref.shape, np.float32)
-        flags[ref_bad] = 1.0
-        sat_f = np.zeros(ref.shape, np.float32)
-        sat_f[ref_sat] = 1.0
-        moved_bad = align_to_grid(flags, ref_wcs, new_wcs, shape).image
-        moved_sat = align_to_grid(sat_f, ref_wcs, new_wcs, shape).image
+        # move the masks the same way (both in one call); any touched pixel stays flagged
+        moved = align_to_grid(ref_bad.astype(np.float32), ref_wcs, new_wcs, shape, variance=ref_sat.astype(np.float32))
+        moved_bad, moved_sat = moved.image, moved.variance
         ref = al.image
         ref_sat = np.nan_to_num(moved_sat, nan=0.0) >= 0.01
         ref_bad = ~(np.nan_to_num(moved_bad, nan=1.0) < 0.01) | ~np.isfinite(ref) | ~al.footprint
@@ -942,7 +959,8 @@ def _gauss_size(settings: dict[str, Any]) -> int:
     return max(11, int(math.ceil(6 * settings["default_fwhm"])) | 1)
 
 
-def _difference_window(prep: _Prepared | _SetAside, window: tuple, settings: dict[str, Any]) -> dict[str, Any] | _SetAside:
+def _difference_window(prep: _Prepared | _SetAside, window: tuple,
+                       settings: dict[str, Any]) -> dict[str, Any] | _SetAside:
     """ZOGY on one window of a prepared pair; returns the interior's maps and the window's details."""
     if isinstance(prep, _SetAside):
         return prep
@@ -970,6 +988,7 @@ def _difference_window(prep: _Prepared | _SetAside, window: tuple, settings: dic
     )
     z = out.zogy
     bad = np.asarray(out.bad) | (np.asarray(z.bad) if z.bad is not None else False)
+    bad &= ~sat  # saturated pixels are flagged (and dilated for detection) on their own
     nan = np.float32(np.nan)
     return {
         "interior": (iy0, iy1, ix0, ix1),
@@ -1062,7 +1081,8 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
 
     out, opts = ctx["out"], ctx["store_options"]
     g = ds.open_difference_group(out, opts)
-    ds.write_pair_maps(g[task.group], task.index, {k: maps[k] for k in ds.MAP_VARIABLES})
+    flags = np.where(bad, ds.MASK_BAD, 0).astype(np.uint8) | np.where(sat, ds.MASK_SATURATED, 0).astype(np.uint8)
+    ds.write_pair_maps(g[task.group], task.index, {**{k: maps[k] for k in ds.MAP_VARIABLES}, "mask": flags})
     fs = filesystem(out, opts)
     parts = join(Manifest(out, opts).url, _PARTS)
     stem = f"pair-{task.pair:09d}-{task.fingerprint}"
@@ -1191,7 +1211,8 @@ def _finalize(plan: DifferencePlan, client) -> dict[str, Any]:
         if rj and fs.exists(rj):
             with fs.open(rj, "rb") as f:
                 recovery = json.loads(f.read())
-        return {"n_candidates": int(c.attrs["n_candidates"]), "recovery": recovery, "changed": False}
+        return {"n_candidates": int(c.attrs["n_candidates"]), "n_dropped": int(c.attrs.get("n_dropped", 0)),
+                "recovery": recovery, "changed": False}
 
     rec_paths = [manifest.chunk_path(int(p), fp) for p, fp in zip(done_rows["pair"], done_rows["fingerprint"])]
     records = _gather_tables(client, rec_paths, opts, "records")
@@ -1281,10 +1302,11 @@ def _finalize(plan: DifferencePlan, client) -> dict[str, Any]:
         text = json.dumps(recovery, indent=1)
         atomic_write_bytes(fs, paths["recovery_json"], text.encode())
         recovery = json.loads(text)
-    c.update_attributes({"finalized": key})
+    n_dropped = int((records["n_detected"] - records["n_candidates"]).sum()) if len(records) else 0
+    c.update_attributes({"finalized": key, "n_dropped": n_dropped})
     g.update_attributes({"finalized": key})
     ds.consolidate(out, opts)
-    return {"n_candidates": n, "recovery": recovery, "changed": True}
+    return {"n_candidates": n, "n_dropped": n_dropped, "recovery": recovery, "changed": True}
 
 
 def _recovery_summary(inj: pd.DataFrame, cand: pd.DataFrame, records: pd.DataFrame,
@@ -1322,12 +1344,18 @@ def _recovery_summary(inj: pd.DataFrame, cand: pd.DataFrame, records: pd.DataFra
             "false_per_mpix": (n_false / (area / 1e6)) if area else 0.0,
         },
         "bins": bins,
-        "pulls_snr_ge_10": {"n": int(len(pulls)), "mean": float(np.mean(pulls)) if len(pulls) else None,
-                            "std": float(np.std(pulls)) if len(pulls) > 1 else None},
+        "pulls_snr_ge_10": {
+            "n": int(len(pulls)), "mean": float(np.mean(pulls)) if len(pulls) else None,
+            "std": float(np.std(pulls)) if len(pulls) > 1 else None,
+            "median": float(np.median(pulls)) if len(pulls) else None,
+            "std_robust": float(1.4826 * np.median(np.abs(pulls - np.median(pulls)))) if len(pulls) > 1 else None,
+        },
         "position_error_px_median": float(np.median(np.hypot(good["dx"], good["dy"]))) if len(good) else None,
         "notes": "snr is the expected ZOGY S/N (flux / F_psf_err at the injected position); a detection within "
                  "2 px matches at most one injection; false positives are detections matching none (real "
-                 "transients in the science images count as false positives too)",
+                 "transients in the science images count as false positives too); pulls = (flux - flux_true) / "
+                 "flux_err of recovered sources with snr >= 10 (std_robust = 1.4826 MAD: blends with bright "
+                 "stars are outliers)",
         "_table": table,
     }
 
@@ -1381,7 +1409,8 @@ def execute_difference(plan: DifferencePlan, client) -> DifferenceReport:
         out=config.out, manifest=paths["manifest"], n_pairs=int(len(plan.table)),
         groups={k: int(v) for k, v in sorted(groups.items())}, pairs_written=written,
         pairs_skipped=int(plan.n_done), failed=failed, set_aside=set_aside,
-        unused_references=plan.unused_references, n_candidates=int(fin["n_candidates"]), catalogue=paths["catalogue"],
+        unused_references=plan.unused_references, n_candidates=int(fin["n_candidates"]),
+        n_dropped=int(fin["n_dropped"]), catalogue=paths["catalogue"],
         png=paths["png"] if config.plot_top else None,
         recovery_json=paths["recovery_json"] if config.inject else None, recovery=fin["recovery"],
         seconds=time.perf_counter() - t0, run_id=plan.run_id,

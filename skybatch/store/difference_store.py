@@ -5,6 +5,7 @@ Layout (the contract is ``schemas/difference_store.json``, checked by :func:`che
     STORE/                       root attrs: schema, store_uuid, groups, n_pairs, settings, identity, provenance
       512x512/                   one child group per science-image shape '<ny>x<nx>'
         D, S_corr, F_psf, F_psf_err   (pair, y, x) float32, one chunk per pair
+        mask                          (pair, y, x) uint8: 1 bad, 2 saturated
         pair_id, pair_number, tile_id, band, instrument, science, reference, wcs,
         done, flux_ratio, flux_ratio_err, flux_ratio_method, new/ref_psf_method,
         new/ref_fwhm, new/ref_sigma, aligned, n_subtiles, n_candidates, n_injected   (pair)
@@ -45,6 +46,8 @@ __all__ = [
     "SCHEMA_NAME",
     "SCHEMA_VERSION",
     "MAP_VARIABLES",
+    "MASK_BAD",
+    "MASK_SATURATED",
     "PAIR_COORDS",
     "CUTOUT_KINDS",
     "CANDIDATES_GROUP",
@@ -69,8 +72,10 @@ __all__ = [
 
 SCHEMA_NAME = "skybatch.difference"
 SCHEMA_VERSION = 1
-#: The (pair, y, x) maps of every pairs group.
+#: The (pair, y, x) float32 maps of every pairs group.
 MAP_VARIABLES = ("D", "S_corr", "F_psf", "F_psf_err")
+#: The (pair, y, x) uint8 pixel flags: bad in either image, saturated in either image.
+MASK_BAD, MASK_SATURATED = 1, 2
 #: Per-pair coordinates and their dtypes (strings are Zarr variable-length strings).
 PAIR_COORDS: dict[str, str] = {
     "pair_id": "str", "pair_number": "int64", "tile_id": "str", "band": "str", "instrument": "str",
@@ -144,7 +149,9 @@ def difference_store_exists(url: str, storage_options: dict[str, Any] | None = N
     return g.attrs.get("skybatch_schema") == SCHEMA_NAME
 
 
-def create_difference_store(url: str, attrs: dict[str, Any], storage_options: dict[str, Any] | None = None) -> zarr.Group:
+def create_difference_store(
+    url: str, attrs: dict[str, Any], storage_options: dict[str, Any] | None = None
+) -> zarr.Group:
     """Create an empty difference store (no groups yet) with a fresh ``store_uuid``.
 
     attrs: settings, identity, provenance, skybatch_version, manifest, catalogue...
@@ -180,6 +187,13 @@ def ensure_pair_group(g: zarr.Group, shape: tuple[int, int], n_pairs: int, attrs
             dimension_names=["pair", "y", "x"], compressors=PIXEL_CODEC,
             attributes={"long_name": s["long_name"], "units": s["units"], "coordinates": coords},
         )
+    s = schema["variables"]["mask"]
+    v.create_array(
+        "mask", shape=(n_pairs, ny, nx), chunks=(1, ny, nx), dtype="uint8", fill_value=255,
+        dimension_names=["pair", "y", "x"],
+        attributes={"long_name": s["long_name"], "units": s["units"], "coordinates": coords,
+                    "flag_masks": [MASK_BAD, MASK_SATURATED], "flag_meanings": "bad saturated"},
+    )
     for cname, dtype in PAIR_COORDS.items():
         v.create_array(
             cname, shape=(n_pairs,), chunks=(max(n_pairs, 1),), dtype=str if dtype == "str" else dtype,
@@ -205,9 +219,10 @@ def resize_pairs(v: zarr.Group, n_pairs: int) -> None:
 
 
 def write_pair_maps(v: zarr.Group, index: int, maps: dict[str, np.ndarray]) -> None:
-    """Write pair ``index`` of the (pair, y, x) maps named in ``maps`` (each float32 (ny, nx))."""
+    """Write pair ``index`` of the (pair, y, x) maps named in ``maps`` (each (ny, nx); float32 maps and
+    the uint8 ``mask``)."""
     for name, values in maps.items():
-        v[name][index] = np.asarray(values, dtype=np.float32)
+        v[name][index] = np.asarray(values, dtype=np.uint8 if name == "mask" else np.float32)
 
 
 def write_pair_coords(v: zarr.Group, values: dict[str, np.ndarray]) -> None:

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.ndimage as ndi
-import xarray as xr
 from astropy.io import fits
 
 from skybatch.pipeline.difference import DifferenceConfig, difference, injection_recovery
@@ -185,6 +184,12 @@ def test_store_contents(main_run, fields):
     assert s.size > 5000
     assert 0.9 < float(s.std()) < 1.15 and abs(float(s.mean())) < 0.1
     assert np.isfinite(ds.D.values).all() and (ds.F_psf_err.values > 0).all()
+    # pixel flags: the SAT plane and the saturation level flag saturated pixels; sources (DETECTED plane) are not bad
+    p1 = truth["tile_0001/r"]
+    m = ds["mask"].values[1]
+    assert p1.new_saturated.any() and (m[p1.new_saturated | p1.ref_saturated] == 2).all()
+    assert (m & 1).mean() < 1e-3 and (m[p1.new_model > 10 * p1.new_sigma] & 1).sum() == 0
+    assert ((ds["mask"].values[0] & 1).mean()) < 0.01  # resampled reference: only the footprint's edge
     assert ds.attrs["shape"] == [384, 384]
     npz = groups["256x256"]
     assert npz.pair_id.values.tolist() == ["tile_0003/g"] and npz.science.values[0].endswith("tile_0003.npz")
@@ -225,7 +230,9 @@ def test_rerun_writes_nothing_new_and_resumes(main_run, fields, dask_client):
     cat0 = read_candidates(out)
     man = Manifest(out, stage="difference")
     records = sorted(glob.glob(man.chunk_dir + "/*.parquet"))
-    maps = {p: os.path.getmtime(p) for p in glob.glob(out + "/384x384/S_corr/c/**/*", recursive=True) if os.path.isfile(p)}
+    chunks = glob.glob(out + "/384x384/S_corr/c/**/*", recursive=True)
+    maps = {p: os.path.getmtime(p) for p in chunks if os.path.isfile(p)}
+    assert len(maps) == 3
     kw = dict(client=dask_client, progress=False, saturation=SATURATION)
     again = difference([f"{root}/sci"], [f"{root}/ref"], out, **kw)
     assert again.exit_code == 0 and again.pairs_written == 0 and again.pairs_skipped == 4
@@ -267,7 +274,7 @@ def test_bad_inputs_are_set_aside(fields, dask_client, tmp_path):
     write_npz(ref / "tile_0009.npz", p.ref[:200, :200], p.ref_var[:200, :200], None, "g", "tile_0009")
     out = str(tmp_path / "diff.zarr")
     rep = difference([str(sci), str(tmp_path / "missing_r.fits")], [str(ref)], out, client=dask_client,
-                     progress=False, saturation=SATURATION)
+                     progress=False, saturation=SATURATION, max_candidates=5)
     reasons = {s["reason"]: s["message"] for s in rep.set_aside}
     assert rep.exit_code == 3, rep.summary()
     assert set(reasons) == {"truncated", "no-reference", "shape-mismatch", "not-found"}, reasons
@@ -275,8 +282,10 @@ def test_bad_inputs_are_set_aside(fields, dask_client, tmp_path):
     assert "tile_0002" in reasons["no-reference"] and "--tile-pattern" in reasons["no-reference"]
     assert "200x200" in reasons["shape-mismatch"] and "WCS" in reasons["shape-mismatch"]
     assert "missing_r.fits" in reasons["not-found"]
-    # the rest went on: the good pair is differenced, its transients catalogued
-    assert rep.pairs_written == 1 and rep.n_candidates >= 8
+    # the rest went on: the good pair is differenced, its 5 most significant detections catalogued
+    assert rep.pairs_written == 1 and rep.n_candidates == 5 and rep.n_dropped >= 3
+    cat = read_candidates(out)
+    assert cat.significance.min() > 10 and "beyond --max-candidates" in rep.summary()
     ds = open_difference_store(out)["384x384"]
     assert ds.done.values.tolist() == [True] and ds.pair_id.values.tolist() == ["tile_0001/r"]
     assert set(Manifest(out, stage="difference").quarantined().reason) >= {"truncated", "shape-mismatch"}
@@ -289,7 +298,7 @@ def test_subtiles(fields, dask_client, tmp_path):
     rep = difference([f"{root}/sci/tile_0000_r.fits", f"{root}/sci/tile_0002_r.fits"], [f"{root}/ref"], out,
                      client=dask_client, progress=False, saturation=SATURATION, subtile=192, subtile_overlap=48)
     assert rep.exit_code == 0 and rep.pairs_written == 2, rep.summary()
-    assert [u["pair_id"] for u in rep.unused_references] == ["tile_0001/r"]
+    assert [u["pair_id"] for u in rep.unused_references] == ["tile_0001/r", "tile_0003/g"]
     ds = open_difference_store(out)["384x384"].load(scheduler="threads")
     assert ds.n_subtiles.values.tolist() == [4, 4]
     cat = read_candidates(out)
@@ -330,7 +339,9 @@ def test_injection_recovery(fields, dask_client, tmp_path):
     assert faint["n_injected"] >= 3 and faint["completeness"] <= 0.5  # S/N < 3 stays below a 5 sigma threshold
     assert tot["false_per_mpix"] == pytest.approx(tot["n_false"] / (tot["area_pixels"] / 1e6))
     assert tot["n_false"] <= 3
-    assert abs(summary["pulls_snr_ge_10"]["mean"]) < 0.5 and 0.6 < summary["pulls_snr_ge_10"]["std"] < 1.5
+    # fluxes unbiased with honest errors (a source injected onto a bright star's wing is an outlier: robust stats)
+    pulls = summary["pulls_snr_ge_10"]
+    assert pulls["n"] >= 20 and abs(pulls["median"]) < 0.4 and 0.6 < pulls["std_robust"] < 1.4
     assert summary["position_error_px_median"] < 0.5
     table = pd.read_parquet(outputs(out)["recovery_table"])
     cat = read_candidates(out)
