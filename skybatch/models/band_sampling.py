@@ -146,10 +146,16 @@ class BandPairSampler:
     """Draw one ordered band pair ``(a, b)`` per tile, skipping missing bands, balancing usage.
 
     The probability of pair ``{i, j}`` for a tile is proportional to
-    ``pair_weights[i, j] × boost_i × boost_j`` over the bands present in that tile, where
-    ``boost_k = clip((1/B) / share_k, 1/max_balance_boost, max_balance_boost) ** balance_strength``
-    and ``share_k`` is band ``k``'s share of all draws so far (add-one smoothed). The order
-    (which band is view A) is a fair coin.
+    ``pair_weights[i, j] × (β_i β_j) ** balance_strength × boost_i × boost_j`` over the bands
+    present in that tile. The order (which band is view A) is a fair coin.
+
+    - ``β`` balances the prior: the symmetric scaling (Sinkhorn–Knopp) that gives every band the
+      same expected usage when all bands are present. Pairs keep their relative preference for
+      wide gaps; only each band's total is equalised.
+    - ``boost_k = clip((1/B) / share_k, 1/max_balance_boost, max_balance_boost) ** balance_strength``
+      is feedback from the usage so far (``share_k``: band k's share of all drawn views,
+      add-one smoothed). It corrects what the prior cannot know, e.g. a band missing from many
+      tiles.
 
     Parameters
     ----------
@@ -161,7 +167,8 @@ class BandPairSampler:
     cross_instrument_boost, gap_floor, gap_power:
         See :func:`pair_weights`.
     balance_strength:
-        0 switches usage balancing off; 1 is the default correction.
+        Exponent on both balancing factors (β and the usage feedback): 0 switches balancing
+        off (pure wide-gap / cross-instrument preference), 1 equalises band usage.
     max_balance_boost:
         Cap on a band's boost (and on its damping, as the inverse).
     """
@@ -189,6 +196,7 @@ class BandPairSampler:
             gap_power=gap_power,
         )
         self.balance_strength = float(balance_strength)
+        self.prior_scaling = _symmetric_balance(self.weights)
         self.max_balance_boost = float(max_balance_boost)
         self._rng = np.random.default_rng(seed)
         self.usage = np.zeros(len(self.bands), dtype=np.int64)
@@ -217,8 +225,8 @@ class BandPairSampler:
         ``band_present`` is (n, B) bool. Rows with fewer than two bands present are all zero.
         """
         present = self._check_present(band_present)
-        boost = self.balance_boost()
-        w = self.weights * boost[:, None] * boost[None, :]
+        beta = self.prior_scaling**self.balance_strength * self.balance_boost()
+        w = self.weights * beta[:, None] * beta[None, :]
         p = w[None] * present[:, :, None] * present[:, None, :]
         p = np.triu(p, k=1)
         tot = p.sum(axis=(1, 2), keepdims=True)
@@ -265,6 +273,17 @@ class BandPairSampler:
                 f"{[b.name for b in self.bands]}; got shape {present.shape}"
             )
         return present
+
+
+def _symmetric_balance(w: np.ndarray, iters: int = 500) -> np.ndarray:
+    """β > 0 with ``β_k Σ_j w_kj β_j`` equal for every k (symmetric Sinkhorn–Knopp), max β = 1."""
+    beta = np.ones(w.shape[0])
+    for _ in range(iters):
+        r = beta * (w @ beta)
+        if np.allclose(r, r.mean(), rtol=1e-9):
+            break
+        beta = beta * np.sqrt(r.mean() / r)
+    return beta / beta.max()
 
 
 def _augment(x: np.ndarray, k: int, flip: bool) -> np.ndarray:

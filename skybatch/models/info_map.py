@@ -101,7 +101,8 @@ def information_map(
 
     Returns
     -------
-    (..., H, W) float ≥ 0, unnormalised: ``log1p(relu(s − t) + g·|∇s|·sigmoid(s − t))``.
+    (..., H, W) float ≥ 0, unnormalised: ``log1p(relu(s − t) + g·|∇s|·sigmoid(s − t))``; 0 on
+    pixels without data.
     """
     xp = get_namespace(image, noise)
     s = detection_significance(image, noise)
@@ -111,7 +112,8 @@ def information_map(
     excess = s - threshold
     gate = 1.0 / (1.0 + xp.exp(-excess))
     raw = xp.maximum(excess, xp.zeros_like(excess)) + gradient_weight * grad * gate
-    return xp.log1p(raw)
+    valid = xp.isfinite(image) & xp.isfinite(noise) & (noise > 0)
+    return xp.where(valid, xp.log1p(raw), xp.zeros_like(raw))
 
 
 def pool_to_tokens(x: Any, patch: int) -> Any:

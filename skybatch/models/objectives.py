@@ -39,6 +39,7 @@ class VAEObjective:
     ----------
     nwave : wavelength pixels of the spectra
     latent_dim, width, depth : VAE architecture (see :class:`SpectrumVAE`)
+    model_error : fractional model error of the decoder in the chi^2 (see :class:`SpectrumVAE`)
     lam : weight of the MMD term
     beta : weight of the KL term (0 disables it)
     """
@@ -47,6 +48,7 @@ class VAEObjective:
     latent_dim: int = 8
     width: int = 256
     depth: int = 2
+    model_error: float = 0.0
     lam: float = 1.0
     beta: float = 1e-3
 
@@ -58,7 +60,7 @@ class VAEObjective:
 
     def init_model(self, key: PRNGKeyArray) -> SpectrumVAE:
         """A new :class:`SpectrumVAE`."""
-        return SpectrumVAE(self.nwave, self.latent_dim, self.width, self.depth, key=key)
+        return SpectrumVAE(self.nwave, self.latent_dim, self.width, self.depth, self.model_error, key=key)
 
     def init_state(self, model: SpectrumVAE) -> None:
         """No non-trainable state."""

@@ -13,10 +13,11 @@ Two bands of the same tile are two views of the same sky (view A and view B, dra
 2. **Information weighting.** The squared error of each token is weighted by the information
    map (:func:`skybatch.models.info_map.token_weights`, mean of the two views' maps), so the
    loss is dominated by sources, not by empty sky.
-3. **VICReg on the global embeddings** (attention-pooled online tokens): an invariance term
-   (mean squared difference of view A's and view B's global embedding), a variance term
-   (hinge on the per-dimension standard deviation across the batch, against collapse) and a
-   covariance term (squared off-diagonal covariance / D, against dimensional collapse).
+3. **VICReg on the global embeddings** (the encoder's read-out of the online token grid): an
+   invariance term (mean squared difference of view A's and view B's global embedding, which
+   is what makes the global embedding itself band-invariant), a variance term (hinge on the
+   per-dimension standard deviation across the batch, against collapse) and a covariance
+   term (squared off-diagonal covariance / D, against dimensional collapse).
 
 Batches (dict of arrays): ``image_a``, ``noise_a``, ``image_b``, ``noise_b`` (n, H, W) float32
 and ``band_a``, ``band_b`` (n,) int32 indices into ``objective.bands`` (extra keys such as
@@ -25,7 +26,10 @@ and ``band_a``, ``band_b`` (n,) int32 indices into ``objective.bands`` (extra ke
 The objective follows the trainer protocol of :mod:`skybatch.models.train`: ``name``,
 ``init_model(key)``, ``init_state(model)``, ``loss(model, state, batch, key)``,
 ``update_state(model, state, step)``; plus ``trainable_filter(model)`` (the arrays to train,
-all of them unless ``train_only_band`` is set) for trainers that partition the model.
+all of them unless ``train_only_band`` is set) for trainers that partition the model. With
+``train_only_band`` the loss also stops the gradient of every other array, so a trainer that
+optimises the whole model leaves them bit-identical as long as it applies no weight decay
+(Adam's update of a zero gradient is exactly zero).
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ class TileJEPAModel(eqx.Module):
         depth: int = 3,
         heads: int = 4,
         mlp_ratio: int = 2,
-        stem_hidden: int = 16,
+        stem_hidden: int = 64,
+        readout_reduce: int = 8,
         predictor_width: int = 32,
         predictor_depth: int = 1,
         key: PRNGKeyArray,
@@ -123,6 +128,7 @@ class TileJEPAModel(eqx.Module):
             heads=heads,
             mlp_ratio=mlp_ratio,
             stem_hidden=stem_hidden,
+            readout_reduce=readout_reduce,
             key=ke,
         )
         n_tokens = (image_size // patch) ** 2
@@ -141,6 +147,9 @@ class TileJEPAModel(eqx.Module):
 
 
 register_model_kind(TileJEPAModel.registry_kind, TileJEPAModel)
+
+
+_BATCH_KEYS = ("image_a", "noise_a", "band_a", "image_b", "noise_b", "band_b")
 
 
 def vicreg_variance(z: Float[Array, "n D"], target_std: float = 1.0, eps: float = 1e-4) -> Float[Array, ""]:
@@ -173,7 +182,7 @@ class TileJEPAObjective:
     ----------
     bands:
         Band keys; batch band indices refer to this order (use the tile arrays' band order).
-    image_size, patch, width, depth, heads, mlp_ratio, stem_hidden:
+    image_size, patch, width, depth, heads, mlp_ratio, stem_hidden, readout_reduce:
         Encoder architecture (see :class:`TileEncoder`).
     predictor_width, predictor_depth:
         Predictor token width and number of blocks.
@@ -202,7 +211,8 @@ class TileJEPAObjective:
     depth: int = 3
     heads: int = 4
     mlp_ratio: int = 2
-    stem_hidden: int = 16
+    stem_hidden: int = 64
+    readout_reduce: int = 8
     predictor_width: int = 32
     predictor_depth: int = 1
     context_mask_ratio: float = 0.25
@@ -249,6 +259,7 @@ class TileJEPAObjective:
             heads=self.heads,
             mlp_ratio=self.mlp_ratio,
             stem_hidden=self.stem_hidden,
+            readout_reduce=self.readout_reduce,
             predictor_width=self.predictor_width,
             predictor_depth=self.predictor_depth,
             key=key,
@@ -292,6 +303,12 @@ class TileJEPAObjective:
         key: PRNGKeyArray,
     ) -> tuple[Array, dict[str, Array]]:
         """Total loss and metrics for one batch of two-band pairs (see module doc)."""
+        missing = [k for k in _BATCH_KEYS if k not in batch]
+        if missing:
+            raise KeyError(
+                f"TileJEPAObjective needs batch arrays {list(_BATCH_KEYS)}; missing {missing} (got "
+                f"{sorted(batch)}). Build batches with skybatch.models.band_sampling.make_pair_batches"
+            )
         if self.train_only_band is not None:
             trainable, frozen = eqx.partition(model, self.trainable_filter(model))
             model = eqx.combine(trainable, jax.lax.stop_gradient(frozen))

@@ -65,6 +65,7 @@ class SpectrumVAE(eqx.Module):
     latent_dim: int = eqx.field(static=True)
     width: int = eqx.field(static=True)
     depth: int = eqx.field(static=True)
+    model_error: float = eqx.field(static=True)
 
     registry_kind: ClassVar[str] = "spectrum_vae"
 
@@ -74,6 +75,7 @@ class SpectrumVAE(eqx.Module):
         latent_dim: int = 8,
         width: int = 256,
         depth: int = 2,
+        model_error: float = 0.0,
         *,
         key: PRNGKeyArray,
     ):
@@ -83,6 +85,8 @@ class SpectrumVAE(eqx.Module):
         - `latent_dim`: size of the latent space (default 8).
         - `width`: size of each hidden layer of the encoder and decoder MLPs.
         - `depth`: number of hidden layers of each MLP (>= 1).
+        - `model_error`: fractional model error ``eps`` of the decoder (>= 0): the likelihood of a
+          pixel has variance ``1/ivar + (eps * recon)^2`` (see :func:`reconstruction_chi2`).
         - `key`: PRNG key for the weight initialisation (keyword only).
         """
         nwave, latent_dim, width, depth = int(nwave), int(latent_dim), int(width), int(depth)
@@ -91,6 +95,9 @@ class SpectrumVAE(eqx.Module):
                 f"SpectrumVAE needs nwave, latent_dim, width, depth >= 1; got "
                 f"nwave={nwave}, latent_dim={latent_dim}, width={width}, depth={depth}"
             )
+        model_error = float(model_error)
+        if not model_error >= 0.0:
+            raise ValueError(f"SpectrumVAE: model_error must be a fraction >= 0, got {model_error}")
         # Shape-only skeletons, then one fast draw for all weights (see initializers.py).
         encoder = eqx.filter_eval_shape(
             eqx.nn.MLP, nwave, 2 * latent_dim, width, depth, activation=jax.nn.gelu, key=key
@@ -103,10 +110,12 @@ class SpectrumVAE(eqx.Module):
         self.latent_dim = latent_dim
         self.width = width
         self.depth = depth
+        self.model_error = model_error
 
     def architecture(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this model's skeleton (stored in the model card)."""
-        return {"nwave": self.nwave, "latent_dim": self.latent_dim, "width": self.width, "depth": self.depth}
+        return {"nwave": self.nwave, "latent_dim": self.latent_dim, "width": self.width, "depth": self.depth,
+                "model_error": self.model_error}
 
     def _check(self, flux: Array) -> None:
         if flux.shape != (self.nwave,):
@@ -169,7 +178,7 @@ class SpectrumVAE(eqx.Module):
         both to :func:`skybatch.models.anomaly.anomaly_score`.
         """
         mu, _ = self.encode(flux, ivar)
-        chi2, n_good = reconstruction_chi2(flux, ivar, self.decode(mu))
+        chi2, n_good = reconstruction_chi2(flux, ivar, self.decode(mu), self.model_error)
         return mu, jnp.where(n_good > 0, chi2 / jnp.maximum(n_good, 1.0), jnp.nan)
 
 
@@ -180,15 +189,26 @@ def reconstruction_chi2(
     flux: Float[Array, "*batch nwave"],
     ivar: Float[Array, "*batch nwave"],
     recon: Float[Array, "*batch nwave"],
+    model_error: float = 0.0,
+    *,
+    error_model: Float[Array, "*batch nwave"] | None = None,
 ) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """ivar-weighted reconstruction chi^2 per spectrum, and its number of good pixels.
 
-    ``chi2 = sum_{ivar>0} ivar * (flux - recon)^2`` over the last axis (dimensionless).
-    Returns ``(chi2, n_good)``; divide to get chi^2 per good pixel.
+    ``chi2 = sum_{ivar>0} (flux - recon)^2 / (1/ivar + (model_error * m)^2)`` over the last axis
+    (dimensionless), with ``m = |error_model|`` (default: ``recon``). With ``model_error = 0`` this
+    is the plain ``sum ivar * (flux - recon)^2``. The model-error term caps the weight of a pixel
+    at ``1 / (model_error * m)^2``: a decoder that reproduces a spectrum to a few per cent is then
+    not penalised for the last per cent of a S/N-200 star, while a misfit of tens of per cent (a
+    trough, a line where none is expected) still counts in full. Returns ``(chi2, n_good)``;
+    divide to get chi^2 per good pixel.
     """
     good = (ivar > 0) & jnp.isfinite(flux)
     resid = jnp.where(good, flux - recon, 0.0)
     w = jnp.where(good, ivar, 0.0)
+    if model_error:
+        m = recon if error_model is None else error_model
+        w = w / (1.0 + w * (model_error * m) ** 2)
     return jnp.sum(w * resid**2, axis=-1), jnp.sum(good, axis=-1).astype(resid.dtype)
 
 
@@ -256,7 +276,10 @@ def infovae_loss(
     eps, prior = noise[: mu.size].reshape(mu.shape), noise[mu.size :].reshape(mu.shape)
     z = mu + jnp.exp(0.5 * logvar) * eps
     recon = jax.vmap(model.decode)(z)
-    chi2, n_good = reconstruction_chi2(flux, ivar, recon)
+    # The model-error term is weighted by the reconstruction without its gradient (a reweighted
+    # least-squares step): the decoder must not lower the chi^2 by inflating its own flux.
+    chi2, n_good = reconstruction_chi2(flux, ivar, recon, model.model_error,
+                                       error_model=jax.lax.stop_gradient(recon))
     chi2_pp = jnp.mean(chi2 / jnp.maximum(n_good, 1.0))
     mmd = mmd_to_standard_normal(z, prior)
     kl = jnp.mean(gaussian_kl(mu, logvar))
@@ -284,5 +307,5 @@ def reconstruct_batch(
     """
     mu, logvar = jax.vmap(model.encode)(flux, ivar)
     recon = jax.vmap(model.decode)(mu)
-    chi2, n_good = reconstruction_chi2(flux, ivar, recon)
+    chi2, n_good = reconstruction_chi2(flux, ivar, recon, model.model_error)
     return {"mu": mu, "logvar": logvar, "recon": recon, "chi2": chi2, "n_good": n_good}
