@@ -33,7 +33,41 @@ def map_task(kind: str, store: str, model: str, client, top: int, batch_size: in
         return job.score(store, model, top=top, client=client, batch_size=batch_size, progress=progress)
     if kind == "classify":
         return job.classify(store, model, client=client, batch_size=batch_size, progress=progress)
+    if _is_tile_model(model):
+        from skybatch.pipeline.tile_model import embed_tiles_store
+
+        return embed_tiles_store(store, model, client, progress=progress)
     return job.embed(store, model, client=client, batch_size=batch_size, progress=progress)
+
+
+def _is_tile_model(model_dir: str) -> bool:
+    import os
+
+    from skybatch.models import read_card
+
+    path = model_dir if os.path.exists(os.path.join(model_dir, "card.json")) else os.path.join(model_dir, "model")
+    try:
+        return str(read_card(path).get("kind", "")).startswith("tile")
+    except Exception:  # let the job itself report a missing or broken model
+        return False
+
+
+@task(name="train-tile-encoder", **_RETRY)
+def tile_train_task(config, client) -> dict:
+    from skybatch.pipeline.tile_model import train_tile_encoder
+
+    return train_tile_encoder(config, client)
+
+
+@flow(name="skybatch-train-tile-encoder", log_prints=True)
+def tile_train_flow(store: str, out: str, settings: dict | None = None, cluster: str = "auto",
+                    progress: bool = True) -> dict:
+    """Train the band-agnostic tile encoder (cross-band JEPA + VICReg) on a tile store; resumable."""
+    from skybatch.pipeline.tile_model import TileTrainConfig
+
+    config = TileTrainConfig(store=store, out=out, cluster=cluster, progress=progress, **(settings or {}))
+    with cluster_client(config.cluster) as client:
+        return tile_train_task(config, client)
 
 
 @flow(name="skybatch-train", log_prints=True)

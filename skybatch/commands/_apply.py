@@ -19,6 +19,12 @@ def run(kind: str, args: argparse.Namespace) -> int:
 
     out = apply_flow(kind=kind, store=args.store, model=args.model, cluster=args.cluster or "auto",
                      top=getattr(args, "top", 100), batch_size=args.batch_size, progress=args.progress)
+    if "map_model" not in out:  # tile embeddings
+        print(f"store: {out['store']}\nmodel: {out['model']}\nwrote: embeddings/embedding (tile, band_key, "
+              f"embedding_dim) for {out['n_tiles']} tiles; open with xr.open_zarr(store, group='embeddings')")
+        for c in out["failed_chunks"]:
+            print(f"FAILED chunk {c['chunk']}: {c['error']} -- re-run to retry")
+        return int(out["exit_code"])
     rep = out["map_model"]
     print(f"store: {out['store']}\nmodel: {out['model']}\nwrote: "
           + ", ".join(f"{k}{tuple(v)}" for k, v in rep["outputs"].items()))

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--label", default=None, help="class column for the classifier (default spectype)")
     p.add_argument("--prefetch", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None, help="tile-encoder input size in px")
+    p.add_argument("--patch", type=int, default=None, help="tile-encoder token size in px")
+    p.add_argument("--heads", type=int, default=None, help="tile-encoder attention heads")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
@@ -40,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k, None) for k in ("store", "model", "out", "cluster", "progress", *_SETTINGS)}
     model = flags.get("model") or settings.get("model")
     if model == "tile-encoder":
-        from skybatch.commands.tiles import run_train
+        from skybatch.commands.tiles import _TILE_SETTINGS, run_train
 
+        flags = {k: getattr(args, k, None) for k in ("store", "out", "cluster", "progress", *_TILE_SETTINGS)}
         return run_train(args, settings, flags)
     from skybatch.pipeline.modeling import TrainJobConfig, TrainJobReport
 
