@@ -26,24 +26,8 @@ import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-NWAVE = 7781
-
-
-class SkyEncoder(eqx.Module):
-    """The desisky sky-VAE encoder shape (a user's own model, not one of skybatch's)."""
-
-    layers: list
-
-    def __init__(self, nwave: int = NWAVE, widths=(1000, 800, 600, 500, 300), latent: int = 8, *, key):
-        sizes = (nwave, *widths, latent)
-        keys = jax.random.split(key, len(sizes) - 1)
-        self.layers = [eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys)]
-
-    def __call__(self, flux):
-        x = flux
-        for layer in self.layers[:-1]:
-            x = jax.nn.relu(layer(x))
-        return self.layers[-1](x)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _sky_encoder import NWAVE, SkyEncoder  # noqa: E402  (a user's own model module, shipped to workers)
 
 
 def make_store(path: str, n: int, chunk: int, seed: int = 0) -> np.ndarray:
@@ -85,7 +69,7 @@ def bench_map(store: str, flux: np.ndarray, model, batch: int, client) -> tuple[
     t0 = time.perf_counter()
     rep = map_model(store, model, outputs=("latent",), batch_size=batch, client=client, progress=False)
     t_store = time.perf_counter() - t0
-    assert rep.exit_code == 0
+    assert rep.exit_code == 0, rep.summary()
     return n / t_mem, n / t_store
 
 
@@ -140,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     n = a.n or (4096 if a.quick else 16384)
     steps = a.steps or (20 if a.quick else 100)
     from distributed import Client, LocalCluster
+
+    # the model's module must be importable on the workers (as an installed package would be); note that
+    # client.upload_file re-imports it there, which breaks equinox's pytree registration of the class
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
 
     tmp = tempfile.mkdtemp(prefix="skybatch-bench-map-")
     try:
