@@ -109,7 +109,7 @@ def bench_train(store: str, flux: np.ndarray, batch: int, steps: int, client, ou
     M.fit(obj, batches.make_batches, warm, out + "-warm")  # compile
     cfg = M.TrainConfig(steps=steps, batch_size=batch, checkpoint_every=10**6)
     t0 = time.perf_counter()
-    res = M.fit(obj, batches.make_batches, cfg, out)
+    M.fit(obj, batches.make_batches, cfg, out)
     t_store = time.perf_counter() - t0
     return steps / t_mem, steps / t_store
 

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 flag = "  ok" if r <= GOAL_RATIO else f"  ABOVE GOAL {GOAL_RATIO}x"
                 ok &= r <= GOAL_RATIO
             print(f"  {name:22s} {t:8.3f} {r:8.2f} {tb:8.3f} {tb / fl_min:8.2f}{flag}")
-        print(f"  memory growth during one call (inputs excluded):")
+        print("  memory growth during one call (inputs excluded):")
         for name in ("zogy/+source-noise", "zogy/+astrometric", "pair/estimated"):
             traced, rss = memory_growth(variants[name])
             flag = ""

@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import skybatch
-from skybatch.store.fsutil import atomic_write_bytes, filesystem, join, public_options, s3_options
+from skybatch.store.fsutil import StorageSettings, atomic_write_bytes, filesystem, join, public_options
 from skybatch.store.manifest import Manifest
 
 __all__ = [
@@ -93,7 +93,7 @@ _SNR_BINS = (0.0, 3.0, 5.0, 8.0, 12.0, 20.0, 50.0, math.inf)
 
 
 @dataclass
-class DifferenceConfig:
+class DifferenceConfig(StorageSettings):
     """Settings of one difference run (CLI flags, YAML keys and flow parameters map onto these).
 
     science: the science ("new") images: paths, globs, directories, ``s3://`` URLs or prefixes
@@ -259,18 +259,6 @@ class DifferenceConfig:
         if not _is_int(self.retries) or self.retries < 0:
             raise bad("retries", f"must be an integer >= 0, got {self.retries!r}")
 
-    def _s3(self) -> dict[str, Any]:
-        cached = self.__dict__.get("_s3_cache")
-        if cached is None:
-            cached = s3_options(self.endpoint_url, self.anon)
-            self.__dict__["_s3_cache"] = cached
-        return dict(cached)
-
-    def source_storage_options(self) -> dict[str, Any]:
-        return {**self._s3(), **self.source_options}
-
-    def store_storage_options(self) -> dict[str, Any]:
-        return {**self._s3(), **self.store_options}
 
     def science_settings(self) -> dict[str, Any]:
         """The settings that shape the outputs (recorded in the store; a resumed store must match)."""

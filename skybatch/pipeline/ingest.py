@@ -38,7 +38,7 @@ import pandas as pd
 import skybatch
 from skybatch.pipeline.chunkrun import run_chunk_tasks
 from skybatch.sources.base import Grid, SourceError, SourceInfo, SpectraBlock
-from skybatch.store.fsutil import expand_sources, filesystem, public_options, s3_options
+from skybatch.store.fsutil import StorageSettings, expand_sources, filesystem, public_options
 from skybatch.store.manifest import Manifest, chunk_fingerprint
 from skybatch.store.spectra_store import (
     PER_SPECTRUM_COLUMNS,
@@ -59,7 +59,7 @@ _TRANSIENT = (ConnectionError, TimeoutError)
 
 
 @dataclass
-class IngestConfig:
+class IngestConfig(StorageSettings):
     """Settings of one ingest run (CLI flags, YAML keys and flow parameters map onto these).
 
     sources: local paths, globs, directories, ``s3://`` URLs or prefixes of FITS files.
@@ -106,14 +106,6 @@ class IngestConfig:
         if self.retries < 0:
             raise ValueError("retries: must be >= 0")
 
-    def _s3(self) -> dict[str, Any]:
-        return s3_options(self.endpoint_url, self.anon)
-
-    def source_storage_options(self) -> dict[str, Any]:
-        return {**self._s3(), **self.source_options}
-
-    def store_storage_options(self) -> dict[str, Any]:
-        return {**self._s3(), **self.store_options}
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as recorded in store attrs (no credentials)."""

@@ -53,7 +53,7 @@ import skybatch
 from skybatch.pipeline.chunkrun import run_chunk_tasks
 from skybatch.sources.base import SourceError
 from skybatch.sources.tiles import TILE_SUFFIXES, TilePlaneInfo, TileSourceInfo, inspect_tile_source, read_tile_planes
-from skybatch.store.fsutil import atomic_write_bytes, filesystem, is_remote, join, public_options, s3_options
+from skybatch.store.fsutil import StorageSettings, atomic_write_bytes, filesystem, is_remote, join, public_options
 from skybatch.store.manifest import Manifest, chunk_fingerprint
 from skybatch.store.tile_store import (
     ViewSpec,
@@ -94,7 +94,7 @@ _PLAN_COLUMNS = {
 
 
 @dataclass
-class TileIngestConfig:
+class TileIngestConfig(StorageSettings):
     """Settings of one tile ingest run (CLI flags, YAML keys and flow parameters map onto these).
 
     sources: local paths, globs, directories, ``s3://`` URLs or prefixes of ``.npz`` / FITS tiles.
@@ -154,19 +154,6 @@ class TileIngestConfig:
         if self.retries < 0:
             raise ValueError("retries: must be >= 0")
 
-    def _s3(self) -> dict[str, Any]:
-        """S3 options, worked out once per config (finding credentials costs a botocore session)."""
-        cached = self.__dict__.get("_s3_cache")
-        if cached is None:
-            cached = s3_options(self.endpoint_url, self.anon)
-            self.__dict__["_s3_cache"] = cached
-        return dict(cached)
-
-    def source_storage_options(self) -> dict[str, Any]:
-        return {**self._s3(), **self.source_options}
-
-    def store_storage_options(self) -> dict[str, Any]:
-        return {**self._s3(), **self.store_options}
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as recorded in store attrs (no credentials)."""

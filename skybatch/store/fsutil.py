@@ -26,6 +26,7 @@ __all__ = [
     "expand_sources",
     "public_options",
     "strip_protocol",
+    "StorageSettings",
 ]
 
 _SECRET_KEYS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "password"}
@@ -162,3 +163,24 @@ def expand_sources(
         if not found:
             out.append(src)
     return sorted(dict.fromkeys(out))
+
+
+class StorageSettings:
+    """Mixin for job configs with ``endpoint_url``, ``anon``, ``source_options`` and ``store_options``:
+    the fsspec options for the job's inputs and its output store (S3 defaults worked out once)."""
+
+    endpoint_url: str | None
+    anon: bool | None
+    source_options: dict[str, Any]
+    store_options: dict[str, Any]
+
+    def _s3(self) -> dict[str, Any]:
+        return s3_options(self.endpoint_url, self.anon)
+
+    def source_storage_options(self) -> dict[str, Any]:
+        """fsspec options for reading the sources."""
+        return {**self._s3(), **self.source_options}
+
+    def store_storage_options(self) -> dict[str, Any]:
+        """fsspec options for the output store."""
+        return {**self._s3(), **self.store_options}
