@@ -32,12 +32,10 @@ are the coarse steps the Prefect flow wraps.
 
 from __future__ import annotations
 
-import glob as _glob
 import hashlib
 import io
 import json
 import math
-import os
 import re
 import time
 import uuid
@@ -53,7 +51,7 @@ import skybatch
 from skybatch.pipeline.chunkrun import run_chunk_tasks
 from skybatch.sources.base import SourceError
 from skybatch.sources.tiles import TILE_SUFFIXES, TilePlaneInfo, TileSourceInfo, inspect_tile_source, read_tile_planes
-from skybatch.store.fsutil import StorageSettings, atomic_write_bytes, filesystem, is_remote, join, public_options
+from skybatch.store.fsutil import StorageSettings, expand_sources, atomic_write_bytes, filesystem, join, public_options
 from skybatch.store.manifest import Manifest, chunk_fingerprint
 from skybatch.store.tile_store import (
     ViewSpec,
@@ -272,37 +270,7 @@ def expand_tile_sources(sources: list[str] | str, storage_options: dict[str, Any
     :data:`~skybatch.sources.tiles.TILE_SUFFIXES`. The result is sorted and free of
     duplicates; a source that matches nothing is returned as given, so that planning reports it.
     """
-    if isinstance(sources, str):
-        sources = [sources]
-    out: list[str] = []
-    for src in sources:
-        found: list[str] = []
-        if is_remote(src):
-            fs = filesystem(src, storage_options)
-            proto = src.split("://", 1)[0]
-            if any(c in src for c in "*?["):
-                found = [f"{proto}://{p}" for p in fs.glob(src)]
-            else:
-                try:
-                    isdir = fs.isdir(src)
-                except Exception:
-                    isdir = False
-                if isdir:
-                    found = [f"{proto}://{p}" for p in fs.find(src) if p.lower().endswith(TILE_SUFFIXES)]
-                else:
-                    found = [src]
-        else:
-            path = os.path.expanduser(src)
-            if any(c in path for c in "*?["):
-                found = sorted(_glob.glob(path, recursive=True))
-            elif os.path.isdir(path):
-                for root, _dirs, files in os.walk(path):
-                    found += [os.path.join(root, f) for f in files if f.lower().endswith(TILE_SUFFIXES)]
-            else:
-                found = [path]
-            found = [os.path.abspath(p) for p in found]
-        out += found or [src]
-    return sorted(dict.fromkeys(out))
+    return expand_sources(sources, storage_options, suffixes=tuple(TILE_SUFFIXES), exclude=())
 
 
 # -- the plan table --------------------------------------------------------------------------------

@@ -115,14 +115,15 @@ def public_options(storage_options: dict[str, Any] | None) -> dict[str, Any]:
 def expand_sources(
     sources: list[str] | str,
     storage_options: dict[str, Any] | None = None,
-    patterns: tuple[str, ...] = ("coadd-*.fits", "spec-*.fits", "*sky*spectra*.fits", "*.fits", "*.fits.gz"),
+    suffixes: tuple[str, ...] = (".fits", ".fits.gz"),
     exclude: tuple[str, ...] = ("redrock-",),
 ) -> list[str]:
     """Expand local paths, directories, globs and ``s3://`` URLs/prefixes into data files.
 
-    Directories and prefixes are searched recursively for ``*.fits``;
-    companion files (``redrock-*.fits``) are left out because readers find
-    them next to their coadd. The result is sorted and free of duplicates;
+    Directories and prefixes are searched recursively for names ending in
+    ``suffixes`` (case-insensitive); files whose names start with one of
+    ``exclude`` (companions such as ``redrock-*.fits``, found by readers next to
+    their coadd) are left out. The result is sorted and free of duplicates;
     a source that matches nothing is returned as given so that planning can
     report it (rather than silently dropping it).
     """
@@ -142,7 +143,7 @@ def expand_sources(
                 except Exception:
                     isdir = False
                 if isdir:
-                    found = [f"{proto}://{p}" for p in fs.find(src) if p.endswith((".fits", ".fits.gz"))]
+                    found = [f"{proto}://{p}" for p in fs.find(src) if p.lower().endswith(suffixes)]
                 else:
                     found = [src]
         else:
@@ -151,7 +152,7 @@ def expand_sources(
                 found = sorted(_glob.glob(path, recursive=True))
             elif os.path.isdir(path):
                 for root, _dirs, files in os.walk(path):
-                    found += [os.path.join(root, f) for f in files if f.endswith((".fits", ".fits.gz"))]
+                    found += [os.path.join(root, f) for f in files if f.lower().endswith(suffixes)]
             else:
                 found = [path]
             found = [os.path.abspath(p) for p in found]
