@@ -53,7 +53,7 @@ def test_vae_round_trip_gives_identical_outputs(tmp_path, batch):
     on_disk = json.loads((path / "card.json").read_text())
     assert on_disk == card
     assert card["schema"] == CARD_SCHEMA and card["kind"] == "spectrum_vae"
-    assert card["arch"] == {"nwave": NWAVE, "latent_dim": 6, "width": 32, "depth": 1}
+    assert card["arch"] == {"nwave": NWAVE, "latent_dim": 6, "width": 32, "depth": 1, "model_error": 0.0}
     assert card["weights"]["sha256"] == sha256_file(path / "weights.eqx")
     assert card["weights"]["bytes"] == (path / "weights.eqx").stat().st_size
     assert card["skybatch_version"] == __version__ and card["created"].endswith("+00:00")
