@@ -195,9 +195,12 @@ def train(config: TrainJobConfig, client=None) -> TrainJobReport:
         rng = np.random.default_rng(config.seed)
         rows = np.sort(rng.choice(rows, size=min(len(rows), 20000), replace=False))
         (mu, chi2), _ = _predict_rows(model, "anomaly_terms", batches, rows, config.batch_size)
-        ref = M.fit_anomaly_reference(chi2, mu)
+        # Latent density: a Gaussian mixture with K picked by BIC (a mixed survey's latents are
+        # multi-modal); spectra without good pixels are left out of the fit.
+        ref = M.fit_anomaly_reference(chi2, mu, n_components="bic", seed=config.seed)
         card["anomaly"] = ref.to_dict()
         metrics["train_median_chi2_per_pixel"] = float(np.nanmedian(chi2))
+        metrics["latent_density_components"] = ref.density.n_components
     else:
         rows = batches.val_rows
         (logits,), data = _predict_rows(model, None, batches, rows, config.batch_size)
