@@ -44,6 +44,7 @@ from skybatch.models.anomaly import (
     chi2_per_pixel as chi2_per_pixel,
     fit_anomaly_reference as fit_anomaly_reference,
     fit_latent_density as fit_latent_density,
+    select_latent_density as select_latent_density,
     knn_distance as knn_distance,
     robust_z as robust_z,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "fit",
     "fit_anomaly_reference",
     "fit_latent_density",
+    "select_latent_density",
     "fit_temperature",
     "gaussian_kl",
     "infovae_loss",

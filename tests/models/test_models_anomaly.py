@@ -20,6 +20,7 @@ from skybatch.models import (
     fit_latent_density,
     knn_distance,
     reconstruct_batch,
+    select_latent_density,
 )
 from tests.models.models_synth import VAE_KW, VAE_TRAIN_KW, batch_stream, smooth_family
 
@@ -62,6 +63,27 @@ def test_score_combines_misfit_and_rarity():
     # The reference survives a JSON round trip (it is stored in the model card).
     ref2 = AnomalyReference.from_dict(json.loads(json.dumps(ref.to_dict())))
     np.testing.assert_allclose(anomaly_score(chi2, mu, ref2)["score"], out["score"], rtol=1e-9)
+
+
+def test_bic_picks_the_mixture_and_no_component_collapses_on_outliers():
+    rng = np.random.default_rng(11)
+    # Three well separated populations of latents (classes), plus two identical outlying latents
+    # (e.g. spectra without good pixels, which all encode to one point).
+    centres = np.array([[-4.0, 0, 0, 0], [4.0, 0, 0, 0], [0, 5.0, 0, 0]])
+    mu = centres[rng.integers(0, 3, 3000)] + rng.normal(0, 0.6, (3000, 4))
+    spike = np.array([[0.0, -9.0, 3.0, 3.0]] * 2)
+    g = select_latent_density(np.vstack([mu, spike]), max_components=6, seed=0)
+    assert g.n_components >= 3
+    # the spike is not turned into a component of its own: it stays the rarest thing there is
+    nll_spike = g.neg_log_density(spike)[0]
+    assert nll_spike > np.max(g.neg_log_density(mu))
+    # one Gaussian would make points between the populations look typical; BIC's mixture does not
+    between = np.array([[0.0, 0.0, 0.0, 0.0]])
+    assert g.rarity(between)[0] > np.quantile(g.rarity(mu), 0.99)
+    one = fit_latent_density(mu, 1)
+    assert one.rarity(between)[0] < np.quantile(one.rarity(mu), 0.5)
+    with pytest.raises(ValueError, match="n_components"):
+        fit_anomaly_reference(np.ones(10), mu[:10], n_components="many")
 
 
 def test_spectra_without_good_pixels_get_nan():

@@ -100,6 +100,39 @@ def test_loss_terms_and_weights(vae):
     assert float(loss1) == pytest.approx(float(m1["chi2"] + 2.0 * m1["mmd"] + 0.5 * m1["kl"]), rel=1e-5)
 
 
+def test_robust_loss_downweights_a_misfit_spectrum_and_ignores_empty_ones(vae):
+    b = smooth_family(np.random.default_rng(7), 16, NWAVE)
+    flux, ivar = np.array(b["flux"]), np.array(b["ivar"])
+    key = jax.random.PRNGKey(8)
+    fn = eqx.filter_jit(lambda m, f, i, c: infovae_loss(m, f, i, key, lam=0.0, beta=0.0, robust_scale=c))
+    plain, m_plain = fn(vae, flux, ivar, 0.0)
+    # One wildly discrepant spectrum: the plain chi^2 mean follows it, the robust term barely moves.
+    bad = flux.copy()
+    bad[0] += 50.0
+    plain_bad, _ = fn(vae, bad, ivar, 0.0)
+    robust, _ = fn(vae, flux, ivar, 5.0)
+    robust_bad, _ = fn(vae, bad, ivar, 5.0)
+    assert float(plain_bad) > 3 * float(plain)
+    assert float(robust_bad) < 1.5 * float(robust)
+    # A spectrum without good pixels takes no part in any term (its latent is the same for every
+    # such spectrum): the loss equals that of the batch without it.
+    empty = ivar.copy()
+    empty[0] = 0.0
+    fn2 = eqx.filter_jit(lambda m, f, i, k: infovae_loss(m, f, i, k, lam=1.0, beta=1e-3))
+    with_empty, _ = fn2(vae, flux, empty, key)
+    assert np.isfinite(float(with_empty))
+    z = np.asarray(jax.random.normal(key, (16, 8)))
+    prior = np.asarray(jax.random.normal(jax.random.PRNGKey(9), (16, 8)))
+    w = np.ones(16, np.float32)
+    w[0] = 0.0
+    z_far = z.copy()
+    z_far[0] = 100.0  # a left-out sample can be anywhere
+    np.testing.assert_allclose(float(mmd_to_standard_normal(z_far, prior, weights=w)),
+                               float(mmd_to_standard_normal(z, prior, weights=w)), rtol=1e-6)
+    assert float(mmd_to_standard_normal(z_far, prior)) > float(mmd_to_standard_normal(z, prior))
+    del m_plain
+
+
 def test_training_fits_smooth_spectra(tmp_path):
     """200 steps on a 3-parameter family bring chi2/pixel from hundreds to a few."""
     cfg = TrainConfig(steps=200, checkpoint_every=200, log_every=50, **VAE_TRAIN_KW)
