@@ -107,7 +107,18 @@ def apply_batched(model: Any, method: str | None, xs: list[np.ndarray], batch_si
 
     n = xs[0].shape[0]
     fn = _jitted()
+    # Keep one batch in flight while dispatching the next: JAX runs them asynchronously, so a
+    # batch's padding, transfer and dispatch overlap the previous one's compute (two at most, so
+    # memory stays flat however many rows are passed).
     outs: list[list[np.ndarray]] = []
+    pending: list[tuple[int, list]] = []
+
+    def collect(rows: int, leaves: list) -> None:
+        if not outs:
+            outs.extend([] for _ in leaves)
+        for o, r in zip(outs, leaves):
+            o.append(np.asarray(jax.device_get(r))[:rows])
+
     for a in range(0, n, batch_size):
         b = min(a + batch_size, n)
         batch = []
@@ -118,12 +129,11 @@ def apply_batched(model: Any, method: str | None, xs: list[np.ndarray], batch_si
                 part = np.concatenate([part, pad])
             batch.append(part)
         res = fn(model, method, *batch)
-        leaves = list(res) if isinstance(res, (tuple, list)) else [res]
-        leaves = [np.asarray(jax.device_get(r))[: b - a] for r in leaves]
-        if not outs:
-            outs = [[] for _ in leaves]
-        for o, r in zip(outs, leaves):
-            o.append(r)
+        pending.append((b - a, list(res) if isinstance(res, (tuple, list)) else [res]))
+        if len(pending) > 1:
+            collect(*pending.pop(0))
+    for p in pending:
+        collect(*p)
     return [np.concatenate(o) for o in outs]
 
 
@@ -133,7 +143,7 @@ def _map_chunk(task, store, store_options, model, method, inputs, outputs, batch
     xs = []
     for name in inputs:
         x = np.asarray(g[name][a:b])
-        xs.append(x.astype(np.float32) if x.dtype.kind == "f" else x)
+        xs.append(x.astype(np.float32, copy=False) if x.dtype.kind == "f" else x)
     results = apply_batched(model, method, xs, batch_size)
     if len(results) != len(outputs):
         raise ValueError(f"the model returned {len(results)} outputs but outputs={outputs} names {len(outputs)}")

@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
 
+from skybatch.store.codecs import PIXEL_CODEC
 from skybatch.store.schema import StoreSchemaError, load_schema
 
 __all__ = [
@@ -87,8 +87,6 @@ PAIR_COORDS: dict[str, str] = {
 CUTOUT_KINDS = ("science", "reference", "difference")
 CANDIDATES_GROUP = "candidates"
 _CANDIDATE_COORDS = {"pair_id": "str", "x": "float64", "y": "float64", "S_corr": "float32"}
-#: Blosc LZ4 with byte shuffle for the float maps (as the tile store's pixels).
-PIXEL_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 def _fill(dtype: str) -> Any:

@@ -20,6 +20,7 @@ import xarray as xr
 import zarr
 
 from skybatch.sources.base import META_COLUMNS, Grid
+from skybatch.store.codecs import PIXEL_CODEC
 from skybatch.store.schema import SCHEMA_NAME, SCHEMA_VERSION, StoreSchemaError, check_spectra_store, load_schema
 
 __all__ = [
@@ -117,6 +118,7 @@ def create_spectra_store(
         g.create_array(
             name, shape=(n_spectra, nw), chunks=(chunk_spectra, nw), dtype=spec["dtype"],
             fill_value=0, dimension_names=["spectrum", "wavelength"],
+            **({"compressors": PIXEL_CODEC} if spec["dtype"] == "float32" else {}),
             attributes={"units": spec["units"], "long_name": spec["long_name"], "coordinates": coord_names},
         )
     for name, dtype in columns.items():
