@@ -43,9 +43,9 @@ class VAEObjective:
         5 %: bright normal spectra are then fitted to ~chi^2 1 per pixel instead of hundreds
     lam : weight of the MMD term
     beta : weight of the KL term (0 disables it)
-    robust_scale : per-spectrum robust loss scale ``c`` (see :func:`infovae_loss`; 0 disables it);
-        10 leaves normal spectra (chi^2 per pixel ~1-5) on a plain chi^2 and keeps the
-        training set's anomalies (tens to hundreds) from being memorised
+    robust_scale : per-spectrum robust loss scale ``c``, in units of the batch's median chi^2 per
+        pixel (see :func:`infovae_loss`; 0 disables it); 5 keeps normal spectra near full weight
+        and the training set's anomalies (tens of times the median) from being memorised
     """
 
     nwave: int

@@ -15,12 +15,13 @@ reproduces, while a BAL trough or a wrong redshift in a fainter spectrum is drow
 
 Loss (per batch, :func:`infovae_loss`), following the InfoVAE-MMD recipe used by desisky::
 
-    loss = mean_b[ rho(chi2_b / n_good_b) ]             reconstruction chi^2 per good pixel
+    loss = sum_b[ w_b x_b ] / sum_b[ w_b ]              x_b = chi2_b / n_good_b, chi^2 per good pixel
          + lam  * MMD^2( z ~ q(z|x), N(0, I) )          match the aggregate posterior to the prior
          + beta * mean_b[ KL( q(z|x_b) || N(0, I) ) ]   optional small per-spectrum KL
 
-with ``rho(x) = x``, or ``rho(x) = c log(1 + x / c)`` with ``c = robust_scale`` (a per-spectrum
-robust loss that keeps the rare anomalies of the training set from being memorised). The chi^2 is
+with ``w_b = 1``, or, with ``c = robust_scale > 0``, ``w_b = 1 / (1 + x_b / (c * median_b x_b))``
+held fixed in the gradient (a per-spectrum robust loss, iteratively reweighted, that keeps the rare
+anomalies of the training set from being memorised). The chi^2 is
 taken per good pixel so that ``lam`` and ``beta`` keep their meaning whatever the number of
 wavelength pixels or the fraction masked: a model that fits to the noise gives ~1. Spectra
 without any good pixel take no part in the loss.
@@ -285,12 +286,14 @@ def infovae_loss(
 
     **Arguments:** `model`; `flux`, `ivar` of shape (batch, nwave); `key` for the latent samples
     and the prior draws (one flat normal draw); `lam` the MMD weight; `beta` the KL weight (0
-    disables it); `robust_scale` ``c`` (0 disables it): each spectrum contributes
-    ``c * log(1 + chi2_pp / c)`` instead of its chi^2 per good pixel ``chi2_pp``. That is the
-    same for well-fitted spectra (``chi2_pp << c``) but grows only logarithmically for spectra
-    the decoder cannot reproduce, so a rare anomaly in the training set pulls on the weights
-    ``c / (c + chi2_pp)`` times less than a normal spectrum and is not memorised (which would
-    hide it from the anomaly score); a Cauchy-like per-spectrum likelihood.
+    disables it); `robust_scale` ``c`` (0 disables it): the fit term becomes the weighted mean
+    of the spectra's chi^2 per good pixel ``x_b`` with weights ``1 / (1 + x_b / (c * median(x)))``
+    over the batch, held fixed in the gradient (iteratively reweighted least squares of a
+    Cauchy-like per-spectrum likelihood). Spectra fitted about as well as the batch's median
+    count almost fully; one the decoder cannot reproduce (``x_b`` tens of times the median) pulls
+    on the weights several times less, so a rare anomaly in the training set is not memorised
+    (which would hide it from the anomaly score). The weights are normalised, so the term keeps
+    the scale of a chi^2 per pixel and its balance with the MMD.
 
     Spectra without any good pixel (e.g. dropped for a bad redshift) are left out of every term.
 
@@ -317,9 +320,8 @@ def infovae_loss(
     per_pixel = chi2 / jnp.maximum(n_good, 1.0)
     chi2_pp = mean(per_pixel)
     if robust_scale:
-        # Iteratively reweighted: spectrum b counts with w_b = 1 / (1 + chi2_b / (k * median)),
-        # weights held fixed in the gradient and normalised, so a typical spectrum pulls as hard
-        # as with the plain chi^2 (the balance with the MMD is kept) at every stage of training.
+        # Iteratively reweighted (see the docstring): relative to the batch median, so the
+        # down-weighting means the same at every stage of training.
         med = jnp.nanmedian(jnp.where(has_data > 0, per_pixel, jnp.nan))
         w = has_data / (1.0 + per_pixel / (robust_scale * jnp.maximum(med, 1e-12)))
         w = jax.lax.stop_gradient(w)
