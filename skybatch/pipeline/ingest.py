@@ -13,9 +13,17 @@ The job is planned before it runs:
    No two tasks touch one Zarr chunk; a worker holds one chunk at a time.
 
 Re-running the same command skips every chunk already recorded with the same
-plan fingerprint, so a run killed at any point (even ``kill -9``) finishes on the
-next run with the same store an uninterrupted run gives. Adding sources appends
-them (the last, partial chunk is rewritten with its new rows).
+plan fingerprint (and marked in the store itself, see
+:mod:`skybatch.pipeline.jobcore`), so a run killed at any point (even ``kill -9``)
+finishes on the next run with the same store an uninterrupted run gives. Adding
+sources appends them (the last, partial chunk is rewritten with its new rows).
+
+The job core holds the store's writer lock from planning to the end, refuses a
+target that is not a skybatch spectra store, and trusts the manifest only if it
+belongs to this store instance. A source that fails to decode while its chunk is
+written is set aside; its rows stay in place with ``targetid`` -1, flux = ivar = 0
+and mask bit :data:`SET_ASIDE_MASK_BIT`, the rest of the chunk is written, and the
+next run tries that chunk again. Any other error fails the chunk (exit status 1).
 
 Two doors: :func:`run` builds its own client from a cluster profile;
 :func:`run_with_client` takes one. :func:`plan_ingest` and :func:`execute_plan`
@@ -27,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -36,17 +45,19 @@ import numpy as np
 import pandas as pd
 
 import skybatch
-from skybatch.pipeline.chunkrun import run_chunk_tasks
+from skybatch.pipeline.ingest_checks import _reader_for, duplicate_files, duplicate_targets, inspect_batch
+from skybatch.pipeline.jobcore import StoreJob, exit_status, run_chunks
 from skybatch.sources.base import Grid, SourceError, SourceInfo, SpectraBlock
 from skybatch.store.fsutil import StorageSettings, expand_sources, filesystem, public_options
+from skybatch.store.identity import IDENTITY_ATTR, JobRefused
 from skybatch.store.manifest import Manifest, chunk_fingerprint
+from skybatch.store.schema import SCHEMA_NAME
 from skybatch.store.spectra_store import (
     PER_SPECTRUM_COLUMNS,
     consolidate,
     create_spectra_store,
     open_group,
     resize_spectra_store,
-    store_exists,
     write_rows,
 )
 
@@ -54,8 +65,8 @@ __all__ = ["IngestConfig", "IngestPlan", "IngestReport", "plan_ingest", "execute
 
 FORMATS = ("auto", "desi", "sdss", "skyvac")
 
-#: Exceptions treated as transient network trouble (retried, then "unreachable").
-_TRANSIENT = (ConnectionError, TimeoutError)
+#: Mask bit set on every pixel of a row whose source file was set aside while its chunk was written.
+SET_ASIDE_MASK_BIT = 31
 
 
 @dataclass
@@ -91,6 +102,8 @@ class IngestConfig(StorageSettings):
     store_options: dict[str, Any] = field(default_factory=dict)
     retries: int = 3
     progress: bool = True
+    verify_checksums: bool = True
+    wait_lock: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.sources, str):
@@ -113,6 +126,7 @@ class IngestConfig(StorageSettings):
         d["source_options"] = public_options(self.source_options)
         d["store_options"] = public_options(self.store_options)
         d.pop("progress", None)
+        d.pop("wait_lock", None)
         return d
 
 
@@ -148,6 +162,10 @@ class IngestPlan:
     formats: dict[str, str]
     #: what this run's inspection learnt per new source (saves re-reading headers when writing)
     infos: dict[str, SourceInfo] = field(default_factory=dict)
+    #: sources whose inspection hit an unexpected error (a bug): url, error, traceback
+    failed_sources: list[dict[str, Any]] = field(default_factory=list)
+    #: the uuid of the store the plan was made for (None: no store yet)
+    store_uuid: str | None = None
 
 
 @dataclass
@@ -160,6 +178,8 @@ class IngestReport:
     failed_chunks: chunks that failed after retries, with the error (re-run to retry).
     set_aside: sources set aside (url, reason, message): fix them and re-run.
     n_bad_pixels: NaN/inf pixels found and zeroed (ivar=0, mask bit set).
+    duplicate_targets: rows sharing (TARGETID, survey, program) with another row of the store.
+    duplicate_examples: a few of those keys with the sources they come from.
     """
 
     store: str
@@ -175,6 +195,8 @@ class IngestReport:
     n_bad_pixels: int
     seconds: float
     run_id: str
+    duplicate_targets: int = 0
+    duplicate_examples: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -183,9 +205,7 @@ class IngestReport:
     @property
     def exit_code(self) -> int:
         """0: all done; 3: done, but sources were set aside; 1: chunks failed (re-run)."""
-        if self.failed_chunks:
-            return 1
-        return 3 if self.set_aside else 0
+        return exit_status(self.failed_chunks, self.set_aside)
 
     def summary(self) -> str:
         lines = [
@@ -197,8 +217,12 @@ class IngestReport:
             lines.append(f"NaN/inf pixels zeroed (ivar=0, mask bit set): {self.n_bad_pixels}")
         for s in self.set_aside:
             lines.append(f"SET ASIDE [{s['reason']}] {s['message']}")
+        if self.duplicate_targets:
+            lines.append(f"WARNING {self.duplicate_targets} spectra share (TARGETID, survey, program) with another "
+                         "row, e.g. " + "; ".join(self.duplicate_examples))
         for c in self.failed_chunks:
-            lines.append(f"FAILED chunk {c['chunk']}: {c['error']} -- re-run the same command to retry")
+            what = f"chunk {c['chunk']}" if c.get("chunk") is not None else f"source {c.get('url')}"
+            lines.append(f"FAILED {what}: {c['error']} -- re-run the same command to retry")
         lines.append(f"manifest: {self.manifest}")
         return "\n".join(lines)
 
@@ -206,49 +230,29 @@ class IngestReport:
 # -- worker-side functions (module level: pickled by reference) ------------------------------
 
 
-def _reader_for(fs, url: str, fmt: str):
-    from skybatch.sources import detect_format, get_reader
-
-    if fmt == "auto":
-        fmt = detect_format(fs, url)
-    return get_reader(fmt)
-
-
-def _inspect_one(url: str, fmt: str, keep_nonscience: bool, options: dict[str, Any]) -> SourceInfo | dict[str, Any]:
-    """Inspect one source on a worker; errors come back as a set-aside record."""
-    delay = 0.5
-    for attempt in range(3):
-        try:
-            fs = filesystem(url, options)
-            if not fs.exists(url):
-                return {"url": url, "reason": "not-found", "message": f"{url}: no such file; check the path or URL"}
-            reader = _reader_for(fs, url, fmt)
-            return reader.inspect(fs, url, keep_nonscience=keep_nonscience)
-        except SourceError as e:
-            return {"url": url, "reason": e.reason, "message": str(e)}
-        except _TRANSIENT + (OSError,) as e:
-            if attempt == 2 or isinstance(e, (FileNotFoundError, PermissionError)):
-                return {
-                    "url": url,
-                    "reason": "unreachable",
-                    "message": f"{url}: cannot be read ({type(e).__name__}: {e}); check the bucket name, "
-                    "endpoint (--endpoint-url) and credentials, then re-run",
-                }
-            time.sleep(delay)
-            delay *= 2
-        except Exception as e:  # a reader bug or a file astropy cannot parse at all
-            return {"url": url, "reason": "corrupt", "message": f"{url}: cannot be read as FITS ({type(e).__name__}: {e})"}
-    raise AssertionError("unreachable")
-
-
-def _inspect_batch(urls: list[str], fmt: str, keep_nonscience: bool, options: dict[str, Any]) -> list:
-    return [_inspect_one(u, fmt, keep_nonscience, options) for u in urls]
-
-
 def _empty_columns(columns: dict[str, str], n: int) -> dict[str, np.ndarray]:
     from skybatch.store.spectra_store import _fill
 
     return {k: np.full(n, _fill(t), dtype=object if t in ("object", "str") else t) for k, t in columns.items()}
+
+
+def _read_piece(task: ChunkTask, url: str, a: int, b: int, source_options, keep_nonscience) -> SpectraBlock:
+    src = task.source_rows[url]
+    fs = filesystem(url, source_options)
+    reader = _reader_for(fs, url, src["format"])
+    info = src.get("info")
+    if info is None:  # planned by an earlier run: read the headers again (read() checks identity)
+        info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
+    if info.n_rows != src["n_rows"] or not np.array_equal(np.asarray(info.rows), np.asarray(src["rows"])):
+        raise SourceError(
+            url, "changed",
+            f"changed since it was planned ({src['n_rows']} rows then, {info.n_rows} now); "
+            "restore the original file, or ingest the new version into a new store",
+        )
+    block: SpectraBlock = reader.read(fs, info, a, b)
+    if len(block) != b - a:
+        raise SourceError(url, "row-mismatch", f"reader returned {len(block)} rows for rows {a}:{b}")
+    return block
 
 
 def _write_chunk(
@@ -261,7 +265,11 @@ def _write_chunk(
     nwave: int,
     run_id: str,
 ) -> dict[str, Any]:
-    """Read the pieces of one chunk, write the whole chunk, then record it in the manifest."""
+    """Read the pieces of one chunk and write the whole chunk (the job core records it).
+
+    A piece whose file fails to decode (SourceError) is set aside: its rows keep
+    targetid -1, flux = ivar = 0 and mask bit SET_ASIDE_MASK_BIT; the other pieces are written.
+    """
     n = task.stop - task.start
     flux = np.zeros((n, nwave), np.float32)
     ivar = np.zeros((n, nwave), np.float32)
@@ -269,23 +277,18 @@ def _write_chunk(
     meta = _empty_columns(columns, n)
     n_bad = 0
     at = 0
+    set_aside: list[dict[str, Any]] = []
     for url, a, b in task.pieces:
-        src = task.source_rows[url]
-        fs = filesystem(url, source_options)
-        reader = _reader_for(fs, url, src["format"])
-        info = src.get("info")
-        if info is None:  # planned by an earlier run: read the headers again (read() checks identity)
-            info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
-        if info.n_rows != src["n_rows"] or not np.array_equal(np.asarray(info.rows), np.asarray(src["rows"])):
-            raise SourceError(
-                url, "changed",
-                f"changed since it was planned ({src['n_rows']} rows then, {info.n_rows} now); "
-                "restore the original file, or ingest the new version into a new store",
-            )
-        block: SpectraBlock = reader.read(fs, info, a, b)
-        m = len(block)
-        if m != b - a:
-            raise SourceError(url, "row-mismatch", f"reader returned {m} rows for rows {a}:{b}")
+        m = b - a
+        try:
+            block = _read_piece(task, url, a, b, source_options, keep_nonscience)
+        except SourceError as e:
+            set_aside.append({"url": url, "reason": e.reason, "message": str(e)})
+            mask[at : at + m] = np.uint32(1 << SET_ASIDE_MASK_BIT)
+            if "source" in meta:
+                meta["source"][at : at + m] = url
+            at += m
+            continue
         flux[at : at + m] = block.flux
         ivar[at : at + m] = block.ivar
         mask[at : at + m] = block.mask
@@ -298,7 +301,7 @@ def _write_chunk(
         at += m
     g = open_group(store, store_options)
     write_rows(g, task.start, {"flux": flux, "ivar": ivar, "mask": mask, **meta})
-    record = {
+    return {
         "chunk": task.chunk,
         "start": task.start,
         "stop": task.stop,
@@ -307,9 +310,8 @@ def _write_chunk(
         "sources": [p[0] for p in task.pieces],
         "run_id": run_id,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "set_aside": set_aside,
     }
-    Manifest(store, store_options).mark_chunk_done(record)
-    return record
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -334,15 +336,26 @@ def _chunk_tasks(sources: pd.DataFrame, n_total: int, chunk: int) -> list[ChunkT
     return out
 
 
+def _job(config: IngestConfig) -> StoreJob:
+    return StoreJob(config.store, config.store_storage_options(), kind="spectra", stage="ingest", job="ingest",
+                    adopt_schema=SCHEMA_NAME, wait_lock=config.wait_lock)
+
+
 def plan_ingest(config: IngestConfig, client) -> IngestPlan:
-    """List and inspect sources, assign rows, create or grow the store; return the plan.
+    """List and inspect sources, assign rows, create or grow the store (under the store's writer lock).
 
     Safe to repeat: a plan written by an interrupted run is picked up again.
+    Raises :class:`~skybatch.store.identity.JobRefused` (foreign target, lock held).
     """
+    with _job(config) as job:
+        return _plan(config, client, job)
+
+
+def _plan(config: IngestConfig, client, job: StoreJob) -> IngestPlan:
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     src_opts = config.source_storage_options()
     st_opts = config.store_storage_options()
-    manifest = Manifest(config.store, st_opts)
+    manifest = job.manifest
 
     set_aside: list[dict[str, Any]] = []
     urls: list[str] = []
@@ -357,35 +370,54 @@ def plan_ingest(config: IngestConfig, client) -> IngestPlan:
     urls = sorted(dict.fromkeys(urls))
 
     planned = manifest.read_sources()
-    exists = store_exists(config.store, st_opts)
+    exists = job.identity is not None
     if exists:
         g = open_group(config.store, st_opts)
         grid: Grid | None = Grid.from_attrs(dict(g.attrs["grid"]))
         columns = dict(g.attrs["per_spectrum_columns"])
         chunk = int(g.attrs["chunk_spectra"])
+        n_store = int(g["flux"].shape[0])
+        n_planned = int((planned["spectrum_start"] + planned["n_rows"]).max()) if len(planned) else 0
+        if n_store != n_planned:
+            raise JobRefused(
+                f"{config.store} holds {n_store} spectra but its manifest {manifest.url} places {n_planned}; the "
+                "manifest is missing or belongs to another store, so new rows cannot be placed safely. Ingest into "
+                "a new store"
+            )
         if chunk != config.chunk_spectra:
             print(f"note: store {config.store} was created with chunk_spectra={chunk}; keeping it "
                   f"(--chunk-spectra {config.chunk_spectra} ignored)")
     else:
         grid, columns, chunk = None, None, config.chunk_spectra
-        if manifest.fs.exists(manifest.url):  # a manifest without its store: the store was deleted; start over
-            print(f"note: {config.store} does not exist; removing its stale manifest {manifest.url}")
-            manifest.fs.rm(manifest.url, recursive=True)
-            planned = manifest.read_sources()
     known = set(planned["url"])
     new = [u for u in urls if u not in known]
 
     infos: list[SourceInfo] = []
+    failed_sources: list[dict[str, Any]] = []
     if new:
         per = max(1, min(64, math.ceil(len(new) / (4 * max(1, len(client.scheduler_info()["workers"]))))))
         batches = [new[i : i + per] for i in range(0, len(new), per)]
         futures = client.map(
-            _inspect_batch, batches, fmt=config.format, keep_nonscience=config.keep_nonscience,
-            options=src_opts, pure=False, key=[f"inspect-{run_id}-{i}" for i in range(len(batches))],
+            inspect_batch, batches, fmt=config.format, keep_nonscience=config.keep_nonscience,
+            options=src_opts, verify_checksums=config.verify_checksums, pure=False,
+            key=[f"inspect-{run_id}-{i}" for i in range(len(batches))],
         )
         for res in client.gather(futures):
             for r in res:
-                (set_aside.append(r) if isinstance(r, dict) else infos.append(r))
+                if isinstance(r, SourceInfo):
+                    infos.append(r)
+                elif "failed" in r:
+                    failed_sources.append(r)
+                else:
+                    set_aside.append(r)
+    for r in failed_sources[:1]:
+        print(f"inspecting {r['url']} failed (a bug, not bad input):\n{r['traceback']}", file=sys.stderr)
+
+    dups = duplicate_files(infos, planned.to_dict("records"), src_opts) if infos else {}
+    for dup, orig in sorted(dups.items()):
+        set_aside.append({"url": dup, "reason": "duplicate",
+                          "message": f"{dup}: the same bytes as {orig}, which is ingested once; remove one of them"})
+    infos = [i for i in infos if i.url not in dups]
 
     formats: dict[str, str] = {}
     accepted: list[SourceInfo] = []
@@ -428,35 +460,41 @@ def plan_ingest(config: IngestConfig, client) -> IngestPlan:
     sources = pd.concat([planned, pd.DataFrame(rows)], ignore_index=True) if rows else planned
     n_total = at
 
+    tasks: list[ChunkTask] = []
+    todo: list[ChunkTask] = []
     if grid is not None:
+        if not exists:
+            try:
+                g = create_spectra_store(
+                    config.store, grid, chunk,
+                    attrs={
+                        "skybatch_version": skybatch.__version__,
+                        "formats": sorted(set(formats.values())),
+                        "manifest": manifest.url,
+                        "provenance": {},
+                    },
+                    extra_columns={k: v for k, v in (columns or {}).items() if k not in PER_SPECTRUM_COLUMNS},
+                    storage_options=st_opts,
+                )
+            except FileExistsError as e:
+                raise JobRefused(f"{config.store}: something appeared there while planning ({e}); nothing was "
+                                 "written; choose another store path") from None
+            job.created(dict(g.attrs[IDENTITY_ATTR]))
         if rows:
             manifest.write_sources(sources)
-        if not exists:
-            create_spectra_store(
-                config.store, grid, chunk,
-                attrs={
-                    "skybatch_version": skybatch.__version__,
-                    "formats": sorted(set(formats.values())),
-                    "manifest": manifest.url,
-                    "provenance": {},
-                },
-                extra_columns={k: v for k, v in (columns or {}).items() if k not in PER_SPECTRUM_COLUMNS},
-                storage_options=st_opts,
-            )
         g = open_group(config.store, st_opts)
         resize_spectra_store(g, n_total)
+        tasks = _chunk_tasks(sources, n_total, chunk)
+        todo = job.todo(tasks, len(tasks))
         consolidate(config.store, st_opts)
     if set_aside:
         manifest.add_quarantine(set_aside, run_id)
-
-    done = manifest.done_chunks()
-    tasks = _chunk_tasks(sources, n_total, chunk) if grid is not None else []
-    todo = [t for t in tasks if t.fingerprint not in done.get(t.chunk, set())]
     return IngestPlan(
         config=config, run_id=run_id, grid=grid, n_spectra=n_total, sources=sources, todo=todo,
         n_chunks=len(tasks), new_sources=[i.url for i in accepted], set_aside=set_aside,
         formats={**dict(zip(planned["url"], planned["format"])), **formats},
-        infos={i.url: i for i in accepted},
+        infos={i.url: i for i in accepted}, failed_sources=failed_sources,
+        store_uuid=(job.identity or {}).get("uuid"),
     )
 
 
@@ -483,15 +521,31 @@ def _provenance(plan: IngestPlan, st_opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def execute_plan(plan: IngestPlan, client) -> IngestReport:
-    """Write every chunk the plan lists as to-do (one Dask task each), then update provenance."""
+    """Write every chunk the plan lists as to-do (one Dask task each), then update provenance.
+
+    Takes the writer lock again; if another writer changed the store since the plan
+    was made, the plan is made again first.
+    """
+    with _job(plan.config) as job:
+        same = (job.identity or {}).get("uuid") == plan.store_uuid and \
+            job.manifest.read_sources()["url"].tolist() == plan.sources["url"].tolist()
+        if not same:
+            print(f"note: {plan.config.store} changed since it was planned; planning again", file=sys.stderr)
+            plan = _plan(plan.config, client, job)
+        return _execute(plan, client, job)
+
+
+def _execute(plan: IngestPlan, client, job: StoreJob) -> IngestReport:
     t0 = time.perf_counter()
     config = plan.config
     st_opts = config.store_storage_options()
     src_opts = config.source_storage_options()
-    manifest = Manifest(config.store, st_opts)
-    failed: list[dict[str, Any]] = []
+    manifest = job.manifest
+    failed: list[dict[str, Any]] = [{"chunk": None, "url": r["url"], "error": r["failed"]}
+                                    for r in plan.failed_sources]
     written = 0
     n_bad = 0
+    chunk_set_aside: list[dict[str, Any]] = []
     if plan.grid is not None and plan.todo:
         g = open_group(config.store, st_opts)
         columns = dict(g.attrs["per_spectrum_columns"])
@@ -503,32 +557,44 @@ def execute_plan(plan: IngestPlan, client) -> IngestReport:
         }
         for t in plan.todo:
             t.source_rows = {u: {**source_rows[u], "info": plan.infos.get(u)} for u, _, _ in t.pieces}
-        out = run_chunk_tasks(
+        out = run_chunks(
             client, plan.todo, _write_chunk, config.store, st_opts, src_opts, config.keep_nonscience,
-            columns, plan.grid.n, plan.run_id,
-            key_prefix=f"ingest-chunk-{plan.run_id}", rows=lambda t: (t.start, t.stop), index=lambda t: t.chunk,
-            progress=config.progress, total_rows=plan.n_spectra, desc="ingest", retries=config.retries,
+            columns, plan.grid.n, plan.run_id, store=config.store, storage_options=st_opts, stage="ingest",
+            key_prefix=f"ingest-chunk-{plan.run_id}", progress=config.progress, total_rows=plan.n_spectra,
+            desc="ingest", retries=config.retries,
         )
-        failed, written = out.failed, out.rows_done
+        failed += out.failed
+        written = out.rows_done
         n_bad = sum(int(r["n_bad_pixels"]) for r in out.records)
+        chunk_set_aside = list({r["url"]: r for r in out.set_aside}.values())
+        if chunk_set_aside:
+            manifest.add_quarantine(chunk_set_aside, plan.run_id + "-write")
+    n_dup, examples = 0, []
     if plan.grid is not None:
         g = open_group(config.store, st_opts)
         g.attrs["provenance"] = _provenance(plan, st_opts)
         g.attrs["formats"] = sorted(set(plan.formats.values()))
         consolidate(config.store, st_opts)
+        if plan.n_spectra:
+            n_dup, examples = duplicate_targets(g["targetid"][:], g["survey"][:], g["program"][:], g["source"][:])
     quarantined = manifest.quarantined().to_dict("records") if plan.grid is not None or plan.set_aside else []
-    set_aside = [{k: r[k] for k in ("url", "reason", "message")} for r in quarantined]
+    set_aside = {r["url"]: {k: r[k] for k in ("url", "reason", "message")} for r in quarantined}
+    for r in chunk_set_aside:
+        set_aside.setdefault(r["url"], r)
     return IngestReport(
         store=config.store, manifest=manifest.url, n_spectra=plan.n_spectra, spectra_written=written,
-        chunks_written=len(plan.todo) - len(failed), chunks_skipped=plan.n_chunks - len(plan.todo),
-        chunks_total=plan.n_chunks, new_sources=len(plan.new_sources), failed_chunks=failed, set_aside=set_aside,
-        n_bad_pixels=n_bad, seconds=time.perf_counter() - t0, run_id=plan.run_id,
+        chunks_written=len(plan.todo) - (len(failed) - len(plan.failed_sources)),
+        chunks_skipped=plan.n_chunks - len(plan.todo),
+        chunks_total=plan.n_chunks, new_sources=len(plan.new_sources), failed_chunks=failed,
+        set_aside=list(set_aside.values()), n_bad_pixels=n_bad, seconds=time.perf_counter() - t0,
+        run_id=plan.run_id, duplicate_targets=n_dup, duplicate_examples=examples,
     )
 
 
 def run_with_client(config: IngestConfig, client) -> IngestReport:
-    """Plan and execute an ingest on an existing Dask client."""
-    return execute_plan(plan_ingest(config, client), client)
+    """Plan and execute an ingest on an existing Dask client, holding the store's lock throughout."""
+    with _job(config) as job:
+        return _execute(_plan(config, client, job), client, job)
 
 
 def run(config: IngestConfig) -> IngestReport:

@@ -7,8 +7,16 @@ and writes each output as a new variable on the ``spectrum`` dimension, so one
 
 How it scales:
 
-- one Dask task per store chunk; chunks already recorded in the stage's
-  manifest (same model, same inputs) are skipped, so a killed run resumes;
+- one task per store chunk through the job core (:mod:`skybatch.pipeline.jobcore`):
+  the store's writer lock is held, and chunks whose manifest record and in-store
+  marker both carry this model's fingerprint are skipped, so a killed run resumes;
+  the fingerprint (:func:`skybatch.models.registry.model_fingerprint`) hashes the
+  weights, class names and static values, so it is the same in every process;
+- where the JAX work runs: on the Dask workers when the model's classes can be
+  imported there; a model whose class is defined in ``__main__``, a notebook or a
+  function body (which cloudpickle + Equinox cannot rebuild in another process,
+  equinox issue 231) runs in this process on a small thread pool instead (JAX
+  uses every core from one process). ``executor="local"`` / ``"dask"`` forces it;
 - the model is scattered to every worker once and passed to the tasks as an
   argument (never closed over), and the jitted function is defined at module
   level, so each worker compiles once per batch shape;
@@ -21,18 +29,21 @@ and is vmapped here, exactly like ``jax.vmap(model)(flux)`` in memory.
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from skybatch.pipeline.chunkrun import chunk_ranges, run_chunk_tasks
-from skybatch.store.manifest import Manifest, chunk_fingerprint
+from skybatch.models.registry import model_fingerprint
+from skybatch.pipeline.chunkrun import chunk_ranges
+from skybatch.pipeline.jobcore import Chunk, StoreJob, reset_markers, run_chunks
+from skybatch.store.manifest import chunk_fingerprint
+from skybatch.store.schema import SCHEMA_NAME
 from skybatch.store.spectra_store import consolidate, open_group
 
-__all__ = ["map_model", "MapModelReport", "model_fingerprint", "apply_batched"]
+__all__ = ["map_model", "MapModelReport", "model_fingerprint", "apply_batched", "runs_on_workers"]
 
 
 @dataclass
@@ -47,6 +58,7 @@ class MapModelReport:
     failed_chunks: list[dict[str, Any]]
     seconds: float
     spectra_written: int
+    executor: str = "dask"
 
     @property
     def exit_code(self) -> int:
@@ -61,20 +73,42 @@ class MapModelReport:
         return s
 
 
-def model_fingerprint(model: Any) -> str:
-    """sha256 (16 hex) of a model's structure and array leaves: identifies its outputs."""
-    import equinox as eqx
-    import jax
+def _module_importable(mod: str) -> bool:
+    if mod in ("__main__", "__mp_main__") or mod.startswith("__ipython") or mod.startswith("ipykernel"):
+        return False
+    try:
+        importlib.import_module(mod)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
 
-    h = hashlib.sha256()
-    arrays, static = eqx.partition(model, eqx.is_array)
-    h.update(str(jax.tree_util.tree_structure(arrays)).encode())
-    h.update(repr(jax.tree_util.tree_leaves(static)).encode()[:100_000])
-    for leaf in jax.tree_util.tree_leaves(arrays):
-        a = np.asarray(leaf)
-        h.update(str(a.shape).encode() + str(a.dtype).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
+
+def runs_on_workers(model: Any) -> bool:
+    """True when every class in ``model`` can be imported by name in another process.
+
+    False for classes defined in ``__main__`` / a notebook / a function body: such a
+    model is mapped in this process (threads) instead of on Dask process workers.
+    """
+    import dataclasses
+
+    seen: set[int] = set()
+    stack = [model]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        t = type(obj)
+        if dataclasses.is_dataclass(obj) or callable(obj):
+            if "<locals>" in t.__qualname__ or not _module_importable(t.__module__):
+                return False
+        if dataclasses.is_dataclass(obj):
+            stack.extend(getattr(obj, f.name, None) for f in dataclasses.fields(obj))
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+    return True
 
 
 def _call(model, method, *xs):
@@ -137,8 +171,8 @@ def apply_batched(model: Any, method: str | None, xs: list[np.ndarray], batch_si
     return [np.concatenate(o) for o in outs]
 
 
-def _map_chunk(task, store, store_options, model, method, inputs, outputs, batch_size, stage, run_id):
-    k, a, b, fp = task
+def _map_chunk(task: Chunk, store, store_options, model, method, inputs, outputs, batch_size, run_id):
+    k, a, b, fp = task.chunk, task.start, task.stop, task.fingerprint
     g = open_group(store, store_options)
     xs = []
     for name in inputs:
@@ -149,10 +183,8 @@ def _map_chunk(task, store, store_options, model, method, inputs, outputs, batch
         raise ValueError(f"the model returned {len(results)} outputs but outputs={outputs} names {len(outputs)}")
     for name, r in zip(outputs, results):
         g[name][a:b] = r
-    rec = {"chunk": k, "start": a, "stop": b, "fingerprint": fp, "run_id": run_id,
-           "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    Manifest(store, store_options, stage=stage).mark_chunk_done(rec)
-    return rec
+    return {"chunk": k, "start": a, "stop": b, "fingerprint": fp, "run_id": run_id,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def _output_specs(model, method, g, inputs, outputs, batch_size, output_dims):
@@ -200,6 +232,8 @@ def map_model(
     overwrite: bool = False,
     cluster: str = "auto",
     progress: bool = True,
+    executor: str = "auto",
+    wait_lock: float | None = None,
 ) -> MapModelReport:
     """Map ``model`` over a store's spectra; write each output as a variable on ``spectrum``.
 
@@ -212,61 +246,78 @@ def map_model(
     outputs: names of the new variables; their extra dims are named
         ``<name>_dim`` (or ``output_dims[name]``).
     batch_size: rows per model call; every call has exactly this many rows.
-    client: a ``distributed.Client``; ``None`` starts one from ``cluster``.
+    client: a ``distributed.Client``; ``None`` starts one from ``cluster`` (unless the
+        work runs in this process, see ``executor``).
     overwrite: recompute outputs written earlier by a different model (else an error).
+    executor: ``auto`` (Dask workers when the model's classes are importable there, else
+        this process), ``dask`` or ``local`` (this process, a thread pool).
+    wait_lock: seconds to wait for another writer of the store (None: ``$SKYBATCH_WAIT_LOCK``).
     """
-    if client is None:
+    if executor not in ("auto", "dask", "local"):
+        raise ValueError(f"executor: {executor!r} is not one of ('auto', 'dask', 'local')")
+    local = executor == "local" or (executor == "auto" and not runs_on_workers(model))
+    if client is None and not local:
         from skybatch.cluster import cluster_client
 
         with cluster_client(cluster) as c:
             return map_model(store, model, method, inputs, outputs, batch_size, c, output_dims=output_dims,
                              output_attrs=output_attrs, storage_options=storage_options, overwrite=overwrite,
-                             progress=progress)
+                             progress=progress, executor=executor, wait_lock=wait_lock)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     t0 = time.perf_counter()
     inputs, outputs = tuple(inputs), tuple(outputs)
-    g = open_group(store, storage_options)
-    n = g["flux"].shape[0] if "flux" in g else g[inputs[0]].shape[0]
-    chunk = int(g.attrs.get("chunk_spectra", g[inputs[0]].chunks[0]))
-    specs = _output_specs(model, method, g, inputs, outputs, batch_size, output_dims)
-    mfp = model_fingerprint(model)
     stage = "map-" + "-".join(outputs)
-    manifest = Manifest(store, storage_options, stage=stage)
-    recipe = {"model": type(model).__name__, "model_sha": mfp, "method": method, "inputs": list(inputs)}
-    for name, (extra, dtype, dims) in specs.items():
-        if name in g:
-            prev = dict(g[name].attrs).get("skybatch_map_model", {})
-            if prev.get("model_sha") != mfp or tuple(g[name].shape) != (n,) + extra:
-                if not overwrite:
-                    raise ValueError(
-                        f"{store}: variable {name!r} was written by another model ({prev.get('model')} "
-                        f"{prev.get('model_sha')}); pass overwrite=True (--overwrite) to replace it, or choose "
-                        "another output name"
-                    )
-                del g[name]
-        if name not in g:
-            attrs = {"skybatch_map_model": recipe, **((output_attrs or {}).get(name, {}))}
-            g.create_array(name, shape=(n,) + extra, chunks=(chunk,) + extra, dtype=dtype,
-                           fill_value=np.nan if dtype.kind == "f" else 0, dimension_names=list(dims),
-                           attributes=attrs)
-    consolidate(store, storage_options)
+    with StoreJob(store, storage_options, kind="spectra", stage=stage, job=stage, adopt_schema=SCHEMA_NAME,
+                  wait_lock=wait_lock) as job:
+        if job.identity is None:
+            raise ValueError(f"{store}: no spectra store here; create it with `skybatch run ingest`")
+        g = open_group(store, storage_options)
+        n = g["flux"].shape[0] if "flux" in g else g[inputs[0]].shape[0]
+        chunk = int(g.attrs.get("chunk_spectra", g[inputs[0]].chunks[0]))
+        specs = _output_specs(model, method, g, inputs, outputs, batch_size, output_dims)
+        mfp = model_fingerprint(model)
+        recipe = {"model": f"{type(model).__module__}.{type(model).__qualname__}", "model_sha": mfp,
+                  "method": method, "inputs": list(inputs)}
+        ranges = chunk_ranges(n, chunk)
+        fresh = False
+        for name, (extra, dtype, dims) in specs.items():
+            if name in g:
+                prev = dict(g[name].attrs).get("skybatch_map_model", {})
+                if prev.get("model_sha") != mfp or tuple(g[name].shape) != (n,) + extra:
+                    if not overwrite:
+                        raise ValueError(
+                            f"{store}: variable {name!r} was written by another model ({prev.get('model')} "
+                            f"{prev.get('model_sha')}); pass overwrite=True (--overwrite) to replace it, or choose "
+                            "another output name"
+                        )
+                    del g[name]
+            if name not in g:
+                fresh = True
+                attrs = {"skybatch_map_model": recipe, **((output_attrs or {}).get(name, {}))}
+                g.create_array(name, shape=(n,) + extra, chunks=(chunk,) + extra, dtype=dtype,
+                               fill_value=np.nan if dtype.kind == "f" else 0, dimension_names=list(dims),
+                               attributes=attrs)
+        # new output arrays hold nothing yet: forget every mark of this stage
+        reset_markers(store, storage_options, stage, len(ranges), clear=fresh)
+        consolidate(store, storage_options)
 
-    done = manifest.done_chunks()
-    tasks = []
-    for k, a, b in chunk_ranges(n, chunk):
-        fp = chunk_fingerprint([(mfp, method or "", ",".join(inputs))], a, b)
-        if fp not in done.get(k, set()):
-            tasks.append((k, a, b, fp))
-    run_id = time.strftime("%Y%m%dT%H%M%S")
-    model_future = client.scatter(model, broadcast=True, hash=False) if tasks else None
-    out = run_chunk_tasks(
-        client, tasks, _map_chunk, store, storage_options, model_future, method, inputs, outputs, batch_size,
-        stage, run_id, key_prefix=f"{stage}-{run_id}", rows=lambda t: (t[1], t[2]), index=lambda t: t[0],
-        progress=progress, total_rows=n, desc=stage,
-    )
+        tasks = [Chunk(k, a, b, chunk_fingerprint([(mfp, method or "", ",".join(inputs))], a, b))
+                 for k, a, b in ranges]
+        todo = job.todo(tasks, len(ranges))
+        run_id = time.strftime("%Y%m%dT%H%M%S")
+        if local or not todo:
+            run_client, model_arg = None, model
+        else:
+            run_client, model_arg = client, client.scatter(model, broadcast=True, hash=False)
+        out = run_chunks(
+            run_client, todo, _map_chunk, store, storage_options, model_arg, method, inputs, outputs, batch_size,
+            run_id, store=store, storage_options=storage_options, stage=stage, key_prefix=f"{stage}-{run_id}",
+            progress=progress, total_rows=n, desc=stage,
+        )
     return MapModelReport(
-        store=store, outputs={k: v[2] for k, v in specs.items()}, chunks_written=len(tasks) - len(out.failed),
-        chunks_skipped=len(chunk_ranges(n, chunk)) - len(tasks), chunks_total=len(chunk_ranges(n, chunk)),
+        store=store, outputs={k: v[2] for k, v in specs.items()}, chunks_written=len(todo) - len(out.failed),
+        chunks_skipped=len(ranges) - len(todo), chunks_total=len(ranges),
         failed_chunks=out.failed, seconds=time.perf_counter() - t0, spectra_written=out.rows_done,
+        executor="local" if local else "dask",
     )

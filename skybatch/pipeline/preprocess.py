@@ -5,9 +5,12 @@ Each Dask task reads one chunk of the input store, runs
 or, on GPU workers, CuPy) and writes the same rows of the output store, whose
 chunks line up with the input's. The output follows the spectra-store contract
 (so it can be preprocessed or scored again), adds ``norm_scale`` and
-``preprocess_flags`` per spectrum, and records the recipe in its attrs. A
-manifest stage ``preprocess`` makes it resumable: kill it, run it again, same
-store.
+``preprocess_flags`` per spectrum, and records the recipe in its attrs. It runs
+through the job core (:mod:`skybatch.pipeline.jobcore`): the output store's
+writer lock is held, a target that is not a skybatch spectra store is refused,
+the manifest stage ``preprocess`` is trusted only for this store instance and
+each chunk's record is checked against the marker in the store, so a killed run
+resumes and a deleted output store is rebuilt, never reported done.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from typing import Any
 import numpy as np
 
 import skybatch
-from skybatch.pipeline.chunkrun import chunk_ranges, run_chunk_tasks
+from skybatch.pipeline.chunkrun import chunk_ranges
+from skybatch.pipeline.jobcore import Chunk, StoreJob, exit_status, run_chunks
 from skybatch.sources.base import Grid
 from skybatch.spectra import PreprocessRecipe, preprocess_block, target_wavelength
 from skybatch.store.fsutil import public_options, s3_options
-from skybatch.store.manifest import Manifest, chunk_fingerprint
-from skybatch.store.schema import StoreSchemaError
+from skybatch.store.identity import IDENTITY_ATTR, JobRefused
+from skybatch.store.manifest import chunk_fingerprint
+from skybatch.store.schema import SCHEMA_NAME, StoreSchemaError
 from skybatch.store.spectra_store import (
     PER_SPECTRUM_COLUMNS,
     consolidate,
@@ -54,6 +59,7 @@ class PreprocessConfig:
     cluster: a cluster profile name, YAML path or scheduler address.
     endpoint_url / anon: S3 settings for both stores (see IngestConfig).
     progress: show a progress bar.
+    wait_lock: seconds to wait while another job writes ``out`` (None: ``$SKYBATCH_WAIT_LOCK`` or 0).
     """
 
     store: str
@@ -64,6 +70,7 @@ class PreprocessConfig:
     endpoint_url: str | None = None
     anon: bool | None = None
     progress: bool = True
+    wait_lock: float | None = None
 
     def __post_init__(self) -> None:
         if not self.store or not self.out:
@@ -95,7 +102,7 @@ class PreprocessReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed_chunks else 0
+        return exit_status(self.failed_chunks)
 
     def summary(self) -> str:
         lines = [f"in: {self.store}", f"out: {self.out} ({self.n_spectra} spectra)",
@@ -131,8 +138,8 @@ def _use_gpu(device: str) -> bool:
     return ok
 
 
-def _preprocess_chunk(task, store, out, options, recipe_dict, columns, device, run_id):
-    k, a, b, fp = task
+def _preprocess_chunk(task: Chunk, store, out, options, recipe_dict, columns, device, run_id):
+    k, a, b, fp = task.chunk, task.start, task.stop, task.fingerprint
     recipe = PreprocessRecipe.from_dict(recipe_dict)
     gin = open_group(store, options, mode="r")
     flux = np.asarray(gin["flux"][a:b], np.float32)
@@ -160,11 +167,9 @@ def _preprocess_chunk(task, store, out, options, recipe_dict, columns, device, r
     gout = open_group(out, options)
     write_rows(gout, a, data)
     flags = data["preprocess_flags"]
-    rec = {"chunk": k, "start": a, "stop": b, "fingerprint": fp, "run_id": run_id,
-           "flag_bits": [int(np.count_nonzero(flags & (1 << i))) for i in range(16)],
-           "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    Manifest(out, options, stage="preprocess").mark_chunk_done(rec)
-    return rec
+    return {"chunk": k, "start": a, "stop": b, "fingerprint": fp, "run_id": run_id,
+            "flag_bits": [int(np.count_nonzero(flags & (1 << i))) for i in range(16)],
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def run_with_client(config: PreprocessConfig, client) -> PreprocessReport:
@@ -190,47 +195,50 @@ def run_with_client(config: PreprocessConfig, client) -> PreprocessReport:
     in_prov = dict(gin.attrs.get("provenance", {}))
     identity = hashlib.sha256(json.dumps([recipe_dict, in_prov.get("sources_sha256"), n], default=str).encode()).hexdigest()[:16]
 
-    if store_exists(config.out, opts):
-        gout = open_group(config.out, opts)
-        if gout.attrs.get("preprocessing", {}).get("identity") != identity:
-            raise ValueError(
-                f"{config.out} already holds spectra preprocessed with another recipe or input; "
-                "choose another --out (or delete it)"
-            )
-    else:
-        create_spectra_store(
-            config.out, _out_grid(recipe, in_grid, wl_out), chunk,
-            attrs={
-                "skybatch_version": skybatch.__version__,
-                "formats": list(gin.attrs.get("formats", [])),
-                "manifest": config.out.rstrip("/") + ".manifest",
-                "provenance": {**in_prov, "input_store": config.store, "input_manifest": gin.attrs.get("manifest")},
-                "preprocessing": {"recipe": recipe_dict, "identity": identity, "input_store": config.store,
-                                  "settings": {"device": config.device, "store_options": public_options(opts)}},
-            },
-            extra_columns={k: v for k, v in columns.items() if k not in PER_SPECTRUM_COLUMNS},
-            storage_options=opts, wavelength=wl_out,
+    with StoreJob(config.out, opts, kind="spectra", stage="preprocess", job="preprocess", adopt_schema=SCHEMA_NAME,
+                  wait_lock=config.wait_lock) as job:
+        if job.identity is not None:
+            gout = open_group(config.out, opts)
+            if gout.attrs.get("preprocessing", {}).get("identity") != identity:
+                raise JobRefused(
+                    f"{config.out} already holds spectra preprocessed with another recipe or input; "
+                    "choose another --out"
+                )
+        else:
+            try:
+                gout = create_spectra_store(
+                    config.out, _out_grid(recipe, in_grid, wl_out), chunk,
+                    attrs={
+                        "skybatch_version": skybatch.__version__,
+                        "formats": list(gin.attrs.get("formats", [])),
+                        "manifest": config.out.rstrip("/") + ".manifest",
+                        "provenance": {**in_prov, "input_store": config.store,
+                                       "input_manifest": gin.attrs.get("manifest")},
+                        "preprocessing": {"recipe": recipe_dict, "identity": identity, "input_store": config.store,
+                                          "settings": {"device": config.device,
+                                                       "store_options": public_options(opts)}},
+                    },
+                    extra_columns={k: v for k, v in columns.items() if k not in PER_SPECTRUM_COLUMNS},
+                    storage_options=opts, wavelength=wl_out,
+                )
+            except FileExistsError as e:
+                raise JobRefused(f"{config.out}: something appeared there while planning ({e}); choose another --out")
+            job.created(dict(gout.attrs[IDENTITY_ATTR]))
+            gout.attrs["wavelength_frame"] = "rest" if recipe.rest_frame else gin.attrs.get("wavelength_frame",
+                                                                                            "observed")
+        resize_spectra_store(gout, n)
+        ranges = chunk_ranges(n, chunk)
+        tasks = [Chunk(k, a, b, chunk_fingerprint([(identity, 0, 0)], a, b)) for k, a, b in ranges]
+        todo = job.todo(tasks, len(ranges))
+        consolidate(config.out, opts)
+        run_id = time.strftime("%Y%m%dT%H%M%S")
+        res = run_chunks(
+            client, todo, _preprocess_chunk, config.store, config.out, opts, recipe_dict, list(columns),
+            config.device, run_id, store=config.out, storage_options=opts, stage="preprocess",
+            key_prefix=f"preprocess-{run_id}", progress=config.progress, total_rows=n, desc="preprocess",
         )
-        gout = open_group(config.out, opts)
-        gout.attrs["wavelength_frame"] = "rest" if recipe.rest_frame else gin.attrs.get("wavelength_frame", "observed")
-    resize_spectra_store(gout, n)
-    consolidate(config.out, opts)
-
-    manifest = Manifest(config.out, opts, stage="preprocess")
-    done = manifest.done_chunks()
-    ranges = chunk_ranges(n, chunk)
-    tasks = []
-    for k, a, b in ranges:
-        fp = chunk_fingerprint([(identity, 0, 0)], a, b)
-        if fp not in done.get(k, set()):
-            tasks.append((k, a, b, fp))
-    run_id = time.strftime("%Y%m%dT%H%M%S")
-    res = run_chunk_tasks(
-        client, tasks, _preprocess_chunk, config.store, config.out, opts, recipe_dict, list(columns), config.device,
-        run_id, key_prefix=f"preprocess-{run_id}", rows=lambda t: (t[1], t[2]), index=lambda t: t[0],
-        progress=config.progress, total_rows=n, desc="preprocess",
-    )
-    consolidate(config.out, opts)
+        tasks = todo
+        consolidate(config.out, opts)
     counts = np.sum([r["flag_bits"] for r in res.records], axis=0) if res.records else np.zeros(16, int)
     flag_counts = {name: int(counts[int(np.log2(bit))]) for name, bit in SPECTRUM_FLAGS.items()
                    if bit > 0 and int(np.log2(bit)) < 16 and counts[int(np.log2(bit))]}

@@ -6,6 +6,9 @@ For a store at ``URL`` the manifest lives at ``URL.manifest/``:
     Every planned source: url, format, n_rows, spectrum_start (its first row in
     the store), size, checksum, the kept file rows, run id and time. Rewritten
     atomically when a run plans new sources; rows once assigned never move.
+``identity.json``
+    The uuid and kind of the store these records belong to (its ``skybatch_store``
+    attr); records of a manifest whose uuid is not the store's are never trusted.
 ``quarantine/<run_id>.parquet``
     Sources a run set aside, with a reason tag and a message saying what to do.
 ``chunks/chunk-<index>-<fingerprint>.parquet`` (``stages/<stage>/...`` for later stages)
@@ -71,6 +74,34 @@ class Manifest:
             return None
         with fs.open(path, "rb") as f:
             return pq.read_table(f).to_pandas()
+
+    # -- identity ----------------------------------------------------------
+    def read_identity(self) -> dict[str, Any] | None:
+        """The identity of the store this manifest belongs to (None if unrecorded)."""
+        p = join(self.url, "identity.json")
+        fs = self.fs
+        if not fs.exists(p):
+            return None
+        with fs.open(p, "rb") as f:
+            try:
+                return json.loads(f.read().decode())
+            except ValueError:
+                return None
+
+    def write_identity(self, identity: dict[str, Any]) -> None:
+        atomic_write_bytes(self.fs, join(self.url, "identity.json"), json.dumps(identity).encode())
+
+    def reset(self, keep_sources: bool = False) -> None:
+        """Forget every chunk record (and the planned sources unless ``keep_sources``); keep quarantine history.
+
+        Only the manifest's own entries are removed.
+        """
+        fs = self.fs
+        names = ["chunks", "stages", "identity.json"] + ([] if keep_sources else ["sources.parquet"])
+        for name in names:
+            p = join(self.url, name)
+            if fs.exists(p):
+                fs.rm(p, recursive=True)
 
     # -- sources -----------------------------------------------------------
     def read_sources(self) -> pd.DataFrame:

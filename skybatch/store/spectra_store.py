@@ -21,6 +21,7 @@ import zarr
 
 from skybatch.sources.base import META_COLUMNS, Grid
 from skybatch.store.codecs import PIXEL_CODEC
+from skybatch.store.identity import IDENTITY_ATTR, new_identity
 from skybatch.store.schema import SCHEMA_NAME, SCHEMA_VERSION, StoreSchemaError, check_spectra_store, load_schema
 
 __all__ = [
@@ -70,7 +71,7 @@ def store_exists(url: str, storage_options: dict[str, Any] | None = None) -> boo
     """True when ``url`` holds a skybatch spectra store."""
     try:
         g = open_group(url, storage_options, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, zarr.errors.NodeTypeValidationError):
         return False
     return g.attrs.get("skybatch_schema") == SCHEMA_NAME
 
@@ -91,6 +92,7 @@ def create_spectra_store(
     storage_options: dict[str, Any] | None = None,
     n_spectra: int = 0,
     wavelength: np.ndarray | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> zarr.Group:
     """Create an empty spectra store on ``grid`` (no spectrum rows yet, unless ``n_spectra``).
 
@@ -101,9 +103,13 @@ def create_spectra_store(
         sky VAC's observing conditions.
     wavelength: the exact pixel centres (Angstrom, shape (grid.n,)) when they are
         not ``grid.wavelength()`` (e.g. an explicit grid from preprocessing).
+    identity: the store's ``skybatch_store`` attr (uuid + kind); a new one by default.
+
+    The group is created with mode ``w-``: a target that already holds anything
+    raises ``FileExistsError`` and is left untouched.
     """
     schema = load_schema()
-    g = open_group(url, storage_options, mode="w")
+    g = open_group(url, storage_options, mode="w-")
     columns = {**PER_SPECTRUM_COLUMNS, **(extra_columns or {})}
     coord_names = " ".join(columns)
     nw = grid.n
@@ -137,6 +143,7 @@ def create_spectra_store(
             "chunk_spectra": int(chunk_spectra),
             "per_spectrum_columns": columns,
             **attrs,
+            IDENTITY_ATTR: identity or new_identity("spectra"),
         }
     )
     return g

@@ -158,7 +158,7 @@ def _bad_copies(survey, where) -> dict[str, str]:
     with fits.open(src) as hdul:
         hdul["B_FLUX"].data[0, 100:110] = np.nan
         hdul["R_IVAR"].data[1, 5] = np.inf
-        hdul.writeto(nanfile)
+        hdul.writeto(nanfile, checksum=True)  # a valid file with NaN pixels (its checksums updated)
     shutil.copy(src.replace("coadd-", "redrock-"), where / "redrock-main-dark-5.fits")
     return out
 

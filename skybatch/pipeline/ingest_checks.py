@@ -1,0 +1,151 @@
+"""Ingest's checks of its inputs: inspection with verified checksums, duplicate files, duplicate targets.
+
+- :func:`inspect_batch` runs on the workers. Each source is inspected by its
+  reader, then its FITS ``CHECKSUM``/``DATASUM`` keywords are verified (reading
+  the file once, in blocks); a known decoding failure
+  (:class:`~skybatch.sources.base.SourceError`: truncated, corrupt, missing HDU,
+  off-grid, checksum...) comes back as a set-aside record, network trouble is
+  retried and then reported ``unreachable``, and anything else (a reader bug)
+  comes back as a failure with its traceback, never as "corrupt".
+- :func:`duplicate_files` finds one file reached under two names (same bytes);
+  the copy is read once and the others are set aside as ``duplicate``.
+- :func:`duplicate_targets` counts rows of a store sharing (TARGETID, survey,
+  program) with another row, naming examples and their sources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+
+from skybatch.sources.base import SourceError, SourceInfo
+from skybatch.store.fsutil import filesystem
+
+__all__ = ["inspect_batch", "inspect_one", "duplicate_files", "duplicate_targets"]
+
+#: Exceptions treated as transient network trouble (retried, then "unreachable").
+_TRANSIENT = (ConnectionError, TimeoutError, OSError)
+
+
+def _reader_for(fs, url: str, fmt: str):
+    from skybatch.sources import detect_format, get_reader
+
+    if fmt == "auto":
+        fmt = detect_format(fs, url)
+    return get_reader(fmt)
+
+
+def _verify(fs, info: SourceInfo) -> None:
+    from skybatch.sources import _fits
+
+    with _fits.open_source(fs, info.url, info.size) as f:
+        lay = _fits.scan_fits(f, info.url, info.size)
+        _fits.verify_checksums(f, lay, info.url)
+
+
+def inspect_one(url: str, fmt: str, keep_nonscience: bool, options: dict[str, Any],
+                verify_checksums: bool = True) -> SourceInfo | dict[str, Any]:
+    """Inspect one source (worker side): a SourceInfo, a set-aside record, or a failure record."""
+    delay = 0.5
+    for attempt in range(3):
+        try:
+            fs = filesystem(url, options)
+            if not fs.exists(url):
+                return {"url": url, "reason": "not-found", "message": f"{url}: no such file; check the path or URL"}
+            info = _reader_for(fs, url, fmt).inspect(fs, url, keep_nonscience=keep_nonscience)
+            if verify_checksums:
+                _verify(fs, info)
+            return info
+        except SourceError as e:
+            return {"url": url, "reason": e.reason, "message": str(e)}
+        except _TRANSIENT as e:
+            if attempt == 2 or isinstance(e, (FileNotFoundError, PermissionError)):
+                return {
+                    "url": url, "reason": "unreachable",
+                    "message": f"{url}: cannot be read ({type(e).__name__}: {e}); check the bucket name, "
+                    "endpoint (--endpoint-url) and credentials, then re-run",
+                }
+            time.sleep(delay)
+            delay *= 2
+        except Exception as e:  # noqa: BLE001 - a bug, not bad input: reported as a failure with its traceback
+            return {"url": url, "failed": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    raise AssertionError("unreachable")
+
+
+def inspect_batch(urls: list[str], fmt: str, keep_nonscience: bool, options: dict[str, Any],
+                  verify_checksums: bool = True) -> list:
+    return [inspect_one(u, fmt, keep_nonscience, options, verify_checksums) for u in urls]
+
+
+def _content_hash(url: str, options: dict[str, Any], block: int = 1 << 22) -> str:
+    fs = filesystem(url, options)
+    h = hashlib.sha256()
+    with fs.open(url, "rb") as f:
+        while True:
+            b = f.read(block)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def duplicate_files(new: list[SourceInfo], planned: list[dict[str, Any]], options: dict[str, Any]
+                    ) -> dict[str, str]:
+    """New sources whose bytes equal another source's: {duplicate url: the url that is read}.
+
+    Only files of equal size (and format and row count) are hashed, so the usual
+    case costs nothing. ``planned`` rows (url, size, format, n_rows) were planned by
+    earlier runs and always win.
+    """
+    groups: dict[tuple, list[tuple[str, bool]]] = {}
+    for r in planned:
+        groups.setdefault((int(r["size"]), r["format"], int(r["n_rows"])), []).append((r["url"], True))
+    for i in new:
+        groups.setdefault((int(i.size), i.format, int(i.n_rows)), []).append((i.url, False))
+    out: dict[str, str] = {}
+    for members in groups.values():
+        if len(members) < 2 or all(old for _, old in members):
+            continue
+        seen: dict[str, str] = {}
+        for url, _old in sorted(members, key=lambda m: (not m[1], m[0])):  # planned first, then by name
+            try:
+                h = _content_hash(url, options)
+            except OSError:
+                continue
+            if h in seen:
+                out[url] = seen[h]
+            else:
+                seen[h] = url
+    return out
+
+
+def duplicate_targets(targetid: np.ndarray, survey: np.ndarray, program: np.ndarray, source: np.ndarray,
+                      max_examples: int = 5) -> tuple[int, list[str]]:
+    """Rows (with TARGETID > 0) sharing (TARGETID, survey, program) with another row.
+
+    Returns (number of such rows, up to ``max_examples`` lines naming the key and its sources).
+    """
+    tid = np.asarray(targetid, np.int64)
+    ok = tid > 0
+    if not ok.any():
+        return 0, []
+    keys = np.array([f"{t}|{s}|{p}" for t, s, p in zip(tid[ok], np.asarray(survey)[ok], np.asarray(program)[ok])])
+    _, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    dup = counts[inv] > 1
+    n = int(dup.sum())
+    examples: list[str] = []
+    if n:
+        src = np.asarray(source)[ok]
+        seen: set[str] = set()
+        for k, s in zip(keys[dup], src[dup]):
+            if k in seen or len(examples) >= max_examples:
+                continue
+            seen.add(k)
+            t, sv, pg = k.split("|")
+            where = sorted(set(src[dup][keys[dup] == k].tolist()))
+            examples.append(f"TARGETID {t} (survey {sv!r}, program {pg!r}) in {', '.join(where)}")
+    return n, examples
