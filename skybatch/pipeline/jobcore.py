@@ -251,7 +251,7 @@ def run_chunks(
 
 # -- the job context ---------------------------------------------------------------------------
 
-_MANIFEST_ENTRIES = {"identity.json", "sources.parquet", "chunks", "stages", "quarantine"}
+_MANIFEST_ENTRIES = {"identity.json", "sources.parquet", "tile_plan.parquet", "chunks", "stages", "quarantine"}
 
 
 @dataclass

@@ -267,6 +267,13 @@ def score(store: str, model_dir: str, top: int = 100, client=None, *, batch_size
         with cluster_client(cluster) as c:
             return score(store, model_dir, top, c, batch_size=batch_size, storage_options=storage_options,
                          progress=progress, out_dir=out_dir)
+    from skybatch.store.lock import StoreLock
+
+    with StoreLock(store, storage_options, job="score"):  # one writer from map_model to the score variables
+        return _score(store, model_dir, top, client, batch_size, storage_options, progress, out_dir)
+
+
+def _score(store, model_dir, top, client, batch_size, storage_options, progress, out_dir) -> dict[str, Any]:
     from skybatch import models as M
 
     model, card, path = _load(model_dir, "spectrum_vae")
@@ -350,6 +357,13 @@ def classify(store: str, model_dir: str, client=None, *, batch_size: int = 1024,
         with cluster_client(cluster) as c:
             return classify(store, model_dir, c, batch_size=batch_size, storage_options=storage_options,
                             progress=progress)
+    from skybatch.store.lock import StoreLock
+
+    with StoreLock(store, storage_options, job="classify"):
+        return _classify(store, model_dir, client, batch_size, storage_options, progress)
+
+
+def _classify(store, model_dir, client, batch_size, storage_options, progress) -> dict[str, Any]:
     model, card, path = _load(model_dir, "spectrum_classifier")
     _check_nwave(store, card, storage_options)
     cal = card.get("calibration", {})

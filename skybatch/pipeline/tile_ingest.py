@@ -37,6 +37,7 @@ import io
 import json
 import math
 import re
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -49,9 +50,11 @@ import pyarrow.parquet as pq
 
 import skybatch
 from skybatch.pipeline.chunkrun import run_chunk_tasks
+from skybatch.pipeline.jobcore import StoreJob
 from skybatch.sources.base import SourceError
 from skybatch.sources.tiles import TILE_SUFFIXES, TilePlaneInfo, TileSourceInfo, inspect_tile_source, read_tile_planes
 from skybatch.store.fsutil import StorageSettings, expand_sources, atomic_write_bytes, filesystem, join, public_options
+from skybatch.store.identity import IDENTITY_ATTR, JobRefused
 from skybatch.store.manifest import Manifest, chunk_fingerprint
 from skybatch.store.tile_store import (
     ViewSpec,
@@ -448,12 +451,25 @@ def _chunk_tasks(table: pd.DataFrame, views: dict[str, ViewSpec], chunk: int, n_
     return tasks
 
 
+def _job(config: TileIngestConfig) -> StoreJob:
+    from skybatch.store.tile_store import SCHEMA_NAME as TILE_SCHEMA
+
+    return StoreJob(config.store, config.store_storage_options(), kind="tiles", stage="ingest", job="ingest-tiles",
+                    adopt_schema=TILE_SCHEMA, wait_lock=getattr(config, "wait_lock", None))
+
+
 def plan_tile_ingest(config: TileIngestConfig, client) -> TileIngestPlan:
     """List and inspect the sources, assign views and tile indices, create/resize the store.
 
     Writes the store's layout (views, tile ids), the plan table and the quarantine; returns the
     chunks still to write. Safe to repeat: a plan over the same sources changes nothing.
+    Runs under the store's writer lock; a target that is not a skybatch tile store is refused.
     """
+    with _job(config) as job:
+        return _plan_tiles(config, client, job)
+
+
+def _plan_tiles(config: TileIngestConfig, client, job: StoreJob) -> TileIngestPlan:
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     st_opts = config.store_storage_options()
     src_opts = config.source_storage_options()
@@ -547,9 +563,15 @@ def plan_tile_ingest(config: TileIngestConfig, client) -> TileIngestPlan:
     # The store's layout changes only with new plan rows (also those of a run killed before its plan was saved).
     if rows:
         if not exists:
-            create_tile_store(config.store, chunk, {
-                "skybatch_version": skybatch.__version__, "formats": [], "manifest": manifest.url, "provenance": {},
-            }, st_opts)
+            try:
+                g = create_tile_store(config.store, chunk, {
+                    "skybatch_version": skybatch.__version__, "formats": [], "manifest": manifest.url,
+                    "provenance": {},
+                }, st_opts)
+            except FileExistsError as e:
+                raise JobRefused(f"{config.store}: something appeared there while planning ({e}); nothing was "
+                                 "written; choose another store path") from None
+            job.created(dict(g.attrs[IDENTITY_ATTR]))
         g = open_tile_group(config.store, st_opts)
         store_uuid = str(g.attrs["store_uuid"])
         view_attrs = {"skybatch_version": skybatch.__version__, "manifest": manifest.url}
@@ -644,7 +666,18 @@ def _provenance(plan: TileIngestPlan, st_opts: dict[str, Any]) -> dict[str, Any]
 
 
 def execute_tile_plan(plan: TileIngestPlan, client) -> TileIngestReport:
-    """Write every (view, chunk) the plan lists as to-do, one Dask task each; then update provenance."""
+    """Write every (view, chunk) the plan lists as to-do, one Dask task each; then update provenance.
+
+    Takes the writer lock again; a store replaced or re-planned since is planned again first.
+    """
+    with _job(plan.config) as job:
+        if read_plan_table(job.manifest)["url"].tolist() != plan.table["url"].tolist():
+            print(f"note: {plan.config.store} changed since it was planned; planning again", file=sys.stderr)
+            plan = _plan_tiles(plan.config, client, job)
+        return _execute_tiles(plan, client)
+
+
+def _execute_tiles(plan: TileIngestPlan, client) -> TileIngestReport:
     t0 = time.perf_counter()
     config = plan.config
     st_opts = config.store_storage_options()
@@ -702,8 +735,9 @@ def execute_tile_plan(plan: TileIngestPlan, client) -> TileIngestReport:
 
 
 def run_with_client(config: TileIngestConfig, client) -> TileIngestReport:
-    """Plan and execute a tile ingest on an existing Dask client."""
-    return execute_tile_plan(plan_tile_ingest(config, client), client)
+    """Plan and execute a tile ingest on an existing Dask client (holding the store's lock throughout)."""
+    with _job(config):
+        return execute_tile_plan(plan_tile_ingest(config, client), client)
 
 
 def run(config: TileIngestConfig) -> TileIngestReport:

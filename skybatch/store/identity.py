@@ -129,6 +129,8 @@ def check_target(url: str, kind: str, storage_options: dict[str, Any] | None = N
         from skybatch.store.spectra_store import zarr_store
 
         ident = new_identity(kind)
+        if attrs.get("store_uuid"):  # tile stores carried a uuid before identities: keep it
+            ident["uuid"] = str(attrs["store_uuid"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             g = zarr.open_group(zarr_store(url, storage_options), mode="r+")

@@ -37,6 +37,11 @@ from skybatch.store.identity import JobRefused
 __all__ = ["StoreLock", "LockHeldError", "lock_url"]
 
 
+#: Locks held by this process: (lock url, thread id) -> the holding StoreLock (re-entrant per thread).
+_HELD: dict[tuple[str, int], "StoreLock"] = {}
+_HELD_GUARD = threading.Lock()
+
+
 class LockHeldError(JobRefused):
     """Another live writer holds the store's lock; the message names it."""
 
@@ -86,6 +91,7 @@ class StoreLock:
     _etag: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _outer: "StoreLock | None" = None
     lost: bool = False
 
     @property
@@ -95,6 +101,8 @@ class StoreLock:
     @property
     def held(self) -> bool:
         """True while this object holds the lock (acquired, not released, not taken over)."""
+        if self._outer is not None:
+            return self._outer.held
         return self._thread is not None and not self.lost
 
     # -- record ---------------------------------------------------------------------------
@@ -214,6 +222,12 @@ class StoreLock:
     # -- public -----------------------------------------------------------------------------
     def acquire(self) -> "StoreLock":
         """Take the lock (waiting up to ``wait`` s for a live holder, taking over a stale one)."""
+        key = (self.url, threading.get_ident())
+        with _HELD_GUARD:
+            outer = _HELD.get(key)
+        if outer is not None and outer.held:  # the same thread already holds it (a job inside a job)
+            self._outer = outer
+            return self
         deadline = time.monotonic() + max(0.0, float(self.wait))
         told = False
         while True:
@@ -242,6 +256,8 @@ class StoreLock:
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="skybatch-lock-heartbeat", daemon=True)
         self._thread.start()
+        with _HELD_GUARD:
+            _HELD[key] = self
         return self
 
     def _beat(self) -> None:
@@ -269,6 +285,14 @@ class StoreLock:
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lock if it is still ours."""
+        if self._outer is not None:
+            self._outer = None
+            return
+        with _HELD_GUARD:
+            for k in [k for k, v in _HELD.items() if v is self]:
+                del _HELD[k]
+        if self._thread is None:
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)

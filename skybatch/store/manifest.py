@@ -97,7 +97,7 @@ class Manifest:
         Only the manifest's own entries are removed.
         """
         fs = self.fs
-        names = ["chunks", "stages", "identity.json"] + ([] if keep_sources else ["sources.parquet"])
+        names = ["chunks", "stages", "identity.json"] + ([] if keep_sources else ["sources.parquet", "tile_plan.parquet"])
         for name in names:
             p = join(self.url, name)
             if fs.exists(p):

@@ -202,7 +202,7 @@ def tile_store_exists(url: str, storage_options: dict[str, Any] | None = None) -
     """True when ``url`` holds a skybatch tile store."""
     try:
         g = open_tile_group(url, storage_options, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, zarr.errors.NodeTypeValidationError):
         return False
     return g.attrs.get("skybatch_schema") == SCHEMA_NAME
 
@@ -214,11 +214,15 @@ def create_tile_store(
 
     chunk_tiles: tiles per write unit (chunk or shard). attrs: provenance and settings.
     """
-    g = open_tile_group(url, storage_options, mode="w")
+    from skybatch.store.identity import IDENTITY_ATTR, new_identity
+
+    g = open_tile_group(url, storage_options, mode="w-")  # never over anything already there
+    ident = new_identity("tiles")
     g.update_attributes({
         "skybatch_schema": SCHEMA_NAME,
         "skybatch_schema_version": SCHEMA_VERSION,
-        "store_uuid": uuid.uuid4().hex,
+        "store_uuid": ident["uuid"],
+        IDENTITY_ATTR: ident,
         "chunk_tiles": int(chunk_tiles),
         "views": {},
         "n_tiles": 0,
