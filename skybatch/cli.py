@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         jp.add_argument("--cluster", default=None, metavar="PROFILE",
                         help="cluster profile: auto (default), local, local-cuda, slurm, kubernetes, address, "
                              "a YAML path, or tcp://host:port")
+        jp.add_argument("--wait-lock", type=float, default=None, metavar="SECONDS",
+                        help="if another job is writing the same store, wait up to SECONDS for it (default: 0, "
+                             "stop at once naming the other writer)")
         mod.add_arguments(jp)
         jp.set_defaults(_job=mod)
     cl = sub.add_parser("cluster", help="cluster profiles")
@@ -77,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             parser.parse_args(["cluster", "--help"])
         if args.command == "run" and getattr(args, "_job", None) is not None:
+            if getattr(args, "wait_lock", None) is not None:  # read by the job core's store lock
+                import os
+
+                os.environ["SKYBATCH_WAIT_LOCK"] = str(args.wait_lock)
             return int(args._job.run(args))
         parser.print_help()
         return 2

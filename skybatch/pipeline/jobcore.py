@@ -280,7 +280,7 @@ class StoreJob:
     notes: list[str] = field(default_factory=list)
 
     def __enter__(self) -> "StoreJob":
-        wait = default_wait_lock() if self.wait_lock is None else float(self.wait_lock)
+        wait = None if self.wait_lock is None else float(self.wait_lock)
         self.lock = StoreLock(self.store, self.storage_options, job=self.job or self.stage, wait=wait).acquire()
         try:
             self.identity = check_target(self.store, self.kind, self.storage_options, adopt_schema=self.adopt_schema)

@@ -76,7 +76,8 @@ class StoreLock:
 
     store_url: the store (the lock is ``store_url + ".lock"``).
     job: what the holder does (``ingest``, ``preprocess``...), for messages.
-    wait: seconds to wait for a live holder before giving up (0 = fail at once).
+    wait: seconds to wait for a live holder before giving up (0 = fail at once; None =
+        ``$SKYBATCH_WAIT_LOCK``, which ``--wait-lock`` sets, else 0).
     stale_after: a heartbeat older than this (seconds) marks the lock stale.
     heartbeat_every: seconds between heartbeats while held.
     """
@@ -84,7 +85,7 @@ class StoreLock:
     store_url: str
     storage_options: dict[str, Any] | None = None
     job: str = ""
-    wait: float = 0.0
+    wait: float | None = None
     stale_after: float = 120.0
     heartbeat_every: float = 10.0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -228,6 +229,11 @@ class StoreLock:
         if outer is not None and outer.held:  # the same thread already holds it (a job inside a job)
             self._outer = outer
             return self
+        if self.wait is None:
+            try:
+                self.wait = float(os.environ.get("SKYBATCH_WAIT_LOCK", "0") or 0)
+            except ValueError:
+                self.wait = 0.0
         deadline = time.monotonic() + max(0.0, float(self.wait))
         told = False
         while True:
@@ -236,6 +242,9 @@ class StoreLock:
             rec, age, etag, exists = self._read()
             if not exists:
                 continue
+            if rec is not None and rec.get("token") == self.token:  # our own put, whose reply was lost and retried
+                self._etag = etag
+                break
             why = self._stale(rec, age)
             if why is not None:
                 print(f"warning: taking over the stale lock {self.url} held by {self._describe(rec)}: {why}",
