@@ -258,7 +258,7 @@ class StoreLock:
                     f"really gone, its lock {self.url} expires {self.stale_after:.0f} s after its last heartbeat"
                 )
             if not told:
-                print(f"waiting up to {self.wait:.0f} s for the lock of {self.store_url}, held by {self._describe(rec)}",
+                print(f"waiting up to {self.wait:g} s for the lock of {self.store_url}, held by {self._describe(rec)}",
                       file=sys.stderr)
                 told = True
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
