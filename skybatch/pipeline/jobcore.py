@@ -85,7 +85,8 @@ def _marker_group(store: str, opts: dict[str, Any] | None, mode: str = "r+"):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        root = zarr.open_group(zarr_store(store, opts, read_only=(mode == "r")), mode=mode)
+        # never through consolidated metadata: it may predate the marker group
+        root = zarr.open_group(zarr_store(store, opts, read_only=(mode == "r")), mode=mode, use_consolidated=False)
         if _MARKER_GROUP in root:
             return root[_MARKER_GROUP]
         if mode == "r":

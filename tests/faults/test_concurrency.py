@@ -134,3 +134,55 @@ def test_worker_killed_mid_run_completes(dask_client, survey, tmp_path):
     assert sorted(tid.tolist()) == sorted(_truth_targetids(survey)) and len(set(tid.tolist())) == len(tid)
     assert np.isfinite(xr.open_zarr(store).flux.values).all()
     dask_client.wait_for_workers(2, timeout=120)
+
+
+@pytest.mark.s3
+def test_s3_lock_is_a_conditional_put_moto_honours(s3_endpoint):
+    """moto's server honours If-None-Match: * (the lock's create) and If-Match (its release)."""
+    from skybatch.store.fsutil import filesystem
+    from skybatch.store.lock import LockHeldError, StoreLock
+
+    opts = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing", "anon": False}
+    fs = filesystem("s3://locks", opts)
+    if not fs.exists("locks"):
+        fs.mkdir("locks")
+    fs.call_s3("put_object", Bucket="locks", Key="raw", Body=b"1", IfNoneMatch="*")
+    with pytest.raises(Exception) as e:
+        fs.call_s3("put_object", Bucket="locks", Key="raw", Body=b"2", IfNoneMatch="*")
+    print("second conditional put:", type(e.value).__name__, str(e.value)[:80])
+    assert fs.cat_file("locks/raw") == b"1"
+    a = StoreLock("s3://locks/s.zarr", opts, job="ingest").acquire()
+    err = {}
+
+    def second():  # another thread: the lock is re-entrant only within one thread
+        try:
+            StoreLock("s3://locks/s.zarr", opts, job="other", wait=0.5).acquire()
+        except LockHeldError as e:
+            err["e"] = e
+
+    th = threading.Thread(target=second)
+    th.start()
+    th.join(60)
+    print("second S3 writer:", str(err.get("e"))[:120])
+    assert "is being written by ingest" in str(err.get("e"))
+    a.release()
+    assert not fs.exists("locks/s.zarr.lock")
+    # a lock whose heartbeat stopped (another host) is taken over after stale_after
+    b = StoreLock("s3://locks/s.zarr", opts, job="ingest").acquire()
+    b._stop.set()
+    b._thread.join()
+    c = StoreLock("s3://locks/s.zarr", opts, job="next", stale_after=0.5, wait=5)
+    rec = c._read()[0]
+    rec_host = rec["host"]
+    import json
+    import time
+
+    rec["host"] = "elsewhere"  # looks like another machine: only the heartbeat age counts
+    fs.pipe_file("locks/s.zarr.lock", json.dumps(rec).encode())
+    time.sleep(1.0)
+    done = {}
+    t = threading.Thread(target=lambda: done.setdefault("lock", c.acquire()))  # another thread: not re-entrant
+    t.start()
+    t.join(30)
+    assert done.get("lock") is c and c._read()[0]["token"] == c.token and rec_host
+    c.release()
