@@ -50,7 +50,7 @@ from skybatch.pipeline.jobcore import StoreJob, exit_status, run_chunks
 from skybatch.sources.base import Grid, SourceError, SourceInfo, SpectraBlock
 from skybatch.store.fsutil import StorageSettings, expand_sources, filesystem, public_options
 from skybatch.store.identity import IDENTITY_ATTR, JobRefused
-from skybatch.store.manifest import Manifest, chunk_fingerprint
+from skybatch.store.manifest import chunk_fingerprint
 from skybatch.store.schema import SCHEMA_NAME
 from skybatch.store.spectra_store import (
     PER_SPECTRUM_COLUMNS,

@@ -39,29 +39,27 @@ def _trials(kind: str, args_for, reference: str, n: int, seed: int, tmp_path, co
     return dur
 
 
-def test_kill9_driver_ingest_preprocess_map(survey, tmp_path):
+def test_kill9_driver_ingest_preprocess_score(survey, tmp_path, dask_client):
+    import os
+
     ref = str(tmp_path / "ref.zarr")
     _trials("ingest", lambda s: ["ingest", s, *survey], ref, 2, seed=1, tmp_path=tmp_path)
     ref_pp = str(tmp_path / "ref-pp.zarr")
     _trials("preprocess", lambda o: ["preprocess", ref, o], ref_pp, 2, seed=2, tmp_path=tmp_path)
-    # the model job maps a copy of the reference store each time (it writes into its input)
-    base = str(tmp_path / "base-map.zarr")
-    shutil.copytree(ref, base)
-    shutil.copytree(ref + ".manifest", base + ".manifest")
-    ref_map = str(tmp_path / "ref-map.zarr")
+    # score: a tiny VAE trained once; each trial scores a fresh copy of the preprocessed store
+    from skybatch.pipeline.modeling import TrainJobConfig, train
 
-    def map_args(s: str) -> list[str]:
-        import os
+    train(TrainJobConfig(store=ref_pp, model="vae", out=str(tmp_path / "vae"), steps=10, batch_size=16,
+                         latent_dim=2, width=16, depth=1, split_nside=256, val_fraction=0.3, progress=False),
+          dask_client)
+    base_pp = str(tmp_path / "base-score.zarr")
+    shutil.copytree(ref_pp, base_pp)
+    shutil.copytree(ref_pp + ".manifest", base_pp + ".manifest")
 
+    def score_args(s: str) -> list[str]:
         if not os.path.exists(s):
-            shutil.copytree(base, s)
-            shutil.copytree(base + ".manifest", s + ".manifest")
-        return ["map", s]
+            shutil.copytree(base_pp, s)
+            shutil.copytree(base_pp + ".manifest", s + ".manifest")
+        return ["score", s, str(tmp_path / "vae")]
 
-    import os
-
-    os.environ["DRIVER_NWAVE"] = "7781"
-    try:
-        _trials("map_model", map_args, ref_map, 1, seed=3, tmp_path=tmp_path)
-    finally:
-        os.environ.pop("DRIVER_NWAVE", None)
+    _trials("score", score_args, str(tmp_path / "ref-score.zarr"), 1, seed=4, tmp_path=tmp_path)
