@@ -80,7 +80,8 @@ def run_ingest(files: list[str], store: str, chunk: int) -> dict:
         client.run(lambda: __import__("skybatch.pipeline.ingest"))  # imports are not what we time
         rss0 = list(client.run(_worker_rss_mb).values())[0]
         t0 = time.perf_counter()
-        rep = skybatch.ingest(files, store, chunk_spectra=chunk, client=client, progress=False)
+        rep = skybatch.ingest(files, store, chunk_spectra=chunk, client=client, progress=False,
+                              dedupe_files=False)  # the large set reuses files under new names on purpose
         dt = time.perf_counter() - t0
         peak = list(client.run(_worker_peak_rss_mb).values())[0]
     assert rep.exit_code == 0, rep.summary()

@@ -88,6 +88,12 @@ class IngestConfig(StorageSettings):
         (e.g. a public source bucket and a private store bucket).
     retries: attempts for a chunk task that fails on a transient error.
     progress: show a progress bar on the terminal.
+    verify_checksums: verify FITS CHECKSUM/DATASUM keywords when planning (reads each new
+        file once); a mismatch sets the file aside with reason ``checksum``.
+    dedupe_files: read a file reached under two names (same bytes) once and set the other
+        name aside as ``duplicate`` (False: ingest every name, e.g. benchmarks built of symlinks).
+    wait_lock: seconds to wait while another job writes the store (``--wait-lock``);
+        None: ``$SKYBATCH_WAIT_LOCK`` or 0 (stop at once, naming the other writer).
     """
 
     sources: list[str]
@@ -103,6 +109,7 @@ class IngestConfig(StorageSettings):
     retries: int = 3
     progress: bool = True
     verify_checksums: bool = True
+    dedupe_files: bool = True
     wait_lock: float | None = None
 
     def __post_init__(self) -> None:
@@ -413,7 +420,7 @@ def _plan(config: IngestConfig, client, job: StoreJob) -> IngestPlan:
     for r in failed_sources[:1]:
         print(f"inspecting {r['url']} failed (a bug, not bad input):\n{r['traceback']}", file=sys.stderr)
 
-    dups = duplicate_files(infos, planned.to_dict("records"), src_opts) if infos else {}
+    dups = duplicate_files(infos, planned.to_dict("records"), src_opts) if infos and config.dedupe_files else {}
     for dup, orig in sorted(dups.items()):
         set_aside.append({"url": dup, "reason": "duplicate",
                           "message": f"{dup}: the same bytes as {orig}, which is ingested once; remove one of them"})
