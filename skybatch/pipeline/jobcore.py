@@ -113,9 +113,15 @@ def reset_markers(store: str, opts: dict[str, Any] | None, stage: str, n_chunks:
 
 
 def mark_store_chunk(store: str, opts: dict[str, Any] | None, stage: str, chunk: int, fingerprint: str) -> None:
-    """Record in the store that ``chunk`` now holds the content ``fingerprint`` (worker side)."""
+    """Record in the store that ``chunk`` now holds the content ``fingerprint`` (worker side; all zeros = none)."""
     g = _marker_group(store, opts)
-    g[_marker_name(stage)][chunk] = np.uint64(int(fingerprint[:16], 16))
+    value = int(fingerprint[:16], 16)
+    arr = g[_marker_name(stage)]
+    if value == 0:
+        if chunk < arr.shape[0] and int(arr[chunk]) != 0:
+            arr[chunk] = np.uint64(0)
+        return
+    arr[chunk] = np.uint64(value)
 
 
 def store_markers(store: str, opts: dict[str, Any] | None, stage: str) -> np.ndarray:
@@ -149,6 +155,7 @@ def _run_one(task, fn, store, opts, stage, args, kwargs) -> dict[str, Any]:
     A record with ``set_aside`` entries is written to the store but not recorded as
     done, so the next run tries those files again.
     """
+    mark_store_chunk(store, opts, stage, task.chunk, "0" * 16)  # "being rewritten" until the data is complete
     rec = fn(task, *args, **kwargs)
     rec.setdefault("chunk", task.chunk)
     rec.setdefault("fingerprint", task.fingerprint)
