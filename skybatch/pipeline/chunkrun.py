@@ -1,6 +1,8 @@
 """Run one Dask task per store chunk, with a progress bar, collecting failures.
 
-Shared by every chunk-wise job (ingest, preprocess, map_model): the job plans
+Ingest, preprocess and map_model now go through :mod:`skybatch.pipeline.jobcore`
+(identity, lock, in-store chunk markers, sorted failures); this older runner is
+kept for the tile jobs, which record per-view chunks themselves. The job plans
 its chunk tasks and their fingerprints, drops those its manifest already holds,
 and hands the rest here. Failures never stop the other chunks; they come back
 with the chunk index and the error so that a re-run can retry them.
