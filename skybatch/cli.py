@@ -40,12 +40,16 @@ def _parser() -> argparse.ArgumentParser:
         jp.add_argument("--cluster", default=None, metavar="PROFILE",
                         help="cluster profile: auto (default), local, local-cuda, slurm, kubernetes, address, "
                              "a YAML path, or tcp://host:port")
+        jp.add_argument("--cluster-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one profile setting for this run, e.g. account=m1234, qos=debug, cores=1 (repeat)")
         mod.add_arguments(jp)
         jp.set_defaults(_job=mod)
     cl = sub.add_parser("cluster", help="cluster profiles")
     clsub = cl.add_subparsers(dest="cluster_cmd", metavar="CMD")
     show = clsub.add_parser("show", help="print what a profile would start (for SLURM, the job script), without starting it")
     show.add_argument("profile", nargs="?", default="auto")
+    show.add_argument("--cluster-opt", action="append", default=[], metavar="KEY=VALUE",
+                      help="change one profile setting, e.g. account=m1234 (repeat)")
     clsub.add_parser("list", help="list the shipped profiles")
     return p
 
@@ -70,14 +74,19 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.cluster_cmd == "show":
                 try:
-                    print(describe(load_profile(args.profile)), end="")
+                    from skybatch.cluster import parse_options
+
+                    print(describe(load_profile(args.profile, **parse_options(args.cluster_opt))), end="")
                 except ProfileError as e:
                     print(f"error: {e}", file=sys.stderr)
                     return 2
                 return 0
             parser.parse_args(["cluster", "--help"])
         if args.command == "run" and getattr(args, "_job", None) is not None:
-            return int(args._job.run(args))
+            from skybatch.cluster import cli_overrides, parse_options
+
+            with cli_overrides(parse_options(args.cluster_opt)):
+                return int(args._job.run(args))
         parser.print_help()
         return 2
     except KeyboardInterrupt:
