@@ -219,7 +219,8 @@ def _slurm_job(profile: ClusterProfile, scheduler: str = "tcp://SCHEDULER_ADDRES
         raise ProfileError(
             "the slurm profile needs dask-jobqueue: pip install 'skybatch[slurm]'"
         ) from None
-    return SLURMJob(scheduler=scheduler, **slurm_options(profile))
+    return SLURMJob(scheduler=scheduler, name=profile.options.get("job_name") or "skybatch-worker",
+                    **slurm_options(profile))
 
 
 def kubernetes_spec(profile: ClusterProfile) -> dict[str, Any]:
