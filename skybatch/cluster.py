@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from skybatch.cluster_kube import kubernetes_spec
 from skybatch.xp import gpu_available
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "parse_options",
     "cli_overrides",
     "slurm_options",
+    "kubernetes_spec",
 ]
 
 #: Keys each profile kind accepts (anything else is a typo and an error).
@@ -223,45 +225,6 @@ def _slurm_job(profile: ClusterProfile, scheduler: str = "tcp://SCHEDULER_ADDRES
                     **slurm_options(profile))
 
 
-def kubernetes_spec(profile: ClusterProfile) -> dict[str, Any]:
-    """The DaskCluster custom resource (dask-kubernetes operator) this profile starts."""
-    o = profile.options
-    env = [{"name": k, "value": str(v)} for k, v in (o.get("env") or {}).items()]
-    container = {
-        "name": "worker",
-        "image": o.get("image", "ghcr.io/dask/dask:latest"),
-        "args": ["dask-worker", "--name", "$(DASK_WORKER_NAME)", "--dashboard", "--dashboard-address", "8788"],
-        "env": env,
-        "resources": o.get("resources") or {},
-    }
-    scheduler = {
-        "name": "scheduler",
-        "image": container["image"],
-        "args": ["dask-scheduler", "--host", "0.0.0.0"],
-        "env": env,
-        "ports": [{"name": "tcp-comm", "containerPort": 8786}, {"name": "http-dashboard", "containerPort": 8787}],
-    }
-    return {
-        "apiVersion": "kubernetes.dask.org/v1",
-        "kind": "DaskCluster",
-        "metadata": {"name": o.get("name", "skybatch"), "namespace": o.get("namespace", "default")},
-        "spec": {
-            "worker": {"replicas": int(o.get("n_workers", 2)), "spec": {"containers": [container]}},
-            "scheduler": {
-                "spec": {"containers": [scheduler]},
-                "service": {
-                    "type": "ClusterIP",
-                    "selector": {"dask.org/cluster-name": o.get("name", "skybatch"), "dask.org/component": "scheduler"},
-                    "ports": [
-                        {"name": "tcp-comm", "protocol": "TCP", "port": 8786, "targetPort": "tcp-comm"},
-                        {"name": "http-dashboard", "protocol": "TCP", "port": 8787, "targetPort": "http-dashboard"},
-                    ],
-                },
-            },
-        },
-    }
-
-
 def describe(profile: ClusterProfile) -> str:
     """Human-readable account of what :func:`start_cluster` would start, without starting it.
 
@@ -347,7 +310,8 @@ def start_cluster(profile: ClusterProfile):
             from dask_kubernetes.operator import KubeCluster
         except ImportError:
             raise ProfileError("the kubernetes profile needs dask-kubernetes: pip install 'skybatch[kubernetes]'") from None
-        return KubeCluster(custom_cluster_spec=kubernetes_spec(profile))
+        spec = kubernetes_spec(profile)
+        return KubeCluster(custom_cluster_spec=spec, namespace=spec["metadata"]["namespace"])
     return None
 
 
