@@ -53,7 +53,8 @@ def chunk_shard_shape(
     chunk rows: the largest power of two whose chunk stays <= ``chunk_bytes`` (at least 1 row).
     shard rows: a whole number of chunks, at least ``shard_bytes`` of data and at least
     ``ceil(shape[0] / max_objects)`` rows, so the array is <= ``max_objects`` shards; never more
-    rows than the array has (rounded up to whole chunks). ``rows_per_shard`` fixes the shard rows
+    rows than the array has (rounded up to whole chunks; ``shape[0] == 0`` means not known yet:
+    sized from the byte targets alone). ``rows_per_shard`` fixes the shard rows
     instead (arrays that share a row axis and are written by the same tasks, e.g. the
     per-spectrum columns of a spectra store, must share it); the chunk then divides it.
 
@@ -63,7 +64,8 @@ def chunk_shard_shape(
     shape = tuple(int(s) for s in shape)
     if not shape:
         return (), None
-    n = max(shape[0], 1)
+    known = shape[0] > 0  # 0: not known yet (a store created empty, grown later): size from bytes alone
+    n = shape[0] if known else 1
     row_bytes = int(np.dtype(dtype).itemsize) * math.prod(shape[1:])
     row_bytes = max(row_bytes, 1)
     chunk_rows = 1 << max(0, int(math.floor(math.log2(max(1, chunk_bytes // row_bytes)))))
@@ -75,9 +77,12 @@ def chunk_shard_shape(
         while chunk_rows * 2 <= shard_rows and shard_rows % (chunk_rows * 2) == 0 and (chunk_rows * 2) * row_bytes <= chunk_bytes:
             chunk_rows *= 2
     else:
-        chunk_rows = min(chunk_rows, _round_up(n, 1))
+        if known:
+            chunk_rows = min(chunk_rows, n)
         want = max(math.ceil(n / max_objects), shard_bytes // row_bytes, chunk_rows)
-        shard_rows = min(_round_up(want, chunk_rows), _round_up(n, chunk_rows))
+        shard_rows = _round_up(want, chunk_rows)
+        if known:
+            shard_rows = min(shard_rows, _round_up(n, chunk_rows))
     rest = shape[1:]
     if shard_rows == chunk_rows:
         return (shard_rows, *rest), None
