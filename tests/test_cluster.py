@@ -25,6 +25,37 @@ def test_slurm_show_renders_job_script():
     assert "distributed.cli.dask_worker" in text
 
 
+def test_slurm_job_script_is_what_a_nersc_user_writes():
+    import sys
+
+    text = describe(load_profile("slurm", account="m1234", qos="debug", constraint="gpu", walltime="00:20:00",
+                                 job_script_prologue=["module load python"]))
+    for line in ("#SBATCH -A m1234", "#SBATCH -q debug", "#SBATCH -C gpu", "#SBATCH -t 00:20:00",
+                 "#SBATCH -J skybatch-worker", "module load python"):
+        assert line in text, line
+    assert f"{sys.executable} -m distributed.cli.dask_worker" in text  # the venv skybatch runs in
+    assert "--dashboard-address 127.0.0.1:0" in text
+    assert "#SBATCH -p" not in text  # NERSC selects by qos + constraint, not partition
+
+
+def test_cluster_opt_flags_reach_the_profile(capsys):
+    from skybatch.cli import main
+    from skybatch.cluster import cli_overrides, parse_options
+
+    assert parse_options(["account=m1234", "cores=2", "job-extra-directives=[--exclusive]", "queue="]) == {
+        "account": "m1234", "cores": 2, "job_extra_directives": ["--exclusive"], "queue": None}
+    with pytest.raises(ProfileError, match="KEY=VALUE"):
+        parse_options(["account"])
+    with cli_overrides({"qos": "premium"}):
+        assert load_profile("slurm").options["qos"] == "premium"
+    assert load_profile("slurm").options["qos"] == "regular"
+    assert main(["cluster", "show", "slurm", "--cluster-opt", "account=m9999", "--cluster-opt", "qos=shared"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH -A m9999" in out and "#SBATCH -q shared" in out
+    assert main(["cluster", "show", "slurm", "--cluster-opt", "acount=m1"]) == 2
+    assert "acount" in capsys.readouterr().err
+
+
 def test_kubernetes_spec_is_a_daskcluster():
     spec = kubernetes_spec(load_profile("kubernetes", n_workers=7, image="example/skybatch:1"))
     assert spec["kind"] == "DaskCluster"
