@@ -19,6 +19,7 @@ generated files under new names: the disk cost stays small, and reads come from 
     python benchmarks/scale.py --quick                     # CI: ~1 min (sizes too small for the ratios)
     python benchmarks/scale.py                             # 10^4 and 10^5 spectra
     python benchmarks/scale.py --files 20 --spectra-per-file 500 --workers 2
+    python benchmarks/scale.py --plan-files 5000           # plan 10^6 spectra in 5,000 files, headers only
 """
 
 from __future__ import annotations
@@ -284,6 +285,31 @@ def plan_synthetic(n_files: int, per_file: int, chunk: int, work: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "tasks": len(tasks)}
 
 
+def plan_real(n_files: int, per_file: int, tmp: str, args) -> None:
+    """``--plan-files N``: plan (headers only) N real coadds of ``per_file`` spectra on a fresh cluster."""
+    from skybatch.pipeline.ingest import IngestConfig, plan_ingest
+    from skybatch.sample.survey import generate_sample_survey
+
+    base = os.path.join(tmp, "plan-base")
+    generate_sample_survey(base, n_healpix=1, spectra_per_file=per_file, n_sdss=1, seed=0)
+    coadds = sorted(glob.glob(os.path.join(base, "desi", "**", "coadd-*.fits"), recursive=True))
+    files = make_set(coadds, os.path.join(tmp, "plan-set"), n_files)
+    cl = Cluster(args.workers, args.memory_limit)
+    try:
+        cl.reset()
+        t0 = time.perf_counter()
+        plan = plan_ingest(IngestConfig(sources=files, store=os.path.join(tmp, "plan.zarr"), format="desi",
+                                        progress=False), cl.client)
+        dt = time.perf_counter() - t0
+        peaks, tasks = cl.peaks(), cl.tasks()
+    finally:
+        cl.close()
+    print(f"plan of {n_files} real DESI coadds x {per_file} spectra = {plan.n_spectra} spectra "
+          f"({len(plan.todo)} chunk tasks of 2048): {dt:.1f} s on {args.workers} worker(s) "
+          f"({n_files / dt:.0f} files/s; {tasks} inspection tasks); peak RSS MB: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -327,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-spectra", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--memory-limit", default="4GiB", help="per worker")
+    p.add_argument("--plan-files", type=int, default=None,
+                   help="only plan N real files of 200 spectra (e.g. 5000: 10^6 spectra) and print time and memory")
     p.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed at the end)")
     a = p.parse_args(argv)
     n_files = a.files or (4 if a.quick else 20)
@@ -339,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = a.dir or tempfile.mkdtemp(prefix="skybatch-bench-scale-")
     try:
+        if a.plan_files:
+            plan_real(a.plan_files, a.spectra_per_file or 200, tmp, a)
+            return 0
         t0 = time.perf_counter()
         base = os.path.join(tmp, "base")
         generate_sample_survey(base, n_healpix=n_base, spectra_per_file=per_file, n_sdss=1, seed=0)

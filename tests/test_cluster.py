@@ -199,3 +199,14 @@ def test_local_profile_starts_on_loopback(capsys):
         assert all(addr.startswith("tcp://127.0.0.1:") for addr in workers)
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
     assert "Dask dashboard: http://127.0.0.1:" in capsys.readouterr().out
+
+
+def test_scheduler_without_workers_is_a_clear_error_not_a_hang():
+    from distributed import LocalCluster
+
+    from skybatch.cluster_check import WorkerEnvironmentError
+
+    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as empty:
+        with pytest.raises(WorkerEnvironmentError, match=r"0 of 1 worker\(s\) joined within 1 s.*dask worker"):
+            with cluster_client(empty.scheduler_address, quiet=True, start_timeout=1):
+                pass
