@@ -22,8 +22,11 @@ MUNGE_PID=/run/munge/munged.pid
 say() { echo "slurm-local: $*"; }
 die() { echo "slurm-local: error: $*" >&2; exit "${2:-1}"; }
 
-alive() {  # alive PIDFILE: the process named in the pid file runs
-  [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+alive() {  # alive PIDFILE: the process named in the pid file runs (a zombie does not count)
+  local pid
+  [ -s "$1" ] || return 1
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
 }
 
 need_root() { [ "$(id -u)" = 0 ] || die "run as root (it starts daemons and writes $CONF)" 1; }
