@@ -323,9 +323,11 @@ def report(small: dict, large: dict, args) -> None:
           f"chunk {args.chunk_spectra}, preprocess grid {GRID}")
     print(f"{'stage':12s}{'spectra/s':>12s}{'spectra/s':>12s}{'s/spec L/S':>12s}{'':>5s}{'tasks':>8s}{'tasks':>8s}")
     print(f"{'':12s}{'small':>12s}{'large':>12s}{'(1.0=const)':>12s}{'':>5s}{'small':>8s}{'large':>8s}")
+    const = mem_flat = 0
     for name in small["stages"]:
         a, b = small["stages"][name], large["stages"][name]
         r = (b["seconds"] / nl) / (a["seconds"] / ns)
+        const += _verdict(r) == "ok"
         print(f"{name:12s}{ns / a['seconds']:12.0f}{nl / b['seconds']:12.0f}{r:12.2f}{_verdict(r):>5s}"
               f"{a['tasks']:8d}{b['tasks']:8d}")
     if args.quick:
@@ -338,10 +340,13 @@ def report(small: dict, large: dict, args) -> None:
         row = "".join(f"{small['stages'][s]['peaks'][p]:9.0f}{large['stages'][s]['peaks'][p]:9.0f}" for s in small["stages"])
         ms = max(small["stages"][s]["peaks"][p] for s in small["stages"])
         ml = max(large["stages"][s]["peaks"][p] for s in large["stages"])
+        mem_flat += _verdict(ml / ms) == "ok"
         print(f"{p:12s}{row}{ml / ms:9.2f} {_verdict(ml / ms)}")
     print(f"\ningest plan time: small {small['plan_seconds']:.2f} s, large {large['plan_seconds']:.2f} s")
     print("files in each store: " + ", ".join(
         f"{k} {small['files'][k]} (small) / {large['files'][k]} (large)" for k in small["files"]))
+    print(f"verdict: time per spectrum constant (+-20%) in {const}/{len(small['stages'])} stages; "
+          f"peak memory flat (+-20%) in {mem_flat}/{len(procs)} processes")
 
 
 def main(argv: list[str] | None = None) -> int:
