@@ -210,3 +210,18 @@ def test_scheduler_without_workers_is_a_clear_error_not_a_hang():
         with pytest.raises(WorkerEnvironmentError, match=r"0 of 1 worker\(s\) joined within 1 s.*dask worker"):
             with cluster_client(empty.scheduler_address, quiet=True, start_timeout=1):
                 pass
+
+
+def test_worker_without_a_package_is_named(dask_client, monkeypatch):
+    """The worker side of the check for real: a distribution the workers do not have is 'not installed'."""
+    from skybatch import cluster_check
+
+    monkeypatch.setattr(cluster_check, "CHECKED_PACKAGES", ("skybatch", "skybatch-absent-plugin"))
+    real = cluster_check._version
+    monkeypatch.setattr(cluster_check, "_version", lambda n: "1.0" if n == "skybatch-absent-plugin" else real(n))
+    problems = cluster_check.worker_mismatches(dask_client)
+    workers = dask_client.scheduler_info()["workers"]
+    assert set(problems) == {f"{a} ({w['name']})" for a, w in workers.items()}  # address and name
+    assert all(p == ["skybatch-absent-plugin is not installed (driver has 1.0)"] for p in problems.values())
+    with pytest.raises(cluster_check.WorkerEnvironmentError, match="2 worker.*absent-plugin is not installed"):
+        cluster_check.check_workers(dask_client, "the test cluster")

@@ -33,4 +33,6 @@ def test_scale_benchmark_quick_prints_side_by_side_figures():
     assert re.search(r"ingest plan time: small [\d.]+ s, large [\d.]+ s", out)
     files = re.search(r"raw store (\d+) \(small\) / (\d+) \(large\)", out)
     assert files and int(files.group(2)) > int(files.group(1)) > 0
+    assert re.search(r"verdict: time per spectrum constant \(\+-20%\) in \d/3 stages; peak memory flat \(\+-20%\) "
+                     r"in \d/4 processes", out)
     assert re.search(r"planning 10\^6 spectra in 5000 files: driver-side plan .* ([\d.]+) s \(489 chunk tasks", out)
