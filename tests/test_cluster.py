@@ -223,5 +223,5 @@ def test_worker_without_a_package_is_named(dask_client, monkeypatch):
     workers = dask_client.scheduler_info()["workers"]
     assert set(problems) == {f"{a} ({w['name']})" for a, w in workers.items()}  # address and name
     assert all(p == ["skybatch-absent-plugin is not installed (driver has 1.0)"] for p in problems.values())
-    with pytest.raises(cluster_check.WorkerEnvironmentError, match="2 worker.*absent-plugin is not installed"):
+    with pytest.raises(cluster_check.WorkerEnvironmentError, match="(?s)2 worker.*absent-plugin is not installed"):
         cluster_check.check_workers(dask_client, "the test cluster")
