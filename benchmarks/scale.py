@@ -215,7 +215,7 @@ class Stages:
         self._stage("score", lambda: score(self.pre, model, top=10, client=self.cl.client, batch_size=256,
                                            progress=False, out_dir=os.path.join(self.work, "score")))
 
-    def count_files(self) -> None:
+    def store_files(self) -> None:
         self.res["files"] = {"raw store": count_files(self.raw), "preprocessed store": count_files(self.pre)}
 
 
@@ -247,13 +247,13 @@ def run_all(small_files: list[str], large_files: list[str], tmp: str, args) -> t
         if warm:
             warm.score(model)
         small.score(model)
-        small.count_files()
+        small.store_files()
         shutil.rmtree(small.work, ignore_errors=True)
         large = Stages(cl, large_files, os.path.join(tmp, "large-run"), args)
         large.ingest()
         large.preprocess()
         large.score(model)
-        large.count_files()
+        large.store_files()
         shutil.rmtree(large.work, ignore_errors=True)
     finally:
         cl.close()
