@@ -43,12 +43,16 @@ def _parser() -> argparse.ArgumentParser:
         jp.add_argument("--wait-lock", type=float, default=None, metavar="SECONDS",
                         help="if another job is writing the same store, wait up to SECONDS for it (default: 0, "
                              "stop at once naming the other writer)")
+        jp.add_argument("--cluster-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one profile setting for this run, e.g. account=m1234, qos=debug, cores=1 (repeat)")
         mod.add_arguments(jp)
         jp.set_defaults(_job=mod)
     cl = sub.add_parser("cluster", help="cluster profiles")
     clsub = cl.add_subparsers(dest="cluster_cmd", metavar="CMD")
     show = clsub.add_parser("show", help="print what a profile would start (for SLURM, the job script), without starting it")
     show.add_argument("profile", nargs="?", default="auto")
+    show.add_argument("--cluster-opt", action="append", default=[], metavar="KEY=VALUE",
+                      help="change one profile setting, e.g. account=m1234 (repeat)")
     clsub.add_parser("list", help="list the shipped profiles")
     return p
 
@@ -73,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.cluster_cmd == "show":
                 try:
-                    print(describe(load_profile(args.profile)), end="")
+                    from skybatch.cluster import parse_options
+
+                    print(describe(load_profile(args.profile, **parse_options(args.cluster_opt))), end="")
                 except ProfileError as e:
                     print(f"error: {e}", file=sys.stderr)
                     return 2
@@ -84,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                 import os
 
                 os.environ["SKYBATCH_WAIT_LOCK"] = str(args.wait_lock)
-            return int(args._job.run(args))
+            from skybatch.cluster import cli_overrides, parse_options
+
+            with cli_overrides(parse_options(args.cluster_opt)):
+                return int(args._job.run(args))
         parser.print_help()
         return 2
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from skybatch.cluster_kube import kubernetes_spec
 from skybatch.xp import gpu_available
 
 __all__ = [
@@ -36,6 +37,10 @@ __all__ = [
     "describe",
     "start_cluster",
     "cluster_client",
+    "parse_options",
+    "cli_overrides",
+    "slurm_options",
+    "kubernetes_spec",
 ]
 
 #: Keys each profile kind accepts (anything else is a typo and an error).
@@ -43,12 +48,20 @@ _ALLOWED: dict[str, set[str]] = {
     "local": {"n_workers", "threads_per_worker", "memory_limit", "dashboard_address", "processes", "local_directory"},
     "local-cuda": {"CUDA_VISIBLE_DEVICES", "rmm_pool_size", "threads_per_worker", "dashboard_address", "local_directory"},
     "slurm": {
-        "queue", "account", "walltime", "cores", "memory", "processes", "jobs",
-        "job_extra_directives", "local_directory", "python", "job_script_prologue",
+        "account", "qos", "constraint", "queue", "walltime", "cores", "memory", "processes", "jobs",
+        "job_extra_directives", "job_script_prologue", "local_directory", "python", "interface",
+        "job_name", "log_directory", "dashboard_address", "worker_dashboard_address", "start_timeout",
     },
-    "kubernetes": {"name", "namespace", "image", "n_workers", "resources", "env"},
-    "address": {"address"},
+    "kubernetes": {
+        "name", "namespace", "image", "n_workers", "resources", "env", "worker_threads", "tls",
+        "service_type", "image_pull_policy",
+    },
+    "address": {"address", "start_timeout"},
 }
+
+#: Settings given on the command line (``--cluster-opt KEY=VALUE``) while a job runs; see
+#: :func:`cli_overrides`. They apply to whichever profile the job loads.
+_CLI_OVERRIDES: dict[str, Any] = {}
 
 
 class ProfileError(ValueError):
@@ -107,6 +120,7 @@ def load_profile(profile: str | os.PathLike | None = None, **overrides: Any) -> 
     own profiles) and then among the shipped ones. ``overrides`` replace
     settings (e.g. ``n_workers=4``).
     """
+    overrides = {**_CLI_OVERRIDES, **overrides}
     text = "auto" if profile is None else str(profile)
     if text == "auto":
         text = "local-cuda" if gpu_available() else "local"
@@ -135,6 +149,71 @@ def load_profile(profile: str | os.PathLike | None = None, **overrides: Any) -> 
     )
 
 
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``["account=m1234", "cores=1", "job_extra_directives=[--exclusive]"]`` -> a settings dict.
+
+    Values are read as YAML scalars or lists (``1`` is an int, ``null`` is None,
+    ``[a, b]`` a list); keys are checked later, against the profile's kind.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ProfileError(f"--cluster-opt {pair!r}: expected KEY=VALUE, e.g. --cluster-opt account=m1234")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+@contextlib.contextmanager
+def cli_overrides(options: dict[str, Any]) -> Iterator[None]:
+    """Apply ``options`` to every profile loaded inside the ``with`` block (the CLI's ``--cluster-opt``)."""
+    old = dict(_CLI_OVERRIDES)
+    _CLI_OVERRIDES.update(options)
+    try:
+        yield
+    finally:
+        _CLI_OVERRIDES.clear()
+        _CLI_OVERRIDES.update(old)
+
+
+def slurm_options(profile: ClusterProfile) -> dict[str, Any]:
+    """The dask-jobqueue ``SLURMCluster`` keyword arguments of a ``slurm`` profile.
+
+    ``qos`` and ``constraint`` become ``#SBATCH -q`` / ``-C`` lines (how NERSC
+    selects a queue and a node type); ``python`` defaults to this process's
+    interpreter (the venv the driver runs in, on a shared filesystem); the
+    dashboards bind 127.0.0.1 (reach them through an SSH tunnel).
+    """
+    o = profile.options
+    directives = []
+    if o.get("qos"):
+        directives.append(f"-q {o['qos']}")
+    if o.get("constraint"):
+        directives.append(f"-C {o['constraint']}")
+    directives += [str(d) for d in (o.get("job_extra_directives") or [])]
+    kw: dict[str, Any] = {
+        "queue": o.get("queue"),
+        "account": o.get("account"),
+        "walltime": o.get("walltime") or "01:00:00",
+        "cores": int(o.get("cores") or 1),
+        "memory": str(o.get("memory") or "4GB"),
+        "processes": int(o.get("processes") or 1),
+        "job_extra_directives": directives,
+        "job_script_prologue": [str(line) for line in (o.get("job_script_prologue") or [])],
+        "local_directory": o.get("local_directory"),
+        "python": o.get("python") or sys.executable,
+        "interface": o.get("interface"),
+        "job_name": o.get("job_name") or "skybatch-worker",
+        "log_directory": o.get("log_directory"),
+        "worker_extra_args": ["--dashboard-address", str(o.get("worker_dashboard_address") or "127.0.0.1:0")],
+    }
+    return kw
+
+
 def _slurm_job(profile: ClusterProfile, scheduler: str = "tcp://SCHEDULER_ADDRESS:8786"):
     try:
         from dask_jobqueue.slurm import SLURMJob
@@ -142,60 +221,8 @@ def _slurm_job(profile: ClusterProfile, scheduler: str = "tcp://SCHEDULER_ADDRES
         raise ProfileError(
             "the slurm profile needs dask-jobqueue: pip install 'skybatch[slurm]'"
         ) from None
-    o = profile.options
-    return SLURMJob(
-        scheduler=scheduler,
-        name="skybatch-worker",
-        queue=o.get("queue"),
-        account=o.get("account"),
-        walltime=o.get("walltime"),
-        cores=o.get("cores", 1),
-        memory=o.get("memory", "4GB"),
-        processes=o.get("processes", 1),
-        job_extra_directives=list(o.get("job_extra_directives") or []),
-        job_script_prologue=list(o.get("job_script_prologue") or []),
-        local_directory=o.get("local_directory"),
-        python=o.get("python", "python"),
-    )
-
-
-def kubernetes_spec(profile: ClusterProfile) -> dict[str, Any]:
-    """The DaskCluster custom resource (dask-kubernetes operator) this profile starts."""
-    o = profile.options
-    env = [{"name": k, "value": str(v)} for k, v in (o.get("env") or {}).items()]
-    container = {
-        "name": "worker",
-        "image": o.get("image", "ghcr.io/dask/dask:latest"),
-        "args": ["dask-worker", "--name", "$(DASK_WORKER_NAME)", "--dashboard", "--dashboard-address", "8788"],
-        "env": env,
-        "resources": o.get("resources") or {},
-    }
-    scheduler = {
-        "name": "scheduler",
-        "image": container["image"],
-        "args": ["dask-scheduler", "--host", "0.0.0.0"],
-        "env": env,
-        "ports": [{"name": "tcp-comm", "containerPort": 8786}, {"name": "http-dashboard", "containerPort": 8787}],
-    }
-    return {
-        "apiVersion": "kubernetes.dask.org/v1",
-        "kind": "DaskCluster",
-        "metadata": {"name": o.get("name", "skybatch"), "namespace": o.get("namespace", "default")},
-        "spec": {
-            "worker": {"replicas": int(o.get("n_workers", 2)), "spec": {"containers": [container]}},
-            "scheduler": {
-                "spec": {"containers": [scheduler]},
-                "service": {
-                    "type": "ClusterIP",
-                    "selector": {"dask.org/cluster-name": o.get("name", "skybatch"), "dask.org/component": "scheduler"},
-                    "ports": [
-                        {"name": "tcp-comm", "protocol": "TCP", "port": 8786, "targetPort": "tcp-comm"},
-                        {"name": "http-dashboard", "protocol": "TCP", "port": 8787, "targetPort": "http-dashboard"},
-                    ],
-                },
-            },
-        },
-    }
+    return SLURMJob(scheduler=scheduler, name=profile.options.get("job_name") or "skybatch-worker",
+                    **slurm_options(profile))
 
 
 def describe(profile: ClusterProfile) -> str:
@@ -271,16 +298,20 @@ def start_cluster(profile: ClusterProfile):
             from dask_jobqueue import SLURMCluster
         except ImportError:
             raise ProfileError("the slurm profile needs dask-jobqueue: pip install 'skybatch[slurm]'") from None
-        jobs = int(o.pop("jobs", 1))
-        cluster = SLURMCluster(**{k: v for k, v in o.items() if v is not None})
-        cluster.scale(jobs=jobs)
+        kw = slurm_options(profile)
+        cluster = SLURMCluster(
+            **kw,
+            scheduler_options={"dashboard_address": str(o.get("dashboard_address") or "127.0.0.1:0")},
+        )
+        cluster.scale(jobs=int(o.get("jobs") or 1))
         return cluster
     if profile.kind == "kubernetes":
         try:
             from dask_kubernetes.operator import KubeCluster
         except ImportError:
             raise ProfileError("the kubernetes profile needs dask-kubernetes: pip install 'skybatch[kubernetes]'") from None
-        return KubeCluster(custom_cluster_spec=kubernetes_spec(profile))
+        spec = kubernetes_spec(profile)
+        return KubeCluster(custom_cluster_spec=spec, namespace=spec["metadata"]["namespace"])
     return None
 
 
@@ -305,6 +336,13 @@ def cluster_client(profile: str | ClusterProfile | None = None, *, quiet: bool =
         else:
             client = Client(cluster)
         try:
+            if prof.kind in ("address", "slurm", "kubernetes"):  # workers in an environment we did not make
+                from skybatch.cluster_check import check_workers, wait_for_workers
+
+                where = prof.options.get("address") or f"the {prof.kind} cluster ({client.scheduler.address})"
+                default_timeout = 60 if prof.kind == "address" else 600
+                wait_for_workers(client, 1, float(prof.options.get("start_timeout") or default_timeout), where, cluster)
+                check_workers(client, where)
             if not quiet:  # straight to the terminal: inside a flow, print() would become a log record
                 sys.stdout.write(f"Dask dashboard: {client.dashboard_link}\n")
                 sys.stdout.flush()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,8 @@ __all__ = [
 
 BLOCK = 2880
 _CARD = 80
+#: A byte outside printable ASCII: a damaged header block (one regex scan, not a loop per character).
+_NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
 #: Headers longer than this many 2880-byte blocks are treated as corrupt
 #: (real DESI/SDSS headers are a few blocks; a missing END card would
 #: otherwise make the scanner read the whole file).
@@ -250,7 +253,7 @@ def _parse_header(f, url: str, offset: int, index: int, size: int):
                 text = block.decode("ascii")
             except UnicodeDecodeError:
                 text = None
-            if text is None or any(not (32 <= ord(c) <= 126) for c in text):
+            if text is None or _NOT_PRINTABLE.search(block):
                 raise SourceError(
                     url,
                     "corrupt",
