@@ -9,7 +9,7 @@ gnomonic projection centred on the region):
 
 - the band's WCS maps each grid point to the band's native pixel (scale, rotation and the
   sub-pixel offset all come from the WCS);
-- each grid pixel averages ``k × k`` bilinear samples (``k = ceil(grid scale / native scale)``),
+- each grid pixel averages ``k × k`` bilinear samples (``k = ceil(2 × grid scale / native scale)``),
   so a finer native grid (VIS) is area-averaged and a coarser one (NISP) interpolated;
 - the image is resampled as surface brightness and returned as flux per grid pixel (total flux
   kept); the noise is the resampled RMS scaled by the pixel areas and by ``1/sqrt(native pixels
@@ -249,7 +249,7 @@ def resample_to_region(
     float32 (1σ per grid pixel; ``inf`` where invalid).
     """
     native = wcs.pixel_scale_arcsec
-    k = max(1, int(math.ceil(scale_arcsec / native - 1e-6)))
+    k = max(1, int(math.ceil(2.0 * scale_arcsec / native - 1e-6)))  # >= 2 samples per native pixel side
     xi, eta = _region_offsets(size, scale_arcsec, k)
     ra, dec = _inverse_gnomonic(xi, eta, *centre)
     x, y = wcs.sky_to_pixel(ra, dec)
