@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 
-def write_store(url: str, n_tiles: int, seed: int = 0, chunk_tiles: int = 64) -> None:
+def write_store(url: str, n_tiles: int, seed: int = 0, chunk_tiles: int = 250) -> None:
     """A tile store of ``n_tiles`` generated tiles in the three real grids, written chunk by chunk."""
     from skybatch.sample.tiles import _wcs_header, make_survey_views
     from skybatch.store.tile_store import (
@@ -75,7 +75,7 @@ with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_addres
     if mode == "streaming":
         from skybatch.pipeline.tile_model import TileTrainConfig, train_tile_encoder
         cfg = TileTrainConfig(store=store, out=out, region_arcsec=3.0, image_size=16, patch=4, width=16, depth=1,
-                              heads=2, steps=12, batch_size=16, checkpoint_every=12, progress=False,
+                              heads=2, steps=6, batch_size=16, checkpoint_every=6, progress=False,
                               diagnostic_tiles=64)
         train_tile_encoder(cfg, c)
     else:

@@ -76,6 +76,16 @@ def _augment(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return x[..., ::-1] if flip else x
 
 
+def _augment_geometry(g: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """The sub-pixel phase (dy, dx) of :func:`_augment`'d images: each 90° turn maps (dy, dx) to (-dx, dy)."""
+    g = g.copy()
+    for _ in range(k % 4):
+        g[1], g[2] = -g[2], g[1]
+    if flip:
+        g[2] = -g[2]
+    return g
+
+
 @dataclass
 class TileSkyBatches:
     """Fixed-size, shuffled, prefetched two-band batches from a tile store (module doc).
@@ -185,6 +195,7 @@ class TileSkyBatches:
         from skybatch.models.band_sampling import BandPairSampler
 
         step = start_step
+        empty = 0
         for cube in self._cubes(start_step):
             rng = np.random.default_rng([self.seed, step, 7])
             ok = cube["present"].sum(axis=1) >= 2
@@ -192,8 +203,14 @@ class TileSkyBatches:
             if not ok.all():  # planes set aside by the WCS checks: reuse other tiles of the batch
                 good = np.flatnonzero(ok)
                 if not good.size:
-                    step += 1
+                    empty += 1
+                    if empty >= 20:
+                        raise ValueError(
+                            f"{self.store}: 20 batches in a row without a tile that keeps two bands after the "
+                            f"WCS checks (planes set aside so far: {dict(self.set_aside)}); check the sources' "
+                            "WCS headers, or raise --max-centre-offset-arcsec")
                     continue
+            empty = 0
                 slot = np.where(ok, slot, good[rng.integers(0, good.size, self.batch_size)])
             sampler = BandPairSampler(self.bands, seed=int(rng.integers(2**31)), **self.sampler_options)
             a, b = sampler.sample(cube["present"][slot])
@@ -205,6 +222,8 @@ class TileSkyBatches:
                 v = np.stack([ia, na, ib, nb], axis=1)
                 v = np.stack([_augment(v[i], k, f) for i, (k, f) in enumerate(zip(ks, flips))])
                 ia, na, ib, nb = (np.ascontiguousarray(v[:, c]) for c in range(4))
+                ga = np.stack([_augment_geometry(g, k, f) for g, k, f in zip(ga, ks, flips)])
+                gb = np.stack([_augment_geometry(g, k, f) for g, k, f in zip(gb, ks, flips)])
             yield {"image_a": ia.astype(np.float32), "noise_a": na.astype(np.float32), "band_a": a.astype(np.int32),
                    "geom_a": ga.astype(np.float32), "image_b": ib.astype(np.float32),
                    "noise_b": nb.astype(np.float32), "band_b": b.astype(np.int32), "geom_b": gb.astype(np.float32)}
