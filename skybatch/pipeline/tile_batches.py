@@ -210,8 +210,8 @@ class TileSkyBatches:
                             f"WCS checks (planes set aside so far: {dict(self.set_aside)}); check the sources' "
                             "WCS headers, or raise --max-centre-offset-arcsec")
                     continue
-            empty = 0
                 slot = np.where(ok, slot, good[rng.integers(0, good.size, self.batch_size)])
+            empty = 0
             sampler = BandPairSampler(self.bands, seed=int(rng.integers(2**31)), **self.sampler_options)
             a, b = sampler.sample(cube["present"][slot])
             ia, na, ga = cube["image"][slot, a], cube["noise"][slot, a], cube["geometry"][slot, a]
