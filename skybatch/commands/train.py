@@ -30,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--label", default=None, help="class column for the classifier (default spectype)")
     p.add_argument("--prefetch", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None, help="tile-encoder input size in px")
-    p.add_argument("--patch", type=int, default=None, help="tile-encoder token size in px")
-    p.add_argument("--heads", type=int, default=None, help="tile-encoder attention heads")
+    from skybatch.commands.tiles import add_tile_arguments
+
+    add_tile_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 

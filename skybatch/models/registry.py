@@ -40,6 +40,7 @@ import numpy as np
 
 __all__ = [
     "CARD_FILE",
+    "BUILTIN_KINDS",
     "CARD_SCHEMA",
     "MODEL_KINDS",
     "WEIGHTS_FILE",
@@ -64,6 +65,15 @@ CARD_FILE = "card.json"
 
 MODEL_KINDS: dict[str, Callable[..., eqx.Module]] = {}
 """Registered model kinds: kind name -> builder ``builder(**arch, key=PRNGKey) -> eqx.Module``."""
+
+BUILTIN_KINDS: dict[str, str] = {
+    "spectrum_vae": "skybatch.models.vae",
+    "spectrum_classifier": "skybatch.models.classifier",
+    "tile_encoder": "skybatch.models.tile_encoder",
+    "tile_jepa": "skybatch.models.tile_objective",
+}
+"""Built-in model kinds and the module that registers each (imported on first use by
+:func:`load`/:func:`save`, so a fresh process knows every built-in kind without importing it first)."""
 
 # Card keys the registry fills in itself; a caller's values for these are overwritten.
 _RESERVED = ("schema", "weights", "skybatch_version", "created")
@@ -185,10 +195,14 @@ def _write_atomic(path: Path, data: bytes | None = None, writer: Callable[[Any],
 
 
 def _get_builder(kind: str, where: str) -> Callable[..., eqx.Module]:
+    if kind not in MODEL_KINDS and kind in BUILTIN_KINDS:
+        import importlib
+
+        importlib.import_module(BUILTIN_KINDS[kind])  # registers the kind as a side effect
     try:
         return MODEL_KINDS[kind]
     except KeyError:
-        known = ", ".join(sorted(MODEL_KINDS)) or "(none)"
+        known = ", ".join(sorted(set(MODEL_KINDS) | set(BUILTIN_KINDS))) or "(none)"
         raise UnknownModelKindError(
             f"{where}: unknown model kind {kind!r}; registered kinds: {known}. "
             "Import the module that defines it, or call "

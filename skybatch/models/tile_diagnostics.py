@@ -51,6 +51,7 @@ def embed_tiles(
     *,
     batch_size: int = 64,
     return_tokens: bool = False,
+    geometry: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Embed every tile in every band with ``encoder`` (a :class:`TileEncoder`).
 
@@ -64,6 +65,9 @@ def embed_tiles(
         Tiles per jitted call (the last batch is padded, so there is one compilation in all).
     return_tokens:
         Also return the token grids.
+    geometry:
+        (n, B, 3) band geometry on the sky grid (:func:`skybatch.models.tile_geometry.band_geometry`)
+        or None.
 
     Returns
     -------
@@ -91,7 +95,8 @@ def embed_tiles(
             pad = batch_size - sel.size
             idx = np.concatenate([sel, np.repeat(sel[-1:], pad)])
             # a band index array, not the band key: one compilation serves every band
-            t, g = embed_batch(encoder, image[idx, b], noise[idx, b], np.full(batch_size, b, np.int32))
+            geo = None if geometry is None else geometry[idx, b]
+            t, g = embed_batch(encoder, image[idx, b], noise[idx, b], np.full(batch_size, b, np.int32), geo)
             glob[sel, b] = np.asarray(g)[: sel.size]
             if toks is not None:
                 toks[sel, b] = np.asarray(t)[: sel.size]

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from skybatch.models.registry import register_model_kind
+from skybatch.models.tile_geometry import GEOMETRY_FEATURES
 
 __all__ = [
     "prepare_inputs",
@@ -74,13 +75,17 @@ class BandStem(eqx.Module):
     per-sample kernels made the backward pass ~40× slower, and a 3×3 im2col stem took ~7×
     longer to compile and ~25× longer to run than this one.
 
-    ``__call__(x: (2, H, W)) -> (H/patch · W/patch, width)`` tokens in row-major grid order.
+    ``__call__(x: (2, H, W), geometry: (3,) | None) -> (H/patch · W/patch, width)`` tokens in
+    row-major grid order. ``geometry`` (:func:`skybatch.models.tile_geometry.band_geometry`: log
+    ratio of the band's native pixel scale to the sky grid's, sub-pixel phase dy, dx) enters as a
+    learned bias on every token (initialised to zero).
     """
 
     patch_weight: Float[Array, "c_pp hidden"]
     patch_bias: Float[Array, " hidden"]
     proj_weight: Float[Array, "hidden width"]
     proj_bias: Float[Array, " width"]
+    geo_weight: Float[Array, "3 width"]
     patch: int = eqx.field(static=True)
 
     def __init__(self, hidden: int, width: int, patch: int, *, key: PRNGKeyArray):
@@ -90,14 +95,18 @@ class BandStem(eqx.Module):
         self.patch_bias = _uniform(k2, (hidden,), fan)
         self.proj_weight = _uniform(k3, (hidden, width), hidden)
         self.proj_bias = _uniform(k4, (width,), hidden)
+        self.geo_weight = jnp.zeros((GEOMETRY_FEATURES, width))
         self.patch = patch
 
-    def __call__(self, x: Float[Array, "2 H W"]) -> Float[Array, "N D"]:
+    def __call__(self, x: Float[Array, "2 H W"], geometry: Float[Array, " 3"] | None = None) -> Float[Array, "N D"]:
         c, h, w = x.shape
         p = self.patch
         patches = x.reshape(c, h // p, p, w // p, p).transpose(1, 3, 0, 2, 4).reshape((h // p) * (w // p), c * p * p)
         hid = jax.nn.gelu(patches @ self.patch_weight + self.patch_bias)
-        return hid @ self.proj_weight + self.proj_bias
+        out = hid @ self.proj_weight + self.proj_bias
+        if geometry is not None:
+            out = out + (jnp.asarray(geometry, out.dtype) @ self.geo_weight)[None, :]
+        return out
 
 
 class TransformerBlock(eqx.Module):
@@ -305,8 +314,9 @@ class TileEncoder(eqx.Module):
             ) from None
 
     # forward ------------------------------------------------------------------------------
-    def stem_tokens(self, image: Float[Array, "H W"], noise: Float[Array, "H W"], band: Any) -> Float[Array, "N D"]:
-        """Band-specific tokens before the trunk, (N, D)."""
+    def stem_tokens(self, image: Float[Array, "H W"], noise: Float[Array, "H W"], band: Any,
+                    geometry: Any = None) -> Float[Array, "N D"]:
+        """Band-specific tokens before the trunk, (N, D); ``geometry`` (3,) or None (see :class:`BandStem`)."""
         if image.shape != (self.image_size, self.image_size) or noise.shape != image.shape:
             raise ValueError(
                 f"TileEncoder expects image and noise of {self.image_size}x{self.image_size} px, got "
@@ -314,12 +324,12 @@ class TileEncoder(eqx.Module):
             )
         x = prepare_inputs(image, noise)
         if isinstance(band, str):
-            return self.stems[self.bands[self.band_index(band)]](x)
+            return self.stems[self.bands[self.band_index(band)]](x, geometry)
         if isinstance(band, int):
             if not 0 <= band < len(self.bands):
                 raise IndexError(f"band index {band} out of range for bands {list(self.bands)}")
-            return self.stems[self.bands[band]](x)
-        return self._selected_stem(band)(x)
+            return self.stems[self.bands[band]](x, geometry)
+        return self._selected_stem(band)(x, geometry)
 
     def _selected_stem(self, band: Int[Array, ""]) -> BandStem:
         """The stem of a traced band index: stack all stems' arrays and select entry ``band``.
@@ -339,7 +349,7 @@ class TileEncoder(eqx.Module):
         return eqx.combine(picked, static)
 
     def embed(
-        self, image: Float[Array, "H W"], noise: Float[Array, "H W"], band: Any
+        self, image: Float[Array, "H W"], noise: Float[Array, "H W"], band: Any, geometry: Any = None
     ) -> tuple[Float[Array, "Ht Wt D"], Float[Array, " D"]]:
         """Encode one band image of a tile.
 
@@ -351,6 +361,9 @@ class TileEncoder(eqx.Module):
             (H, W) 1σ noise in the same unit; non-finite or ≤ 0 marks missing pixels.
         band:
             Band key, Python int, or integer JAX scalar (index into :attr:`bands`).
+        geometry:
+            (3,) band geometry on the sky grid (native/grid pixel-scale log ratio, sub-pixel
+            phase dy, dx; :func:`skybatch.models.tile_geometry.band_geometry`), or None.
 
         Returns
         -------
@@ -359,7 +372,7 @@ class TileEncoder(eqx.Module):
         global:
             (D,) linear read-out of the token grid (:class:`GridReadout`).
         """
-        tok = self.trunk(self.stem_tokens(image, noise, band))
+        tok = self.trunk(self.stem_tokens(image, noise, band, geometry))
         ht, wt = self.grid
         return tok.reshape(ht, wt, self.width), self.pool(tok)
 
@@ -416,12 +429,12 @@ def stem_only_filter(model: eqx.Module, band: str) -> Any:
 
 
 @eqx.filter_jit
-def _embed_batch_jit(encoder: TileEncoder, image: Array, noise: Array, band: Array) -> tuple[Array, Array]:
-    return jax.vmap(encoder.embed)(image, noise, band)
+def _embed_batch_jit(encoder: TileEncoder, image: Array, noise: Array, band: Array, geometry: Array) -> tuple[Array, Array]:
+    return jax.vmap(encoder.embed)(image, noise, band, geometry)
 
 
 def embed_batch(
-    encoder: TileEncoder, image: Any, noise: Any, band: Any
+    encoder: TileEncoder, image: Any, noise: Any, band: Any, geometry: Any = None
 ) -> tuple[Float[Array, "n Ht Wt D"], Float[Array, "n D"]]:
     """Jitted batched :meth:`TileEncoder.embed`.
 
@@ -436,16 +449,19 @@ def embed_batch(
     Returns
     -------
     tokens (n, Ht, Wt, D) and global (n, D). One compile per (n, band key) combination: pad the
-    last batch to keep ``n`` fixed.
+    last batch to keep ``n`` fixed. ``geometry``: (n, 3) band geometry, or None (zeros).
     """
     image = jnp.asarray(image, dtype=jnp.float32)
     noise = jnp.asarray(noise, dtype=jnp.float32)
+    geo = (jnp.zeros((image.shape[0], GEOMETRY_FEATURES), jnp.float32) if geometry is None
+           else jnp.asarray(geometry, dtype=jnp.float32))
     if isinstance(band, (str, int)):
-        return _embed_batch_static(encoder, image, noise, band)
-    return _embed_batch_jit(encoder, image, noise, jnp.asarray(band, dtype=jnp.int32))
+        return _embed_batch_static(encoder, image, noise, band, geo)
+    return _embed_batch_jit(encoder, image, noise, jnp.asarray(band, dtype=jnp.int32), geo)
 
 
 @eqx.filter_jit
-def _embed_batch_static(encoder: TileEncoder, image: Array, noise: Array, band: str | int) -> tuple[Array, Array]:
-    return jax.vmap(lambda i, n: encoder.embed(i, n, band))(image, noise)
+def _embed_batch_static(encoder: TileEncoder, image: Array, noise: Array, band: str | int,
+                        geometry: Array) -> tuple[Array, Array]:
+    return jax.vmap(lambda i, n, g: encoder.embed(i, n, band, g))(image, noise, geometry)
 

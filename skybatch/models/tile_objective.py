@@ -47,6 +47,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from skybatch.models.info_map import token_weights
 from skybatch.models.registry import register_model_kind
 from skybatch.models.tile_encoder import TileEncoder, TransformerBlock, stem_only_filter
+from skybatch.models.tile_geometry import GEOMETRY_FEATURES
 
 __all__ = [
     "TokenPredictor",
@@ -54,6 +55,7 @@ __all__ = [
     "TileJEPAObjective",
     "vicreg_variance",
     "vicreg_covariance",
+    "info_nce",
 ]
 
 
@@ -167,6 +169,17 @@ def vicreg_covariance(z: Float[Array, "n D"]) -> Float[Array, ""]:
     return jnp.sum(off * off) / d
 
 
+def info_nce(z_a: Float[Array, "n D"], z_b: Float[Array, "n D"], temperature: float = 0.1) -> Float[Array, ""]:
+    """Symmetric InfoNCE: row k of ``z_a`` must find row k of ``z_b`` (cosine / temperature), and back."""
+    a = z_a / (jnp.linalg.norm(z_a, axis=-1, keepdims=True) + 1e-8)
+    b = z_b / (jnp.linalg.norm(z_b, axis=-1, keepdims=True) + 1e-8)
+    logits = a @ b.T / temperature
+    idx = jnp.arange(a.shape[0])
+    la = -jnp.mean(jax.nn.log_softmax(logits, axis=1)[idx, idx])
+    lb = -jnp.mean(jax.nn.log_softmax(logits, axis=0)[idx, idx])
+    return 0.5 * (la + lb)
+
+
 def _token_norm(x: Float[Array, "... D"]) -> Float[Array, "... D"]:
     """Layer norm without affine parameters over the last axis (JEPA target normalisation)."""
     mu = jnp.mean(x, axis=-1, keepdims=True)
@@ -195,6 +208,9 @@ class TileJEPAObjective:
         Weights of the token JEPA loss and the VICReg terms on the global embeddings.
     variance_target:
         Target standard deviation per global-embedding dimension (VICReg γ).
+    contrastive_weight, contrastive_temperature:
+        Weight and temperature of a symmetric InfoNCE term on the global embeddings (view A of
+        tile k must pick view B of tile k among the batch, and back); 0 switches it off.
     info_floor, info_threshold, info_gradient_weight:
         Information-map settings (see :func:`skybatch.models.info_map.token_weights`).
     train_only_band:
@@ -224,6 +240,8 @@ class TileJEPAObjective:
     variance_weight: float = 1.0
     covariance_weight: float = 0.04
     variance_target: float = 1.0
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.1
     info_floor: float = 0.1
     info_threshold: float = 2.0
     info_gradient_weight: float = 1.0
@@ -319,8 +337,10 @@ class TileJEPAObjective:
         image = jnp.concatenate([ia, ib])
         noise = jnp.concatenate([na, nb])
         band = jnp.concatenate([ba, bb])
-        tok, glob = jax.vmap(model.encoder.embed)(image, noise, band)
-        tgt = jax.lax.stop_gradient(jax.vmap(state.embed)(image, noise, band)[0])
+        zeros = jnp.zeros((n, GEOMETRY_FEATURES), jnp.float32)
+        geo = jnp.concatenate([batch.get("geom_a", zeros), batch.get("geom_b", zeros)]).astype(jnp.float32)
+        tok, glob = jax.vmap(model.encoder.embed)(image, noise, band, geo)
+        tgt = jax.lax.stop_gradient(jax.vmap(state.embed)(image, noise, band, geo)[0])
         tok = tok.reshape(2 * n, -1, tok.shape[-1])
         tgt = _token_norm(tgt.reshape(2 * n, -1, tgt.shape[-1]))
         n_tok = tok.shape[1]
@@ -339,8 +359,10 @@ class TileJEPAObjective:
         inv = jnp.mean((g_a - g_b) ** 2)
         var = 0.5 * (vicreg_variance(g_a, self.variance_target) + vicreg_variance(g_b, self.variance_target))
         cov = 0.5 * (vicreg_covariance(g_a) + vicreg_covariance(g_b))
+        nce = info_nce(g_a, g_b, self.contrastive_temperature)
         total = (
-            self.jepa_weight * jepa
+            self.contrastive_weight * nce
+            + self.jepa_weight * jepa
             + self.invariance_weight * inv
             + self.variance_weight * var
             + self.covariance_weight * cov
@@ -354,6 +376,7 @@ class TileJEPAObjective:
             "loss_invariance": inv,
             "loss_variance": var,
             "loss_covariance": cov,
+            "loss_contrastive": nce,
             "global_std": jnp.mean(jnp.std(glob, axis=0)),
             "token_cosine": jnp.sum(w * cos(pred, swap(tgt))) / jnp.sum(w),
             "global_cosine": jnp.mean(cos(g_a, g_b)),

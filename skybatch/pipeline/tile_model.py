@@ -1,13 +1,19 @@
-"""Tile-encoder jobs over a tile store: train (cross-band JEPA + VICReg) and embed every tile in every band.
+"""Tile-encoder jobs over a tile store: train (cross-band JEPA + VICReg + InfoNCE) and embed every tile.
 
 The tile store keeps one Zarr group per view (instrument + pixel grid) on one shared tile axis
-(:mod:`skybatch.store.tile_store`). These jobs put every view's bands into the survey band order of
-:data:`skybatch.models.band_sampling.SURVEY_BANDS` (``rubin_u`` ... ``euclid_h``), centre-cropped to
-the encoder's ``image_size``; a band a tile lacks is marked absent and skipped, never an error.
+(:mod:`skybatch.store.tile_store`). A training or embedding sample is a **sky region** of
+``region_arcsec`` on a side around the tile's WCS centre, seen in every band: each view's planes
+are joined on tile id, checked against their WCS, and resampled from their own pixel grid onto
+one ``image_size`` px grid (:mod:`skybatch.models.tile_sky`); the encoder is also told each band
+image's geometry (native / grid pixel-scale ratio and sub-pixel phase). A band a tile lacks, or
+whose plane fails the WCS checks, is absent for that tile and skipped, never an error.
 
-- :func:`train_tile_encoder` reads the cropped planes chunk by chunk (Dask tasks), trains with the
-  generic checkpointing trainer (resume after a kill), and writes the diagnostics (band x band
-  similarity, information map, per-band collapse checks, token similarity) as PNGs and into the card.
+- :func:`train_tile_encoder` streams shuffled chunks from the store through Dask with prefetch
+  (:class:`skybatch.pipeline.tile_batches.TileSkyBatches`; memory flat in the number of tiles),
+  trains with the generic checkpointing trainer (resume after a kill), and writes the diagnostics
+  (band x band similarity, information map, per-band collapse checks, token similarity) on a
+  bounded sample of tiles as PNGs and into the card. The card records the sky region and grid, so
+  embedding uses the same ones.
 - :func:`embed_tiles_store` maps the trained encoder over tile chunks (one Dask task per chunk,
   resumable through the manifest stage ``embed-tiles``) and writes ``embedding`` (tile, band_key,
   embedding_dim) into the store's ``embeddings`` group (``xr.open_zarr(store, group="embeddings")``).
@@ -15,6 +21,7 @@ the encoder's ``image_size``; a band a tile lacks is marked absent and skipped, 
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -25,69 +32,62 @@ import numpy as np
 from skybatch.pipeline.chunkrun import chunk_ranges, run_chunk_tasks
 from skybatch.store.manifest import Manifest, chunk_fingerprint
 
-__all__ = ["TileTrainConfig", "train_tile_encoder", "embed_tiles_store", "read_tile_cube"]
+__all__ = ["TileTrainConfig", "train_tile_encoder", "embed_tiles_store", "store_bands", "store_region_arcsec",
+           "read_sky_sample"]
 
 
-def _band_order() -> list[str]:
+def store_bands(store: str, storage_options: dict | None = None) -> list[str]:
+    """The encoder's band order: the survey bands (Rubin u..y, Euclid VIS Y J H), then any other
+    band key the store holds, sorted."""
     from skybatch.models.band_sampling import SURVEY_BANDS
+    from skybatch.store.tile_store import open_tile_group
 
-    return [b.name if hasattr(b, "name") else str(b) for b in SURVEY_BANDS]
-
-
-def _crop(a: np.ndarray, size: int) -> np.ndarray:
-    h, w = a.shape[-2:]
-    if h < size or w < size:
-        raise ValueError(f"tiles of {h}x{w} px are smaller than the encoder's image_size {size}; lower --image-size")
-    y0, x0 = (h - size) // 2, (w - size) // 2
-    return a[..., y0 : y0 + size, x0 : x0 + size]
+    bands = [b.name for b in SURVEY_BANDS]
+    g = open_tile_group(store, storage_options, mode="r", consolidated=True)
+    extra = set()
+    for name in dict(g.attrs).get("views", {}):
+        extra |= {str(k) for k in np.asarray(g[name]["band_key"][:])}
+    return bands + sorted(extra - set(bands))
 
 
-def _read_cube_chunk(store: str, options: dict | None, start: int, stop: int, size: int,
-                     bands: list[str]) -> dict[str, np.ndarray]:
-    """Planes of tiles [start, stop) as (n, B, size, size) in ``bands`` order; runs on a worker."""
-    from skybatch.store.tile_store import open_tile_store
+def _n_tiles_and_chunk(store: str, storage_options: dict | None) -> tuple[int, int]:
+    from skybatch.store.tile_store import open_tile_group
 
-    n = stop - start
-    image = np.full((n, len(bands), size, size), np.nan, np.float32)
-    noise = np.full((n, len(bands), size, size), np.inf, np.float32)
-    present = np.zeros((n, len(bands)), bool)
-    for _, ds in open_tile_store(store, options, check=False).items():
-        keys = [str(k) for k in ds["band_key"].values]
-        for j, key in enumerate(keys):
-            if key not in bands:
-                continue
-            b = bands.index(key)
-            pres = np.asarray(ds["present"][start:stop, j].values, bool)
-            if not pres.any():
-                continue
-            img = _crop(np.asarray(ds["image"][start:stop, j].values, np.float32), size)
-            rms = _crop(np.asarray(ds["noise"][start:stop, j].values, np.float32), size)
-            ok = pres & np.isfinite(img).all(axis=(1, 2))
-            image[ok, b], noise[ok, b], present[ok, b] = img[ok], rms[ok], True
-    image = np.where(np.isfinite(image), image, 0.0).astype(np.float32)
-    noise = np.where(np.isfinite(noise) & (noise > 0), noise, 1e30).astype(np.float32)
-    return {"image": image, "noise": noise, "present": present}
+    g = open_tile_group(store, storage_options, mode="r", consolidated=True)
+    attrs = dict(g.attrs)
+    views = list(attrs.get("views", {}))
+    if not views:
+        raise ValueError(f"{store}: the tile store has no views; ingest tiles first (skybatch run ingest-tiles)")
+    n = int(g[views[0]]["tile_id"].shape[0])
+    return n, max(1, int(attrs.get("chunk_tiles", n) or n))
 
 
-def read_tile_cube(store: str, size: int, client=None, storage_options: dict | None = None):
-    """All tiles' planes as (n, 10, size, size) image / noise and (n, 10) present, read chunk-wise on Dask."""
-    from skybatch.store.tile_store import open_tile_store
+def store_region_arcsec(store: str, storage_options: dict | None = None, max_tiles: int = 256) -> float:
+    """The largest sky region (arcsec) inside every view's footprint, from the first ``max_tiles`` tiles."""
+    from skybatch.models.tile_sky import auto_region_arcsec
+    from skybatch.pipeline.tile_batches import read_tile_views
 
-    views = open_tile_store(store, storage_options)
-    any_view = next(iter(views.values()))
-    n = any_view.sizes["tile"]
-    chunk = int(any_view["image"].encoding.get("chunks", (n,))[0]) or n
-    bands = _band_order()
-    ranges = chunk_ranges(n, chunk)
-    if client is not None:
-        futs = [client.submit(_read_cube_chunk, store, storage_options, a, b, size, bands, pure=False)
-                for _, a, b in ranges]
-        parts = client.gather(futs)
-    else:
-        parts = [_read_cube_chunk(store, storage_options, a, b, size, bands) for _, a, b in ranges]
-    cube = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    tile_id = [str(t) for t in any_view["tile_id"].values]
-    return cube["image"], cube["noise"], cube["present"], bands, tile_id
+    n, _ = _n_tiles_and_chunk(store, storage_options)
+    return auto_region_arcsec(read_tile_views(store, storage_options, 0, min(n, max_tiles)))
+
+
+def read_sky_sample(store: str, bands: list[str], region_arcsec: float, size: int, max_tiles: int = 256,
+                    storage_options: dict | None = None, max_centre_offset_arcsec: float = 1.0) -> dict[str, Any]:
+    """The sky cube of an evenly spaced sample of at most ``max_tiles`` tiles (diagnostics; bounded memory)."""
+    from skybatch.pipeline.tile_batches import read_sky_rows
+
+    n, chunk = _n_tiles_and_chunk(store, storage_options)
+    rows = np.unique(np.linspace(0, n - 1, min(n, max_tiles)).astype(np.int64))
+    parts = []
+    for c in np.unique(rows // chunk):
+        sel = rows[(rows // chunk) == c]
+        a, b = int(c * chunk), int(min(n, (c + 1) * chunk))
+        parts.append(read_sky_rows(store, storage_options, a, b, sel, bands, region_arcsec, size,
+                                   max_centre_offset_arcsec))
+    out: dict[str, Any] = {k: np.concatenate([p[k] for p in parts]) for k in ("image", "noise", "present",
+                                                                               "geometry", "tile_id")}
+    out["set_aside"] = [s for p in parts for s in p["set_aside"]]
+    return out
 
 
 @dataclass
@@ -95,38 +95,54 @@ class TileTrainConfig:
     """Settings of ``skybatch run train --model tile-encoder`` (CLI flags / YAML keys).
 
     store: a tile store (``skybatch run ingest-tiles``); out: the model directory.
-    image_size: encoder input size in px (tiles are centre-cropped to it).
+    region_arcsec: side of the sky region every sample covers in every band (arcsec); ``None`` =
+        the largest square inside every view's footprint (from the first 256 tiles).
+    image_size: the sky grid in px (grid scale = region_arcsec / image_size).
+    max_centre_offset_arcsec: a plane whose WCS centre is farther than this from the tile's is set aside.
     patch, width, depth, heads: encoder architecture (see skybatch.models.TileEncoder).
+    contrastive_weight, jepa_weight: weights of the InfoNCE and token-JEPA terms of the objective.
     steps, batch_size, learning_rate, checkpoint_every, seed: trainer settings.
+    prefetch: chunk reads in flight ahead of training; diagnostic_tiles: tiles embedded for the card.
     cluster / progress: where the chunk reads run; a progress bar.
     """
 
     store: str
     out: str
+    region_arcsec: float | None = None
     image_size: int = 32
+    max_centre_offset_arcsec: float = 1.0
     patch: int = 4
-    width: int = 32
+    width: int = 64
     depth: int = 2
-    heads: int = 2
-    steps: int = 300
-    batch_size: int = 16
+    heads: int = 4
+    contrastive_weight: float = 1.0
+    jepa_weight: float = 1.0
+    steps: int = 600
+    batch_size: int = 32
     learning_rate: float = 1e-3
     checkpoint_every: int = 100
+    prefetch: int = 2
+    diagnostic_tiles: int = 256
     seed: int = 0
     cluster: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch", "width", "depth", "heads", "steps", "batch_size", "checkpoint_every"):
+        for name in ("image_size", "patch", "width", "depth", "heads", "steps", "batch_size", "checkpoint_every",
+                     "prefetch", "diagnostic_tiles"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {v!r}")
         if self.image_size % self.patch:
             raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch ({self.patch})")
+        if self.region_arcsec is not None and not float(self.region_arcsec) > 0:
+            raise ValueError(f"region_arcsec: must be a positive size in arcsec, got {self.region_arcsec!r}")
+        if not self.max_centre_offset_arcsec > 0:
+            raise ValueError(f"max_centre_offset_arcsec: must be > 0, got {self.max_centre_offset_arcsec!r}")
 
 
 def train_tile_encoder(config: TileTrainConfig, client=None) -> dict[str, Any]:
-    """Train the band-agnostic tile encoder on a tile store; returns paths and the card's metrics."""
+    """Train the band-agnostic tile encoder on a tile store, streaming; returns paths and the card's metrics."""
     if client is None:
         from skybatch.cluster import cluster_client
 
@@ -134,30 +150,36 @@ def train_tile_encoder(config: TileTrainConfig, client=None) -> dict[str, Any]:
             return train_tile_encoder(config, c)
     from skybatch.models import read_card, save
     from skybatch.models import tile_diagnostics as D
-    from skybatch.models.band_sampling import make_pair_batches
     from skybatch.models.tile_objective import TileJEPAObjective
     from skybatch.models.train import TrainConfig, fit
+    from skybatch.pipeline.tile_batches import TileSkyBatches
 
     t0 = time.perf_counter()
-    image, noise, present, bands, tile_ids = read_tile_cube(config.store, config.image_size, client)
-    usable = present.sum(axis=1) >= 2
-    if usable.sum() < config.batch_size:
-        raise ValueError(f"{config.store}: only {int(usable.sum())} tiles have two or more bands; need at least "
-                         f"batch_size={config.batch_size}")
+    bands = store_bands(config.store)
+    region = float(config.region_arcsec) if config.region_arcsec else store_region_arcsec(config.store)
+    size = config.image_size
+    batches = TileSkyBatches(config.store, bands, region, size, batch_size=config.batch_size, seed=config.seed,
+                             prefetch=config.prefetch, client=client,
+                             max_centre_offset_arcsec=config.max_centre_offset_arcsec)
     objective = TileJEPAObjective(
-        tuple(bands), image_size=config.image_size, patch=config.patch, width=config.width, depth=config.depth,
+        tuple(bands), image_size=size, patch=config.patch, width=config.width, depth=config.depth,
         heads=config.heads, stem_hidden=config.width, readout_reduce=4, predictor_width=config.width,
+        contrastive_weight=config.contrastive_weight, jepa_weight=config.jepa_weight,
     )
-    make = make_pair_batches(image[usable], noise[usable], present[usable], bands, batch_size=config.batch_size,
-                             seed=config.seed)
     tcfg = TrainConfig(steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
                        checkpoint_every=config.checkpoint_every, seed=config.seed, progress=config.progress)
-    card = {"data": {"store": config.store, "n_tiles": int(len(tile_ids)), "n_tiles_trained": int(usable.sum()),
-                     "bands": bands, "image_size": config.image_size},
+    sky = {"region_arcsec": region, "image_size": size, "grid_scale_arcsec": region / size,
+           "max_centre_offset_arcsec": config.max_centre_offset_arcsec}
+    card = {"data": {"store": config.store, "n_tiles": batches.n_tiles, "n_tiles_trainable": batches.n_train,
+                     "bands": bands, **sky},
             "job": asdict(config)}
-    result = fit(objective, make, tcfg, config.out, card=card)
+    result = fit(objective, batches.make_batches, tcfg, config.out, card=card)
     encoder = result.model.encoder
-    glob, tokens = D.embed_tiles(encoder, image, noise, present, batch_size=32, return_tokens=True)
+    sample = read_sky_sample(config.store, bands, region, size, config.diagnostic_tiles,
+                             max_centre_offset_arcsec=config.max_centre_offset_arcsec)
+    image, noise, present, geometry = sample["image"], sample["noise"], sample["present"], sample["geometry"]
+    glob, tokens = D.embed_tiles(encoder, image, noise, present, batch_size=32, return_tokens=True,
+                                 geometry=geometry)
     metrics = D.model_card_metrics(glob, present, bands, tokens=tokens)
     out = config.out
     pngs = {
@@ -173,38 +195,50 @@ def train_tile_encoder(config: TileTrainConfig, client=None) -> dict[str, Any]:
     pngs["information_map"] = str(D.write_information_map_png(image[t, b], noise[t, b],
                                                               os.path.join(out, "information_map.png"),
                                                               patch=config.patch))
-    full = {**read_card(result.model_dir), **card, "diagnostics": {"metrics": metrics, "png": pngs}}
+    set_aside = dict(collections.Counter(r for _, _, r in sample["set_aside"]))
+    full = {**read_card(result.model_dir), **card,
+            "diagnostics": {"metrics": metrics, "png": pngs, "n_tiles": int(len(present)),
+                            "set_aside_planes": set_aside, "set_aside_during_training": dict(batches.set_aside)}}
     full["metrics"] = {**dict(full.get("metrics") or {}), **{k: v for k, v in metrics.items()
                                                             if isinstance(v, (int, float))}}
     for k in ("schema", "weights", "skybatch_version", "created"):
         full.pop(k, None)
     save(result.model_dir, result.model, full, overwrite=True)
     return {"model_dir": str(result.model_dir), "steps": int(result.step), "start_step": int(result.start_step),
-            "metrics": metrics, "png": pngs, "seconds": time.perf_counter() - t0, "exit_code": 0}
+            "metrics": metrics, "png": pngs, "region_arcsec": region, "grid_scale_arcsec": region / size,
+            "set_aside": set_aside, "seconds": time.perf_counter() - t0, "exit_code": 0}
 
 
-def _embed_chunk(task, store, options, encoder, size, bands, batch, run_id):
+def _embed_chunk(task, store, options, encoder, sky, bands, batch, run_id):
     import zarr
 
     from skybatch.models import tile_diagnostics as D
+    from skybatch.pipeline.tile_batches import read_sky_rows
     from skybatch.store.tile_store import open_tile_group
 
     k, a, b, fp = task
-    cube = _read_cube_chunk(store, options, a, b, size, bands)
-    glob, _ = D.embed_tiles(encoder, cube["image"], cube["noise"], cube["present"], batch_size=batch)
+    cube = read_sky_rows(store, options, a, b, None, bands, sky["region_arcsec"], sky["image_size"],
+                         sky.get("max_centre_offset_arcsec", 1.0))
+    glob, _ = D.embed_tiles(encoder, cube["image"], cube["noise"], cube["present"], batch_size=batch,
+                            geometry=cube["geometry"])
     g = open_tile_group(store, options, mode="r+")
     emb = g["embeddings"]
     assert isinstance(emb, zarr.Group)
     emb["embedding"][a:b] = np.asarray(glob, np.float32)
     emb["embedding_present"][a:b] = cube["present"]
-    rec = {"chunk": k, "start": a, "stop": b, "fingerprint": fp, "run_id": run_id}
+    rec = {"chunk": k, "start": a, "stop": b, "fingerprint": fp, "run_id": run_id,
+           "set_aside": [list(s) for s in cube["set_aside"]]}
     Manifest(store, options, stage="embed-tiles").mark_chunk_done(rec)
     return rec
 
 
 def embed_tiles_store(store: str, model_dir: str, client=None, *, batch_size: int = 32,
                       storage_options: dict | None = None, cluster: str = "auto", progress: bool = True) -> dict:
-    """Write per-tile, per-band global embeddings into the tile store's ``embeddings`` group."""
+    """Write per-tile, per-band global embeddings into the tile store's ``embeddings`` group.
+
+    Every tile is embedded on the sky region and grid recorded in the model's card (the ones it
+    was trained on). Planes set aside by the WCS checks are listed in the result (``set_aside``).
+    """
     if client is None:
         from skybatch.cluster import cluster_client
 
@@ -220,30 +254,36 @@ def embed_tiles_store(store: str, model_dir: str, client=None, *, batch_size: in
     encoder = getattr(model, "encoder", model)
     if card.get("kind") not in ("tile_jepa", "tile_encoder"):
         raise ValueError(f"{path} holds a {card.get('kind')!r} model; embedding tiles needs a tile encoder")
-    size = int(card.get("data", {}).get("image_size", getattr(encoder, "image_size", 32)))
-    bands = list(getattr(encoder, "bands", _band_order()))
+    data = card.get("data", {})
+    size = int(data.get("image_size", getattr(encoder, "image_size", 32)))
+    region = data.get("region_arcsec") or store_region_arcsec(store, storage_options)
+    sky = {"region_arcsec": float(region), "image_size": size,
+           "max_centre_offset_arcsec": float(data.get("max_centre_offset_arcsec", 1.0))}
+    bands = list(getattr(encoder, "bands", store_bands(store, storage_options)))
     views = open_tile_store(store, storage_options)
     any_view = next(iter(views.values()))
-    n = any_view.sizes["tile"]
-    chunk = int(any_view["image"].encoding.get("chunks", (n,))[0]) or n
+    n, chunk = _n_tiles_and_chunk(store, storage_options)
     mfp = model_fingerprint(encoder)
+    sky_fp = f"{mfp}:{sky['region_arcsec']:.4f}:{size}"
     g = open_tile_group(store, storage_options, mode="r+")
     emb = g.require_group("embeddings")
-    dim = int(np.asarray(encoder.embed(np.zeros((size, size), np.float32), np.ones((size, size), np.float32),
-                                       bands[0])[1]).shape[-1])
-    if "embedding" in emb and dict(emb["embedding"].attrs).get("model_sha") != mfp:
+    dim = int(encoder.width)
+    if "embedding" in emb and dict(emb["embedding"].attrs).get("model_sha") != sky_fp:
         del emb["embedding"], emb["embedding_present"], emb["band_key"]
-        Manifest(store, storage_options, stage="embed-tiles").fs.rm(
-            Manifest(store, storage_options, stage="embed-tiles").chunk_dir, recursive=True)
+        m = Manifest(store, storage_options, stage="embed-tiles")
+        if m.fs.exists(m.chunk_dir):
+            m.fs.rm(m.chunk_dir, recursive=True)
     if "embedding" not in emb:
         emb.create_array("embedding", shape=(n, len(bands), dim), chunks=(chunk, len(bands), dim), dtype="float32",
                          fill_value=np.nan, dimension_names=["tile", "band_key", "embedding_dim"],
                          attributes={"long_name": "band-agnostic global tile embedding", "model": path,
-                                     "model_sha": mfp})
+                                     "model_sha": sky_fp, **sky})
         emb.create_array("embedding_present", shape=(n, len(bands)), chunks=(chunk, len(bands)), dtype="bool",
                          fill_value=False, dimension_names=["tile", "band_key"])
         bk = emb.create_array("band_key", shape=(len(bands),), dtype=str, fill_value="", dimension_names=["band_key"])
         bk[:] = np.array(bands, dtype=object)
+        if "tile_id" in emb:
+            del emb["tile_id"]
         tid = emb.create_array("tile_id", shape=(n,), dtype=str, fill_value="", dimension_names=["tile"])
         tid[:] = np.array([str(t) for t in any_view["tile_id"].values], dtype=object)
         emb["embedding"].attrs["coordinates"] = "tile_id"
@@ -251,14 +291,16 @@ def embed_tiles_store(store: str, model_dir: str, client=None, *, batch_size: in
     done = Manifest(store, storage_options, stage="embed-tiles").done_chunks()
     tasks = []
     for k, a, b in chunk_ranges(n, chunk):
-        fp = chunk_fingerprint([(mfp, 0, 0)], a, b)
+        fp = chunk_fingerprint([(sky_fp, 0, 0)], a, b)
         if fp not in done.get(k, set()):
             tasks.append((k, a, b, fp))
     run_id = time.strftime("%Y%m%dT%H%M%S")
     enc_f = client.scatter(encoder, broadcast=True, hash=False) if tasks else None
-    out = run_chunk_tasks(client, tasks, _embed_chunk, store, storage_options, enc_f, size, bands, batch_size, run_id,
+    out = run_chunk_tasks(client, tasks, _embed_chunk, store, storage_options, enc_f, sky, bands, batch_size, run_id,
                           key_prefix=f"embed-tiles-{run_id}", rows=lambda t: (t[1], t[2]), index=lambda t: t[0],
                           progress=progress, total_rows=n, desc="embed-tiles", unit="tiles")
     consolidate(store, storage_options)
+    set_aside = [s for r in out.records for s in (r or {}).get("set_aside", [])]
     return {"store": store, "model": path, "n_tiles": n, "chunks_written": len(tasks) - len(out.failed),
-            "failed_chunks": out.failed, "exit_code": 1 if out.failed else 0}
+            "failed_chunks": out.failed, "region_arcsec": sky["region_arcsec"], "set_aside": set_aside,
+            "exit_code": 1 if out.failed else 0}

@@ -35,7 +35,10 @@ __all__ = [
     "BAND_PSF_FWHM_ARCSEC",
     "BAND_DEPTH_AB",
     "MultiBandTiles",
+    "REAL_PIXEL_SCALES",
+    "SurveyViews",
     "make_multiband_tiles",
+    "make_survey_views",
     "write_npz_tiles",
 ]
 
@@ -246,7 +249,8 @@ def make_multiband_tiles(
     p_missing_instrument: float = 0.03,
     max_offset_px: float = 0.3,
     keep_truth: bool = True,
-) -> MultiBandTiles:
+    pixel_scales: dict[str, float] | None = None,
+) -> MultiBandTiles | SurveyViews:
     """Generate ``n_tiles`` square tiles of ``size`` px seen in every band.
 
     Parameters
@@ -278,10 +282,15 @@ def make_multiband_tiles(
         Per-tile, per-band sub-pixel offsets are uniform in ±max_offset_px.
     keep_truth:
         Keep the noiseless model images in ``truth``.
+    pixel_scales:
+        Per-band pixel scale (arcsec/px), e.g. :data:`REAL_PIXEL_SCALES`. Then the tile covers
+        ``size × pixel_scale_arcsec`` arcsec on a side, each (instrument, scale) group of bands is
+        rendered on its own grid (PSF, depth and the sub-pixel offset in that grid's pixels) and
+        a :class:`SurveyViews` is returned. ``None``: every band on one grid.
 
     Returns
     -------
-    :class:`MultiBandTiles`.
+    :class:`MultiBandTiles` (one grid), or :class:`SurveyViews` with ``pixel_scales``.
     """
     if n_tiles < 1 or size < 8:
         raise ValueError(f"need n_tiles >= 1 and size >= 8 px (got {n_tiles}, {size})")
@@ -294,10 +303,6 @@ def make_multiband_tiles(
 
     fwhm_as = np.array([BAND_PSF_FWHM_ARCSEC.get(n, 0.5) for n in names])
     depth = np.array([BAND_DEPTH_AB.get(n, 25.0) for n in names])
-    psf_sigma = fwhm_as / pixel_scale_arcsec / 2.3548
-    psf_var = psf_sigma**2 + 1.0 / 12.0  # PSF ⊗ pixel response
-    f5 = 10 ** (-0.4 * (depth - _AB_ZP_NJY))
-    sky_rms = f5 / (5.0 * np.sqrt(4.0 * np.pi * psf_var))  # 5σ for an optimally weighted point source
 
     # sources
     counts = min_sources + rng.poisson(source_density * size * size, n_tiles)
@@ -343,25 +348,6 @@ def make_multiband_tiles(
     comp_src = np.concatenate([np.arange(n_src), np.flatnonzero(gal)])
     comp_cov = np.concatenate([cov_bulge, cov_disk[gal]])
     comp_flux = np.concatenate([flux_bulge, flux_disk[gal]])
-    cx = sx[comp_src, None] + offset[comp_tile, :, 1]  # (C, B)
-    cy = sy[comp_src, None] + offset[comp_tile, :, 0]
-    cv = comp_cov[:, None, :] + np.array([1.0, 0.0, 1.0]) * psf_var[None, :, None]
-    model = _render(comp_tile, cx, cy, cv, comp_flux, (n_tiles, n_b, size, size))
-
-    # noise: sky (with a smooth ±10 % gradient) + source Poisson term
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1) - 0.5
-    grad = rng.uniform(-0.2, 0.2, (n_tiles, n_b, 2)).astype(np.float32)
-    sky = sky_rms.astype(np.float32)[None, :, None, None] * (
-        1.0 + grad[..., 0, None, None] * yy + grad[..., 1, None, None] * xx
-    )
-    var = sky**2 * (1.0 + np.maximum(model, 0.0) / (25.0 * sky))
-    noise = np.sqrt(var).astype(np.float32)
-    image = model + noise * rng.standard_normal(model.shape, dtype=np.float32)
-    missing = ~present
-    image[missing] = np.nan
-    noise[missing] = np.nan
-    if keep_truth:
-        model[missing] = np.nan
 
     # tile centres on a grid around COSMOS
     side = int(np.ceil(np.sqrt(n_tiles)))
@@ -369,109 +355,160 @@ def make_multiband_tiles(
     idx = np.arange(n_tiles)
     dec = 2.2 + (idx // side) * step_deg
     ra = 150.1 + (idx % side) * step_deg / np.cos(np.deg2rad(dec))
+    grad = None
+    groups = [(pixel_scale_arcsec, np.arange(n_b))] if pixel_scales is None else _grid_groups(names, pixel_scales)
+    out = []
+    centre_ref = (size - 1) / 2.0
+    for scale, sel in groups:
+        zoom = pixel_scale_arcsec / scale  # reference px -> this grid's px
+        size_g = size if pixel_scales is None else int(round(size * zoom))
+        centre_g = (size_g - 1) / 2.0
+        psf_var = (fwhm_as[sel] / scale / 2.3548) ** 2 + 1.0 / 12.0  # PSF ⊗ pixel response, this grid's px²
+        f5 = 10 ** (-0.4 * (depth[sel] - _AB_ZP_NJY))
+        sky_rms = f5 / (5.0 * np.sqrt(4.0 * np.pi * psf_var))  # 5σ for an optimally weighted point source
+        cx = centre_g + (sx[comp_src, None] - centre_ref) * zoom + offset[comp_tile][:, sel, 1]  # (C, B)
+        cy = centre_g + (sy[comp_src, None] - centre_ref) * zoom + offset[comp_tile][:, sel, 0]
+        cv = comp_cov[:, None, :] * zoom**2 + np.array([1.0, 0.0, 1.0]) * psf_var[None, :, None]
+        model = _render(comp_tile, cx, cy, cv, comp_flux[:, sel], (n_tiles, sel.size, size_g, size_g))
 
-    flux_total = flux_bulge + flux_disk
-    return MultiBandTiles(
-        image=image,
-        noise=noise,
-        band_present=present,
-        bands=names,
-        instruments=tuple(str(i) for i in instruments),
-        filters=tuple(b.filter for b in info),
-        wavelength_nm=lam,
-        tile_id=np.array([f"tile_{i:05d}" for i in range(n_tiles)]),
-        pixel_scale_arcsec=float(pixel_scale_arcsec),
-        psf_fwhm_px=fwhm_as / pixel_scale_arcsec,
-        band_offset_px=offset,
-        center_radec=np.stack([ra, dec], axis=1),
-        sources={
-            "tile": tile_of,
-            "x": sx,
-            "y": sy,
-            "kind": kind,
-            "flux": flux_total,
-            "redshift": sed["redshift"],
-            "dropout": sed["dropout"],
-            "single_instrument": sed["single"],
-        },
-        truth=model if keep_truth else None,
-    )
+        # noise: sky (with a smooth ±10 % gradient) + source Poisson term
+        yy, xx = np.mgrid[0:size_g, 0:size_g].astype(np.float32) / max(size_g - 1, 1) - 0.5
+        if grad is None:
+            grad = rng.uniform(-0.2, 0.2, (n_tiles, n_b, 2)).astype(np.float32)
+        g = grad[:, sel]
+        sky = sky_rms.astype(np.float32)[None, :, None, None] * (
+            1.0 + g[..., 0, None, None] * yy + g[..., 1, None, None] * xx
+        )
+        var = sky**2 * (1.0 + np.maximum(model, 0.0) / (25.0 * sky))
+        noise = np.sqrt(var).astype(np.float32)
+        image = model + noise * rng.standard_normal(model.shape, dtype=np.float32)
+        missing = ~present[:, sel]
+        image[missing] = np.nan
+        noise[missing] = np.nan
+        if keep_truth:
+            model[missing] = np.nan
+
+        flux_total = flux_bulge[:, sel] + flux_disk[:, sel]
+        out.append(MultiBandTiles(
+            image=image,
+            noise=noise,
+            band_present=present[:, sel],
+            bands=tuple(names[b] for b in sel),
+            instruments=tuple(str(instruments[b]) for b in sel),
+            filters=tuple(info[b].filter for b in sel),
+            wavelength_nm=lam[sel],
+            tile_id=np.array([f"tile_{i:05d}" for i in range(n_tiles)]),
+            pixel_scale_arcsec=float(scale),
+            psf_fwhm_px=fwhm_as[sel] / scale,
+            band_offset_px=offset[:, sel],
+            center_radec=np.stack([ra, dec], axis=1),
+            sources={
+                "tile": tile_of,
+                "x": centre_g + (sx - centre_ref) * zoom,
+                "y": centre_g + (sy - centre_ref) * zoom,
+                "kind": kind,
+                "flux": flux_total,
+                "redshift": sed["redshift"],
+                "dropout": sed["dropout"],
+                "single_instrument": sed["single"],
+            },
+            truth=model if keep_truth else None,
+        ))
+    if pixel_scales is None:
+        return out[0]
+    return SurveyViews(views={_view_name(v): v for v in out})
 
 
-def _card(key: str, value: float | str) -> str:
-    """One 80-character FITS header card (fixed format)."""
-    if isinstance(value, str):
-        text = f"{key:<8}= {chr(39) + value.ljust(8) + chr(39):<20}"
-    else:
-        text = f"{key:<8}= {float(value):>20.13G}"
-    return text.ljust(80)
+#: The surveys' real pixel grids (arcsec/px): Rubin 0.2, Euclid VIS 0.1, Euclid NISP Y J H 0.3.
+REAL_PIXEL_SCALES: dict[str, float] = {
+    "rubin_u": 0.2, "rubin_g": 0.2, "rubin_r": 0.2, "rubin_i": 0.2, "rubin_z": 0.2, "rubin_y": 0.2,
+    "euclid_vis": 0.1, "euclid_y": 0.3, "euclid_j": 0.3, "euclid_h": 0.3,
+}  # fmt: skip
 
 
-def _wcs_header(ra: float, dec: float, size: int, scale_arcsec: float, dy: float, dx: float) -> str:
-    """TAN WCS header string for one band image whose content is shifted by (dy, dx) px.
+@dataclass(frozen=True)
+class SurveyViews:
+    """The same generated tiles seen on several pixel grids: one :class:`MultiBandTiles` per view.
 
-    The reference pixel (tile centre) holds (ra, dec) in the band's own pixel frame, so the
-    band's sub-pixel offset is in CRPIX. Readable with ``astropy.wcs.WCS(fits.Header.fromstring(s))``.
+    ``views``: view name (``"rubin"``, ``"euclid_vis"``, ``"euclid_nisp"``; else
+    ``"<instrument>_<scale>"``) -> tiles of that view's bands on its own grid. Every view
+    covers the same sky (same ``tile_id`` and ``center_radec``); sources sit at the same sky
+    positions, so their pixel positions differ by the ratio of the pixel scales.
     """
-    cards = [
-        _card("WCSAXES", 2),
-        _card("CTYPE1", "RA---TAN"),
-        _card("CTYPE2", "DEC--TAN"),
-        _card("CUNIT1", "deg"),
-        _card("CUNIT2", "deg"),
-        _card("CRVAL1", ra),
-        _card("CRVAL2", dec),
-        _card("CRPIX1", (size + 1) / 2.0 + dx),
-        _card("CRPIX2", (size + 1) / 2.0 + dy),
-        _card("CDELT1", -scale_arcsec / 3600.0),
-        _card("CDELT2", scale_arcsec / 3600.0),
-        _card("RADESYS", "ICRS"),
-    ]
-    return "".join(cards)
+
+    views: dict[str, MultiBandTiles]
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return tuple(b for v in self.views.values() for b in v.bands)
+
+    @property
+    def n_tiles(self) -> int:
+        return next(iter(self.views.values())).n_tiles
+
+    def band_view(self, band: str) -> tuple[MultiBandTiles, int]:
+        """(view, band index in that view) of ``band``."""
+        for v in self.views.values():
+            if band in v.bands:
+                return v, v.bands.index(band)
+        raise KeyError(f"band {band!r} not in these views; bands are {list(self.bands)}")
+
+    def subset(self, rows: np.ndarray) -> "SurveyViews":
+        """The same views restricted to tile rows ``rows`` (e.g. a held-out split)."""
+        rows = np.asarray(rows)
+        out = {}
+        for name, v in self.views.items():
+            keep = np.isin(v.sources["tile"], rows)
+            remap = np.full(v.n_tiles, -1)
+            remap[rows] = np.arange(rows.size)
+            src = {k: (a[keep] if np.ndim(a) else a) for k, a in v.sources.items()}
+            src["tile"] = remap[src["tile"]]
+            out[name] = MultiBandTiles(
+                image=v.image[rows], noise=v.noise[rows], band_present=v.band_present[rows], bands=v.bands,
+                instruments=v.instruments, filters=v.filters, wavelength_nm=v.wavelength_nm,
+                tile_id=v.tile_id[rows], pixel_scale_arcsec=v.pixel_scale_arcsec, psf_fwhm_px=v.psf_fwhm_px,
+                band_offset_px=v.band_offset_px[rows], center_radec=v.center_radec[rows], sources=src,
+                truth=None if v.truth is None else v.truth[rows])
+        return SurveyViews(out)
 
 
-def write_npz_tiles(tiles: MultiBandTiles, out_dir: str | Path) -> dict[str, list[Path]]:
-    """Write one ``.npz`` per tile and instrument: ``OUT/<instrument>/<tile_id>.npz``.
+def _grid_groups(names: Sequence[str], pixel_scales: dict[str, float]) -> list[tuple[float, np.ndarray]]:
+    """Bands grouped by (instrument, pixel scale), in band order of first appearance."""
+    missing = [n for n in names if n not in pixel_scales]
+    if missing:
+        raise KeyError(f"pixel_scales has no scale for bands {missing}; give one per band (arcsec/px)")
+    keys: dict[tuple[str, float], list[int]] = {}
+    for i, n in enumerate(names):
+        keys.setdefault((n.split("_", 1)[0], float(pixel_scales[n])), []).append(i)
+    return [(scale, np.array(idx)) for (_, scale), idx in keys.items()]
 
-    Each file holds ``image`` and ``rms`` float32 (n_bands_of_instrument, H, W) (NaN where a
-    band is missing), ``band`` (filter names, e.g. ``["u", …]`` or ``["VIS", "Y", "J", "H"]``),
-    ``band_key`` (skybatch keys), ``wavelength_nm``, ``band_present`` (bool), ``tile_id``,
-    ``instrument``, ``pixel_scale_arcsec`` and ``wcs`` (one FITS TAN header string per band,
-    the band's sub-pixel offset in CRPIX). Tile names match across instruments. Load with
-    ``np.load(path)`` (no pickle needed).
 
-    Returns
-    -------
-    ``{instrument: [paths in tile order]}``.
+def _view_name(v: MultiBandTiles) -> str:
+    inst = v.instruments[0]
+    if inst == "euclid" and set(v.bands) == {"euclid_vis"}:
+        return "euclid_vis"
+    if inst == "euclid" and set(v.bands) <= {"euclid_y", "euclid_j", "euclid_h"}:
+        return "euclid_nisp"
+    if inst == "rubin":
+        return "rubin"
+    return f"{inst}_{v.pixel_scale_arcsec:g}"
+
+
+def make_survey_views(n_tiles: int = 64, field_arcsec: float = 9.6, *, seed: int = 0,
+                      pixel_scales: dict[str, float] | None = None, source_density_arcsec2: float = 0.1,
+                      **kwargs) -> SurveyViews:
+    """Tiles of ``field_arcsec`` on a side in the surveys' real pixel grids (:data:`REAL_PIXEL_SCALES`).
+
+    Rubin u g r i z y at 0.2″/px, Euclid VIS at 0.1″/px and NISP Y J H at 0.3″/px by default: a
+    9.6″ tile is 48, 96 and 32 px. Same sources, PSFs, depths, offsets (±``max_offset_px`` native
+    pixels per band) and drop-outs as :func:`make_multiband_tiles` (``kwargs`` go there);
+    ``source_density_arcsec2`` is the mean number of sources per arcsec² (on top of ``min_sources``).
     """
-    out = Path(out_dir)
-    insts = np.array(tiles.instruments)
-    size = tiles.image.shape[-1]
-    written: dict[str, list[Path]] = {}
-    for inst in dict.fromkeys(tiles.instruments):
-        sel = np.flatnonzero(insts == inst)
-        d = out / inst
-        d.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for t, tid in enumerate(tiles.tile_id):
-            ra, dec = tiles.center_radec[t]
-            headers = [
-                _wcs_header(ra, dec, size, tiles.pixel_scale_arcsec, *tiles.band_offset_px[t, b]) for b in sel
-            ]
-            path = d / f"{tid}.npz"
-            np.savez(
-                path,
-                image=tiles.image[t, sel],
-                rms=tiles.noise[t, sel],
-                band=np.array([tiles.filters[b] for b in sel]),
-                band_key=np.array([tiles.bands[b] for b in sel]),
-                wavelength_nm=tiles.wavelength_nm[sel],
-                band_present=tiles.band_present[t, sel],
-                tile_id=np.array(str(tid)),
-                instrument=np.array(inst),
-                pixel_scale_arcsec=np.array(tiles.pixel_scale_arcsec),
-                wcs=np.array(headers),
-            )
-            paths.append(path)
-        written[inst] = paths
-    return written
+    scales = dict(pixel_scales or REAL_PIXEL_SCALES)
+    ref = min(scales.values())
+    size = int(round(field_arcsec / ref))
+    return make_multiband_tiles(n_tiles, size, seed=seed, pixel_scale_arcsec=ref, pixel_scales=scales,
+                                source_density=source_density_arcsec2 * ref * ref, **kwargs)
+
+
+from skybatch.sample.tile_files import _wcs_header, write_npz_tiles  # noqa: E402  (re-exported)
