@@ -48,10 +48,10 @@ class SkyLDMConfig:
     cond_dropout: classifier-free-guidance dropout; ema_decay; val_fraction: HEALPix pixels held out.
     """
 
-    store: str
-    vae: str
-    selection: str
-    out: str
+    store: str = ""
+    vae: str = ""
+    selection: str = ""
+    out: str = ""
     conditions: tuple[str, ...] | None = None
     steps: int = 4000
     batch_size: int = 128
@@ -69,6 +69,9 @@ class SkyLDMConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("store", "out"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: required (--{name})")
         if self.selection not in LDM_CONDITIONS:
             raise ValueError(f"selection: {self.selection!r} is not one of {sorted(LDM_CONDITIONS)} (--selection)")
         if not self.vae:
