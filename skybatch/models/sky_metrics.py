@@ -4,8 +4,8 @@
   [O I] 5577, [O I] 6300, Na D (5890/5896) — the summed flux in ±6 Å minus the median of side
   bands 10–25 Å away — and the OH bands, the flux in 8250–8900 Å above that window's 10th
   percentile (OH Meinel (6-2)/(7-3) bands). Units: flux unit × Å (1e-17 erg/s/cm²/arcsec²).
-* :func:`continua`: median flux in line-poor g, r, z windows (4200–5400, 5600–6250, 8300–9800 Å... the
-  z window includes the OH forest, so its median is the sky's floor there).
+* :func:`continua`: median flux in g, r, z windows (4200–5400, 5600–6250, 8300–9800 Å; the z window
+  holds the OH forest, so its median is the floor between the lines).
 * :func:`ratio_stats`: median relative error ``median |x_gen / x_real - 1|`` and its scatter
   (1.4826 × MAD of ``x_gen / x_real - 1``) over exposures paired by conditions.
 * :func:`c2st_auc`: a two-sample classifier test: logistic regression on standardised features,

@@ -31,11 +31,17 @@ def condition_table(store: str, columns: Sequence[str], storage_options: dict | 
                     rows: np.ndarray | None = None) -> np.ndarray:
     """Condition columns as float64 (n, len(columns)) (all rows, or ``rows``).
 
-    Raises KeyError naming the missing columns, the store and what it does hold.
+    ECLLON, ECLLAT, GALLON, GALLAT missing from the store (the DR1 VAC's own METADATA lacks them;
+    desisky adds them) are computed from TILERA/TILEDEC. Raises KeyError naming any other missing
+    column, the store and what it does hold.
     """
     g = open_group(store, storage_options, mode="r")
     have = set(g.array_keys())
     missing = [c for c in columns if c.lower() not in have]
+    derived: dict[str, np.ndarray] = {}
+    if set(c.lower() for c in missing) <= set(_DERIVABLE) and missing and {"tilera", "tiledec"} <= have:
+        derived = _sky_coordinates(np.asarray(g["tilera"][:], np.float64), np.asarray(g["tiledec"][:], np.float64))
+        missing = []
     if missing:
         cols = sorted(k for k in have if k not in ("flux", "ivar", "mask", "wavelength"))
         raise KeyError(
@@ -43,9 +49,22 @@ def condition_table(store: str, columns: Sequence[str], storage_options: dict | 
             "ingest a sky VAC whose METADATA has them (desisky enriches the DR1 VAC with SOLFLUX, ECLLON, "
             "ECLLAT, GALLON, GALLAT), or pass other --conditions columns"
         )
-    out = [np.asarray(g[c.lower()][:], np.float64) for c in columns]
+    out = [derived[c.lower()] if c.lower() in derived else np.asarray(g[c.lower()][:], np.float64) for c in columns]
     x = np.stack(out, axis=1) if out else np.zeros((g["flux"].shape[0], 0))
     return x if rows is None else x[np.asarray(rows, np.int64)]
+
+
+_DERIVABLE = ("ecllon", "ecllat", "gallon", "gallat")
+
+
+def _sky_coordinates(ra: np.ndarray, dec: np.ndarray) -> dict[str, np.ndarray]:
+    """Ecliptic (geocentric mean) and Galactic coordinates in degrees of the tile centres (astropy)."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    c = SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="icrs")
+    ecl, gal = c.transform_to("geocentricmeanecliptic"), c.galactic
+    return {"ecllon": ecl.lon.deg, "ecllat": ecl.lat.deg, "gallon": gal.l.deg, "gallat": gal.b.deg}
 
 
 def selection_rows(store: str, selection: str | None, storage_options: dict | None = None) -> np.ndarray:

@@ -98,7 +98,8 @@ class GenerateReport:
 def read_conditions(path_or_table: Any, columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(conditions (n, d) float64 in ``columns`` order, extra ra/dec) from a Parquet path or a DataFrame.
 
-    Column names match case-insensitively; a missing one raises KeyError naming the file.
+    Column names match case-insensitively; ECLLON/ECLLAT/GALLON/GALLAT may be left out when TILERA and
+    TILEDEC are given (computed with astropy); any other missing one raises KeyError naming the file.
     """
     import pandas as pd
 
@@ -115,6 +116,14 @@ def read_conditions(path_or_table: Any, columns: list[str]) -> tuple[np.ndarray,
                              "DataFrame.to_parquet") from err
     lower = {str(c).lower(): c for c in df.columns}
     missing = [c for c in columns if c.lower() not in lower]
+    from skybatch.pipeline.sky_data import _DERIVABLE, _sky_coordinates
+
+    if missing and {c.lower() for c in missing} <= set(_DERIVABLE) and {"tilera", "tiledec"} <= set(lower):
+        coords = _sky_coordinates(pd.to_numeric(df[lower["tilera"]]).to_numpy(np.float64),
+                                  pd.to_numeric(df[lower["tiledec"]]).to_numpy(np.float64))
+        df = df.assign(**{k: v for k, v in coords.items() if k not in lower})
+        lower = {str(c).lower(): c for c in df.columns}
+        missing = []
     if missing:
         raise KeyError(f"{where}: conditions column(s) {missing} missing; the model needs {columns} "
                        f"(the table has {list(df.columns)})")
