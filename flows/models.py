@@ -29,6 +29,10 @@ def train_task(config: job.TrainJobConfig, client) -> job.TrainJobReport:
 
 @task(name="map-model", **_RETRY)
 def map_task(kind: str, store: str, model: str, client, top: int, batch_size: int, progress: bool) -> dict:
+    if kind == "score" and _card_kind(model) == "sky_broadband":
+        from skybatch.pipeline.sky_broadband import predict_broadband
+
+        return predict_broadband(store, model, client, batch_size=batch_size, progress=progress)
     if kind == "score":
         return job.score(store, model, top=top, client=client, batch_size=batch_size, progress=progress)
     if kind == "classify":
@@ -40,16 +44,20 @@ def map_task(kind: str, store: str, model: str, client, top: int, batch_size: in
     return job.embed(store, model, client=client, batch_size=batch_size, progress=progress)
 
 
-def _is_tile_model(model_dir: str) -> bool:
+def _card_kind(model_dir: str) -> str:
     import os
 
     from skybatch.models import read_card
 
     path = model_dir if os.path.exists(os.path.join(model_dir, "card.json")) else os.path.join(model_dir, "model")
     try:
-        return str(read_card(path).get("kind", "")).startswith("tile")
+        return str(read_card(path).get("kind", ""))
     except Exception:  # let the job itself report a missing or broken model
-        return False
+        return ""
+
+
+def _is_tile_model(model_dir: str) -> bool:
+    return _card_kind(model_dir).startswith("tile")
 
 
 @task(name="train-tile-encoder", **_RETRY)

@@ -13,7 +13,7 @@ _SETTINGS = ("steps", "batch_size", "learning_rate", "optimizer", "weight_decay"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="the store to train on (preprocessed spectra, or a tile store)")
-    p.add_argument("--model", help="vae | classifier | tile-encoder")
+    p.add_argument("--model", help="vae | classifier | tile-encoder | sky-broadband | sky-ldm")
     p.add_argument("--out", help="model directory (checkpoints, loss curves, model/)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from skybatch.commands.tiles import add_tile_arguments
 
     add_tile_arguments(p)
+    p.add_argument("--selection", default=None, help="sky-ldm: dark | moon | twilight")
+    p.add_argument("--vae", default=None, metavar="MODEL_DIR", help="sky-ldm: the VAE whose latents it models")
+    p.add_argument("--conditions", default=None, help="sky models: comma-separated condition columns")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     flags = {k: getattr(args, k, None) for k in ("store", "model", "out", "cluster", "progress", *_SETTINGS)}
     model = flags.get("model") or settings.get("model")
+    if model in ("sky-broadband", "sky-ldm"):
+        from skybatch.commands.generate import run_sky_train
+
+        return run_sky_train(args, settings)
     if model == "tile-encoder":
         from skybatch.commands.tiles import _TILE_SETTINGS, run_train
 

@@ -4,12 +4,26 @@ HDUs (``formats.md`` §6): PRIMARY, WAVELENGTH (7781 f8, the 3600–9824 Å /
 0.8 Å brz grid), FLUX (nspec × 7781 f4, 1e-17 erg/s/cm²/Å/arcsec²) and
 METADATA (one row per spectrum: NIGHT, EXPID, TILEID, TILERA, TILEDEC, MJD,
 EXPTIME, AIRMASS, EBV, SEEING_GFA, TRANSPARENCY_GFA, SKY_MAG_{G,R,Z}_SPEC,
-MOONFRAC, MOONALT, MOONSEP, SUNALT, SUNSEP, OBSALT, OBSAZ, PROGRAM, and
-the generator's truth label CONDITION = dark / moon / twilight / other).
+MOONFRAC, MOONALT, MOONSEP, SUNALT, SUNSEP, OBSALT, OBSAZ, SOLFLUX,
+ECLLON, ECLLAT, GALLON, GALLAT (the enriched columns desisky's models are
+conditioned on), PROGRAM, and the generator's truth label CONDITION =
+dark / moon / twilight / other).
 
-Spectra come from :func:`skybatch.sample.spectra.sky_spectrum`: airglow
-lines and continuum, plus moonlight and twilight that follow the METADATA
-angles, plus 2 % noise.
+The spectra follow the METADATA by construction (:func:`sky_components`):
+
+* airglow: a smooth continuum plus emission lines ([O I] 5577, [O I]
+  6300/6364, Na D, Hg, OH bands), scaled with airmass (AIRMASS = the secant of
+  the zenith angle, 1 / sin OBSALT); the lines and the continuum brighten with
+  the 10.7 cm solar flux SOLFLUX (sfu), and each line family varies from
+  exposure to exposure (log-normal, 10–25 %), the way real airglow does —
+  two exposures under the same conditions are not the same sky;
+* zodiacal light (solar spectrum, brighter near the ecliptic: ECLLAT) and
+  integrated starlight (brighter near the Galactic plane: GALLAT);
+* scattered moonlight and twilight from
+  :func:`skybatch.sample.spectra.sky_spectrum` (MOONFRAC, MOONALT, MOONSEP,
+  SUNALT), the moonlight raised by thin cloud (low TRANSPARENCY_GFA);
+
+plus 2 % pixel noise.
 """
 
 from __future__ import annotations
@@ -20,9 +34,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .spectra import sky_spectrum
+from .spectra import _OH_A, _OH_W, _add_gaussians, sky_spectrum
 
-__all__ = ["write_skyvac", "SkyVacFile", "draw_sky_conditions"]
+__all__ = ["write_skyvac", "SkyVacFile", "draw_sky_conditions", "sky_components", "AIRGLOW_GROUPS"]
+
+#: Airglow line families (name -> list of (lo, hi) Å windows) that vary together in an exposure.
+AIRGLOW_GROUPS: dict[str, list[tuple[float, float]]] = {
+    "oi5577": [(5570.0, 5588.0)],
+    "oi6300": [(6295.0, 6310.0), (6358.0, 6373.0)],
+    "nad": [(5884.0, 5904.0)],
+    "oh": [(6400.0, 10000.0)],
+}
+_GROUP_SIGMA = {"oi5577": 0.25, "oi6300": 0.25, "nad": 0.15, "oh": 0.10}
+_GROUP_SOLAR = {"oi5577": 0.35, "oi6300": 0.5, "nad": 0.1, "oh": 0.15}  # brightening per 100 sfu
 
 
 @dataclass
@@ -33,6 +57,17 @@ class SkyVacFile:
     metadata: dict[str, np.ndarray]
 
 
+def _sky_coordinates(ra: np.ndarray, dec: np.ndarray) -> dict[str, np.ndarray]:
+    """Ecliptic (true of J2000, geocentric) and Galactic coordinates of (ra, dec) in degrees."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    c = SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="icrs")
+    ecl = c.transform_to("geocentricmeanecliptic")
+    gal = c.galactic
+    return {"ECLLON": ecl.lon.deg, "ECLLAT": ecl.lat.deg, "GALLON": gal.l.deg, "GALLAT": gal.b.deg}
+
+
 def draw_sky_conditions(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Observing conditions for ``n`` exposures, each drawn inside one desisky subset.
 
@@ -40,7 +75,9 @@ def draw_sky_conditions(n: int, rng: np.random.Generator) -> dict[str, np.ndarra
     MOONFRAC > 0.5, MOONSEP < 90), 15 % twilight (-20 < SUNALT < -12,
     MOONALT < -5, SUNSEP < 110) and 10 % in none of them (a half-lit moon
     near the horizon, or no transparency measurement: TRANSPARENCY_GFA = 0).
-    The intended subset is returned as CONDITION.
+    The intended subset is returned as CONDITION. AIRMASS = 1 / sin(OBSALT);
+    SOLFLUX (sfu) follows a slow solar-cycle rise over the NIGHTs; ECLLON,
+    ECLLAT, GALLON, GALLAT are computed from TILERA / TILEDEC.
     """
     cond = rng.choice(np.array(["dark", "moon", "twilight", "other"], dtype=object), size=n, p=[0.45, 0.30, 0.15, 0.10])
     sunalt = rng.uniform(-60, -22, n)
@@ -62,15 +99,18 @@ def draw_sky_conditions(n: int, rng: np.random.Generator) -> dict[str, np.ndarra
     moonfrac[half] = rng.uniform(0.1, 0.4, half.sum())
     transp[o & ~half] = 0.0
     night = 20210514 + np.sort(rng.integers(0, 400, n))
-    return {
+    obsalt = rng.uniform(30, 89, n)
+    ra, dec = rng.uniform(0, 360, n), rng.uniform(-15, 75, n)
+    solflux = 75.0 + 0.2 * (night - 20210514) + rng.normal(0, 12, n)
+    meta = {
         "NIGHT": night.astype(np.int32),
         "EXPID": (80000 + rng.permutation(20000)[:n]).astype(np.int32),
         "TILEID": rng.integers(1000, 40000, n).astype(np.int32),
-        "TILERA": rng.uniform(0, 360, n),
-        "TILEDEC": rng.uniform(-15, 75, n),
+        "TILERA": ra,
+        "TILEDEC": dec,
         "MJD": 59348.0 + (night - 20210514) + rng.uniform(0.1, 0.4, n),
         "EXPTIME": rng.uniform(300, 1200, n).astype(np.float32),
-        "AIRMASS": rng.uniform(1.0, 2.0, n).astype(np.float32),
+        "AIRMASS": (1.0 / np.sin(np.radians(obsalt))).astype(np.float32),
         "EBV": rng.uniform(0.01, 0.1, n).astype(np.float32),
         "SEEING_GFA": rng.uniform(0.8, 2.0, n).astype(np.float32),
         "TRANSPARENCY_GFA": transp.astype(np.float32),
@@ -79,10 +119,66 @@ def draw_sky_conditions(n: int, rng: np.random.Generator) -> dict[str, np.ndarra
         "MOONSEP": moonsep.astype(np.float32),
         "SUNALT": sunalt.astype(np.float32),
         "SUNSEP": sunsep.astype(np.float32),
-        "OBSALT": rng.uniform(30, 89, n).astype(np.float32),
+        "OBSALT": obsalt.astype(np.float32),
         "OBSAZ": rng.uniform(0, 360, n).astype(np.float32),
-        "PROGRAM": np.where(cond == "moon", "bright", "dark").astype(object),
-        "CONDITION": cond,
+        "SOLFLUX": np.clip(solflux, 60.0, None).astype(np.float32),
+    }
+    meta.update({k: v.astype(np.float32) for k, v in _sky_coordinates(ra, dec).items()})
+    meta["PROGRAM"] = np.where(cond == "moon", "bright", "dark").astype(object)
+    meta["CONDITION"] = cond
+    return meta
+
+
+def sky_components(wave: np.ndarray, meta: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Noise-free sky surface brightness by component, each (n, nwave) in 1e-17 erg/s/cm²/Å/arcsec².
+
+    Keys: ``airglow_continuum``, ``airglow_lines``, ``zodiacal``, ``starlight``, ``moon``,
+    ``twilight`` (sum them for the sky). ``meta`` holds the METADATA columns of
+    :func:`draw_sky_conditions`; ``rng`` draws the exposure-to-exposure airglow variation.
+    """
+    wave = np.asarray(wave, np.float64)
+    am = np.asarray(meta["AIRMASS"], np.float64)
+    n = am.size
+    sol = (np.asarray(meta["SOLFLUX"], np.float64) - 100.0) / 100.0
+    ext = (0.8 + 0.25 * am)[:, None]
+    cont = 0.35 + 0.65 * (wave / 6200.0) ** 1.5
+    cont_scale = (1.0 + 0.2 * sol) * rng.lognormal(0.0, 0.05, n)
+    lines = np.zeros((len(AIRGLOW_GROUPS) + 1, wave.size))
+    _add_gaussians(lines[:1], wave, _OH_W, np.full(_OH_W.size, 0.7), _OH_A, rows=np.zeros(_OH_W.size, np.int64))
+    all_lines = lines[0].copy()
+    lines[0] = 0.0
+    rest = np.ones(wave.size, bool)
+    for k, (name, windows) in enumerate(AIRGLOW_GROUPS.items(), start=1):
+        sel = np.zeros(wave.size, bool)
+        for lo, hi in windows:
+            sel |= (wave >= lo) & (wave <= hi)
+        sel &= rest
+        lines[k, sel] = all_lines[sel]
+        rest &= ~sel
+    lines[0, rest] = all_lines[rest]
+    scale = [np.ones(n)]
+    for name in AIRGLOW_GROUPS:
+        scale.append(np.maximum(1.0 + _GROUP_SOLAR[name] * sol, 0.3) * rng.lognormal(0.0, _GROUP_SIGMA[name], n))
+    line_sky = np.einsum("kn,kw->nw", np.array(scale), lines)
+    lam_cm = wave * 1e-8
+    solar = 1.0 / (lam_cm**5 * np.expm1(1.4388 / (lam_cm * 5800.0)))
+    solar = solar / np.interp(6200.0, wave, solar)
+    ecl = np.abs(np.asarray(meta["ECLLAT"], np.float64))
+    gal = np.abs(np.asarray(meta["GALLAT"], np.float64))
+    zodi = (0.1 + 0.6 * np.exp(-ecl / 20.0))[:, None] * solar[None, :]
+    stars = (0.05 + 0.5 * np.exp(-gal / 10.0))[:, None] * solar[None, :] * (wave[None, :] / 6200.0) ** 0.5
+    kw = dict(moonsep=meta["MOONSEP"], airmass=am)
+    base = sky_spectrum(wave, moonfrac=0.0, moonalt=-30.0, sunalt=-40.0, **kw)
+    moon = sky_spectrum(wave, moonfrac=meta["MOONFRAC"], moonalt=meta["MOONALT"], sunalt=-40.0, **kw) - base
+    twi = sky_spectrum(wave, moonfrac=0.0, moonalt=-30.0, sunalt=meta["SUNALT"], **kw) - base
+    cloud = (1.0 + 0.8 * (1.0 - np.clip(np.asarray(meta["TRANSPARENCY_GFA"], np.float64), 0.0, 1.0)))[:, None]
+    return {
+        "airglow_continuum": cont[None, :] * cont_scale[:, None] * ext,
+        "airglow_lines": line_sky * ext,
+        "zodiacal": zodi,
+        "starlight": stars,
+        "moon": moon * cloud,
+        "twilight": twi,
     }
 
 
@@ -96,10 +192,7 @@ def write_skyvac(path: str | os.PathLike, n: int, rng: np.random.Generator, *, n
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = draw_sky_conditions(n, rng)
     wave = brz_wavelength()
-    flux = sky_spectrum(
-        wave, moonfrac=meta["MOONFRAC"], moonalt=meta["MOONALT"], moonsep=meta["MOONSEP"],
-        sunalt=meta["SUNALT"], airmass=meta["AIRMASS"],
-    )
+    flux = sum(sky_components(wave, meta, rng).values())
     flux = (flux * (1.0 + 0.02 * rng.standard_normal(flux.shape))).astype(np.float32)
     for i in rng.choice(n, size=min(nan_rows, n), replace=False) if nan_rows else []:
         flux[i, rng.integers(0, wave.size, 5)] = np.nan
