@@ -13,9 +13,16 @@ DEFAULT_ENV = {
 
 
 def set_default_env() -> None:
-    """Apply :data:`DEFAULT_ENV` where the user has not set a value (call before importing prefect)."""
+    """Apply :data:`DEFAULT_ENV` where the user has not set a value (call before importing prefect).
+
+    Run from the CLI, this is also where the shared local Prefect server is found or started
+    (:mod:`skybatch.commands.server`), once the command's settings have been checked.
+    """
     for k, v in DEFAULT_ENV.items():
         os.environ.setdefault(k, v)
+    from skybatch.commands.server import on_flow_import
+
+    on_flow_import()
 
 
 def is_transient(exc: BaseException | None) -> bool:

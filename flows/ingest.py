@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from skybatch.cluster import cluster_client  # noqa: E402
+from skybatch.secrets import unstash  # noqa: E402
 from skybatch.pipeline import ingest as job  # noqa: E402
 
 
@@ -52,12 +53,16 @@ def ingest_flow(
     cluster: str = "auto",
     endpoint_url: str | None = None,
     anon: bool | None = None,
+    source_options: dict | str | None = None,
+    store_options: dict | str | None = None,
+    retries: int = 3,
     progress: bool = True,
 ) -> dict:
     """Ingest DESI / SDSS / sky-VAC FITS files (paths, globs, s3:// URLs) into a Zarr spectra store."""
     config = job.IngestConfig(
         sources=sources, store=store, format=format, chunk_spectra=chunk_spectra, keep_nonscience=keep_nonscience,
         cluster=cluster, endpoint_url=endpoint_url, anon=anon, progress=progress,
+        source_options=unstash(source_options) or {}, store_options=unstash(store_options) or {}, retries=retries,
     )
     with cluster_client(config.cluster) as client:
         p = plan(config, client)

@@ -74,8 +74,12 @@ def tile_train_flow(store: str, out: str, settings: dict | None = None, cluster:
 def train_flow(store: str, model: str, out: str, settings: dict | None = None, cluster: str = "auto",
                progress: bool = True) -> dict:
     """Train a spectral model (vae | classifier) on a store, streaming shuffled chunks; resumable."""
-    config = job.TrainJobConfig(store=store, model=model, out=out, cluster=cluster, progress=progress,
-                                **(settings or {}))
+    from skybatch.secrets import unstash
+
+    settings = dict(settings or {})
+    if "storage_options" in settings:
+        settings["storage_options"] = unstash(settings["storage_options"])
+    config = job.TrainJobConfig(store=store, model=model, out=out, cluster=cluster, progress=progress, **settings)
     with cluster_client(config.cluster) as client:
         r = train_task(config, client)
     get_run_logger().info(r.summary())

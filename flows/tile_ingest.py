@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from skybatch.cluster import cluster_client  # noqa: E402
+from skybatch.secrets import unstash  # noqa: E402
 from skybatch.pipeline import tile_ingest as job  # noqa: E402
 
 
@@ -56,12 +57,16 @@ def tile_ingest_flow(
     cluster: str = "auto",
     endpoint_url: str | None = None,
     anon: bool | None = None,
+    source_options: dict | str | None = None,
+    store_options: dict | str | None = None,
+    retries: int = 3,
     progress: bool = True,
 ) -> dict:
     """Ingest Rubin / Euclid image tiles (.npz or FITS; paths, globs, s3:// URLs) into a Zarr tile store."""
     config = job.TileIngestConfig(
         sources=sources, store=store, chunk_tiles=chunk_tiles, instrument=instrument, tile_pattern=tile_pattern,
         shard_planes=shard_planes, cluster=cluster, endpoint_url=endpoint_url, anon=anon, progress=progress,
+        source_options=unstash(source_options) or {}, store_options=unstash(store_options) or {}, retries=retries,
     )
     with cluster_client(config.cluster) as client:
         p = plan(config, client)
