@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows._common import retry_on_transient, set_default_env
+from flows._common import final_state, publish_report, retry_on_transient, set_default_env
 
 set_default_env()
 
@@ -25,6 +25,7 @@ def run_preprocess(config: job.PreprocessConfig, client) -> job.PreprocessReport
 @task(name="report", cache_policy=NO_CACHE)
 def report(r: job.PreprocessReport) -> None:
     get_run_logger().info(r.summary())
+    publish_report("preprocess-report", f"skybatch preprocess {r.store} -> {r.out}", asdict(r))
 
 
 @flow(name="skybatch-preprocess", log_prints=True)
@@ -37,4 +38,4 @@ def preprocess_flow(store: str, out: str, recipe: dict | None = None, device: st
     with cluster_client(config.cluster) as client:
         r = run_preprocess(config, client)
     report(r)
-    return asdict(r)
+    return final_state(asdict(r), r.exit_code, "preprocess")

@@ -95,7 +95,7 @@ def quickstart_flow(
     n_healpix: int = 4,
     spectra_per_file: int = 200,
     n_sdss: int = 20,
-    anomaly_fraction: float = 0.01,
+    anomaly_fraction: float = 0.005,
     chunk_spectra: int = 256,
     steps: int = 600,
     top: int = 50,

@@ -6,7 +6,7 @@ client, and Dask workers never talk to Prefect.
 
 from __future__ import annotations
 
-from flows._common import retry_on_transient, set_default_env
+from flows._common import final_state, publish_report, retry_on_transient, set_default_env
 
 set_default_env()
 
@@ -34,15 +34,8 @@ def write(p: job.TileIngestPlan, client) -> job.TileIngestReport:
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(r: job.TileIngestReport) -> job.TileIngestReport:
-    log = get_run_logger()
-    log.info(r.summary())
-    try:
-        from prefect.artifacts import create_markdown_artifact
-
-        create_markdown_artifact("```\n" + r.summary() + "\n```", key="tile-ingest-report",
-                                 description="skybatch tile ingest")
-    except Exception as e:  # artifacts are a courtesy; never fail the run for one
-        log.warning(f"could not create the report artifact: {e}")
+    get_run_logger().info(r.summary())
+    publish_report("tile-ingest-report", f"skybatch tile ingest into {r.store}", asdict(r))
     return r
 
 
@@ -72,4 +65,4 @@ def tile_ingest_flow(
         p = plan(config, client)
         r = write(p, client)
     report(r)
-    return asdict(r)
+    return final_state(asdict(r), r.exit_code, "tile ingest")

@@ -83,11 +83,13 @@ def test_cli_ingest_kill9_and_resume(prefect_server, survey, tmp_path, dask_clie
 @pytest.mark.prefect
 def test_quickstart_as_a_new_user_runs_it(prefect_server, tmp_path):
     proc = _cli("run", "quickstart", "--dir", str(tmp_path / "qs"), "--n-healpix", "2", "--spectra-per-file", "40",
-                "--n-sdss", "6", "--cluster", "local")
+                "--n-sdss", "6", "--cluster", "local", "--only-ingest")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert "Dask dashboard: http://127.0.0.1:" in out
-    assert "xr.open_zarr(" in out
+    assert "skybatch.open_store(" in out
+    assert out.count("spectra in store:") == 2  # each report printed once (DESI, SDSS)
+    assert "Traceback" not in out and "| INFO" not in out  # Prefect's run log stays off the terminal
     ds = xr.open_zarr(tmp_path / "qs" / "spectra-desi.zarr")
     assert ds.sizes["wavelength"] == 7781 and ds.sizes["spectrum"] > 0
     assert xr.open_zarr(tmp_path / "qs" / "spectra-sdss.zarr").sizes["spectrum"] == 6
@@ -162,3 +164,52 @@ def test_cli_train_then_score_classify_embed(prefect_server, survey, tmp_path, d
 
     with pytest.raises(WeightsChecksumError, match="weights.eqx"):
         load(str(tmp_path / "vae" / "model"))
+
+
+@pytest.mark.slow
+def test_shared_server_and_sigterm_leave_no_process(survey, tmp_path):
+    """`skybatch server start` once; a run reuses it; SIGTERM mid-run closes the cluster (exit 130, no
+    process left); `skybatch server stop` stops the server."""
+    import json
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), SKYBATCH_PREFECT_SERVER="shared", PYTHONUNBUFFERED="1")
+
+    def sky(*args, timeout=300):
+        return subprocess.run([sys.executable, "-m", "skybatch.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    r = sky("server", "start")
+    assert r.returncode == 0 and "started" in r.stdout, r.stdout + r.stderr
+    state = json.loads((tmp_path / "prefect-home" / "skybatch-server.json").read_text())
+    try:
+        assert sky("server", "status").returncode == 0
+        args = [sys.executable, "-m", "skybatch.cli", "run", "ingest", "--store", str(tmp_path / "s.zarr"),
+                "--chunk-spectra", "10", "--cluster", "local", "--no-progress"]
+        for f in coadds(survey):
+            args += ["--source", f]
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "Dask dashboard:" in line:
+                break
+        assert proc.poll() is None, "".join(seen)
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        assert kids, "the local cluster's worker processes"
+        assert state["pid"] not in {k.pid for k in kids}  # the server is not a child of the run
+        proc.send_signal(signal.SIGTERM)
+        out = "".join(seen) + proc.stdout.read()
+        assert proc.wait(120) == 130, out
+        assert "terminated" in out and "Traceback" not in out
+        _, alive = psutil.wait_procs(kids, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+        assert psutil.pid_exists(state["pid"])  # the shared server stays for the next run
+    finally:
+        r = sky("server", "stop")
+    assert "stopped" in r.stdout
+    assert not psutil.pid_exists(state["pid"]) or psutil.Process(state["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert sky("server", "status").returncode == 1

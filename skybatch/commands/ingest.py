@@ -38,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(IngestConfig, load_config(args.config), flags)
     from flows.ingest import ingest_flow
 
-    rep = ingest_flow(
-        sources=config.sources, store=config.store, format=config.format, chunk_spectra=config.chunk_spectra,
+    from skybatch.commands._runflow import run_flow
+
+    rep = run_flow(
+        ingest_flow, sources=config.sources, store=config.store, format=config.format, chunk_spectra=config.chunk_spectra,
         keep_nonscience=config.keep_nonscience, cluster=config.cluster, endpoint_url=config.endpoint_url,
         anon=config.anon, progress=config.progress, retries=config.retries,
         source_options=storage_options_param(config.source_options, config.sources),

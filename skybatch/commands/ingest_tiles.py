@@ -42,8 +42,10 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(TileIngestConfig, load_config(getattr(args, "config", None)), flags)
     from flows.tile_ingest import tile_ingest_flow
 
-    rep = tile_ingest_flow(
-        sources=config.sources, store=config.store, chunk_tiles=config.chunk_tiles, instrument=config.instrument,
+    from skybatch.commands._runflow import run_flow
+
+    rep = run_flow(
+        tile_ingest_flow, sources=config.sources, store=config.store, chunk_tiles=config.chunk_tiles, instrument=config.instrument,
         tile_pattern=config.tile_pattern, shard_planes=config.shard_planes, cluster=config.cluster,
         endpoint_url=config.endpoint_url, anon=config.anon, progress=config.progress, retries=config.retries,
         source_options=storage_options_param(config.source_options, config.sources),

@@ -89,8 +89,10 @@ def run(args: argparse.Namespace) -> int:
         print(chosen, flush=True)
     from flows.preprocess import preprocess_flow
 
-    rep = PreprocessReport(**preprocess_flow(
-        store=config.store, out=config.out, recipe=config.recipe.to_dict(), device=config.device,
+    from skybatch.commands._runflow import run_flow
+
+    rep = PreprocessReport(**run_flow(
+        preprocess_flow, store=config.store, out=config.out, recipe=config.recipe.to_dict(), device=config.device,
         cluster=config.cluster, endpoint_url=config.endpoint_url, anon=config.anon, progress=config.progress,
     ))
     print(rep.summary())

@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-healpix", type=int, default=4, help="DESI healpix coadd files to generate")
     p.add_argument("--spectra-per-file", type=int, default=200, help="science spectra per DESI coadd")
     p.add_argument("--n-sdss", type=int, default=20, help="SDSS spec files to generate (ingested, not scored)")
+    p.add_argument("--anomaly-fraction", type=float, default=0.005,
+                   help="fraction of spectra given an injected anomaly (at least one per file)")
     p.add_argument("--steps", type=int, default=600, help="VAE training steps")
     p.add_argument("--top", type=int, default=50, help="size of the top-anomaly table")
     p.add_argument("--seed", type=int, default=5, help="the sample survey's random seed")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = quickstart_flow(
         out_dir=args.dir, cluster=args.cluster or "auto", n_healpix=args.n_healpix,
-        spectra_per_file=args.spectra_per_file, n_sdss=args.n_sdss, steps=args.steps, top=args.top,
+        spectra_per_file=args.spectra_per_file, n_sdss=args.n_sdss, anomaly_fraction=args.anomaly_fraction, steps=args.steps, top=args.top,
         seed=args.seed, only_ingest=args.only_ingest, progress=args.progress,
     )
     code = 0
