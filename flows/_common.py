@@ -105,3 +105,29 @@ def final_state(result: dict, exit_code: int, what: str):
                          message=f"{what}: {len(aside)} source(s) set aside ("
                                  + ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())) + ")")
     return Completed(data=result, message=f"{what}: done")
+
+
+def check_deployment_paths(**paths) -> None:
+    """Refuse relative local paths when the flow runs as a deployment.
+
+    A worker runs each flow run in its own working directory (a temporary folder, or ``flows/`` with the
+    ``set_working_directory`` pull step), so ``data/x.fits`` there is not the user's ``data/x.fits``: the
+    run would end Completed with nothing read, or write a store into the source tree. From the CLI or
+    Python, relative paths mean the caller's working directory and are fine.
+    """
+    try:
+        from prefect.runtime import deployment
+
+        in_deployment = bool(deployment.id)
+    except Exception:  # noqa: BLE001 - outside a flow run: nothing to check
+        return
+    if not in_deployment:
+        return
+    bad = []
+    for name, value in paths.items():
+        for v in [value] if isinstance(value, str) else list(value or []):
+            if v and "://" not in v and not os.path.isabs(os.path.expanduser(v)):
+                bad.append(f"{name}={v!r}")
+    if bad:
+        raise ValueError(f"deployment parameters must be absolute paths or s3:// URLs (the worker runs in "
+                         f"{os.getcwd()}): " + ", ".join(bad))

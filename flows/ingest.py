@@ -6,7 +6,7 @@ cluster's client, and Dask workers never talk to Prefect.
 
 from __future__ import annotations
 
-from flows._common import final_state, publish_report, retry_on_transient, set_default_env
+from flows._common import check_deployment_paths, final_state, publish_report, retry_on_transient, set_default_env
 
 set_default_env()
 
@@ -57,6 +57,7 @@ def ingest_flow(
     Paths must be absolute or ``s3://`` URLs when run as a deployment (a worker runs the flow in its own
     working directory). Ends Completed, "Completed with sources set aside" (with the counts), or Failed
     (chunks failed: re-run to retry); the report is published as a Markdown artifact."""
+    check_deployment_paths(sources=sources, store=store)
     config = job.IngestConfig(
         sources=sources, store=store, format=format, chunk_spectra=chunk_spectra, keep_nonscience=keep_nonscience,
         cluster=cluster, endpoint_url=endpoint_url, anon=anon, progress=progress,

@@ -74,6 +74,9 @@ def tile_train_flow(store: str, out: str, settings: dict | None = None, cluster:
 def train_flow(store: str, model: str, out: str, settings: dict | None = None, cluster: str = "auto",
                progress: bool = True) -> dict:
     """Train a spectral model (vae | classifier) on a store, streaming shuffled chunks; resumable."""
+    from flows._common import check_deployment_paths
+
+    check_deployment_paths(store=store, out=out)
     from skybatch.secrets import unstash
 
     settings = dict(settings or {})
@@ -90,6 +93,9 @@ def train_flow(store: str, model: str, out: str, settings: dict | None = None, c
 def apply_flow(kind: str, store: str, model: str, cluster: str = "auto", top: int = 100, batch_size: int = 1024,
                progress: bool = True) -> dict:
     """Map a saved model over a store: kind = score (anomaly_score) | classify (class_prob) | embed (embedding)."""
+    from flows._common import check_deployment_paths
+
+    check_deployment_paths(store=store, model=model)
     if kind not in ("score", "classify", "embed"):
         raise ValueError(f"kind: {kind!r} is not one of ('score', 'classify', 'embed')")
     with cluster_client(cluster) as client:

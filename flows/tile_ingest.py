@@ -6,7 +6,7 @@ client, and Dask workers never talk to Prefect.
 
 from __future__ import annotations
 
-from flows._common import final_state, publish_report, retry_on_transient, set_default_env
+from flows._common import check_deployment_paths, final_state, publish_report, retry_on_transient, set_default_env
 
 set_default_env()
 
@@ -56,6 +56,7 @@ def tile_ingest_flow(
     progress: bool = True,
 ) -> dict:
     """Ingest Rubin / Euclid image tiles (.npz or FITS; paths, globs, s3:// URLs) into a Zarr tile store."""
+    check_deployment_paths(sources=sources, store=store)
     config = job.TileIngestConfig(
         sources=sources, store=store, chunk_tiles=chunk_tiles, instrument=instrument, tile_pattern=tile_pattern,
         shard_planes=shard_planes, cluster=cluster, endpoint_url=endpoint_url, anon=anon, progress=progress,

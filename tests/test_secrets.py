@@ -46,3 +46,12 @@ def test_cli_options_with_credentials_are_passed_by_reference():
     assert storage_options_param({}, ["/local/a.fits"]) == {}
     ref = storage_options_param({"client_kwargs": {"aws_secret_access_key": "x"}}, ["s3://b/k"])
     assert isinstance(ref, str) and unstash(ref)["client_kwargs"]["aws_secret_access_key"] == "x"
+
+
+def test_public_options_redacts_nested_credentials():
+    """What provenance attrs and manifests record of the storage options (store/fsutil.public_options)."""
+    from skybatch.store.fsutil import public_options
+
+    out = public_options({"key": "AKIAXYZ", "anon": False,
+                          "client_kwargs": {"aws_secret_access_key": "deep-1", "region_name": "x"}})
+    assert "key" not in out and out["client_kwargs"] == {"aws_secret_access_key": REDACTED, "region_name": "x"}
