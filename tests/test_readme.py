@@ -31,15 +31,32 @@ def test_readme_has_runnable_blocks():
     assert "source .venv/bin/activate" in README.read_text()
 
 
+def _run(cmd: list[str], cwd, env, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group; on a timeout (or the test being stopped) the whole group is
+    killed, so no skybatch run or cluster outlives the test."""
+    import signal
+
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 @pytest.mark.slow
 @pytest.mark.prefect
+@pytest.mark.timeout(2400)
 def test_readme_blocks_run_as_printed(prefect_server, tmp_path):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
            "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
     outputs = []
     for lang, code in readme_blocks():
         cmd = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
-        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+        r = _run(cmd, tmp_path, env, timeout=1200)
         assert r.returncode == 0, f"README block failed ({r.returncode}):\n{code}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
         assert "Traceback" not in r.stderr, r.stderr
         outputs.append(r.stdout)
