@@ -132,15 +132,18 @@ def start_server(timeout: float = 120.0) -> tuple[dict[str, Any], bool]:
             )
         api_url = f"http://127.0.0.1:{port}/api"
         deadline = time.monotonic() + timeout
-        while not _healthy(api_url, timeout=1.0):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the local Prefect server did not start within {timeout:.0f} s "
-                                   f"(log {log_path}):\n{tail}")
-            time.sleep(0.2)
+        try:
+            while not _healthy(api_url, timeout=1.0):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"the local Prefect server did not start within {timeout:.0f} s "
+                                       f"(log {log_path}):\n{tail}")
+                time.sleep(0.2)
+        except BaseException:  # timed out, or Ctrl-C / SIGTERM while waiting: leave nothing behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         state = {"pid": proc.pid, "api_url": api_url, "log": str(log_path), "started": time.time(),
                  "prefect_home": str(prefect_home())}
         tmp = state_path().with_suffix(".json.tmp")
