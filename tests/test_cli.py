@@ -213,3 +213,32 @@ def test_shared_server_and_sigterm_leave_no_process(survey, tmp_path):
     assert "stopped" in r.stdout
     assert not psutil.pid_exists(state["pid"]) or psutil.Process(state["pid"]).status() == psutil.STATUS_ZOMBIE
     assert sky("server", "status").returncode == 1
+
+
+@pytest.mark.prefect
+def test_cli_rest_frame_chooses_a_grid_and_counts_flags_right(prefect_server, survey, tmp_path, dask_client, capsys):
+    """`--rest-frame` without `--grid` picks a grid covering the store; the summary's flag counts are the
+    counts of the bits stored in `preprocess_flags`; text coordinates come back as `str`."""
+    import numpy as np
+
+    import skybatch
+    from skybatch.pipeline.ingest import ingest
+    from skybatch.spectra.flags import SPECTRUM_FLAGS
+
+    store = str(tmp_path / "in.zarr")
+    ingest(coadds(survey)[:1], store, chunk_spectra=32, client=dask_client, progress=False)
+    out = str(tmp_path / "rest.zarr")
+    code = main(["run", "preprocess", "--store", store, "--out", out, "--rest-frame", "--bad-redshift", "observed",
+                 "--cluster", dask_client.scheduler.address, "--no-progress"])
+    printed = capsys.readouterr()
+    assert code == 0, printed
+    assert "rest-frame grid chosen from the store: loglam:" in printed.out
+    ds = skybatch.open_store(out)
+    flags = ds.preprocess_flags.values
+    expected = {name: int(np.count_nonzero(flags & (1 << bit))) for name, bit in SPECTRUM_FLAGS.items()}
+    line = next(ln for ln in printed.out.splitlines() if ln.startswith("spectrum flags this run:"))
+    shown = dict(kv.split("=") for kv in line.split(":", 1)[1].strip().split(", "))
+    assert {k: int(v) for k, v in shown.items()} == {k: v for k, v in expected.items() if v}
+    assert (flags & (1 << SPECTRUM_FLAGS["NORM_FAILED"]) == 0)[ds.ivar.values.max(axis=1) > 0].all()
+    assert ds.spectype.values.dtype.kind == "U" and ds.spectype.values.astype(str)[0] in {"GALAXY", "QSO", "STAR"}
+    assert printed.out.count("out: ") == 1 and "open it:" in printed.out
