@@ -82,8 +82,15 @@ def tile_train_flow(store: str, out: str, settings: dict | None = None, cluster:
 def train_flow(store: str, model: str, out: str, settings: dict | None = None, cluster: str = "auto",
                progress: bool = True) -> dict:
     """Train a spectral model (vae | classifier) on a store, streaming shuffled chunks; resumable."""
-    config = job.TrainJobConfig(store=store, model=model, out=out, cluster=cluster, progress=progress,
-                                **(settings or {}))
+    from flows._common import check_deployment_paths
+
+    check_deployment_paths(store=store, out=out)
+    from skybatch.secrets import unstash
+
+    settings = dict(settings or {})
+    if "storage_options" in settings:
+        settings["storage_options"] = unstash(settings["storage_options"])
+    config = job.TrainJobConfig(store=store, model=model, out=out, cluster=cluster, progress=progress, **settings)
     with cluster_client(config.cluster) as client:
         r = train_task(config, client)
     get_run_logger().info(r.summary())
@@ -94,6 +101,9 @@ def train_flow(store: str, model: str, out: str, settings: dict | None = None, c
 def apply_flow(kind: str, store: str, model: str, cluster: str = "auto", top: int = 100, batch_size: int = 1024,
                progress: bool = True) -> dict:
     """Map a saved model over a store: kind = score (anomaly_score) | classify (class_prob) | embed (embedding)."""
+    from flows._common import check_deployment_paths
+
+    check_deployment_paths(store=store, model=model)
     if kind not in ("score", "classify", "embed"):
         raise ValueError(f"kind: {kind!r} is not one of ('score', 'classify', 'embed')")
     with cluster_client(cluster) as client:

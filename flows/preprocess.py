@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows._common import retry_on_transient, set_default_env
+from flows._common import check_deployment_paths, final_state, publish_report, retry_on_transient, set_default_env
 
 set_default_env()
 
@@ -25,16 +25,18 @@ def run_preprocess(config: job.PreprocessConfig, client) -> job.PreprocessReport
 @task(name="report", cache_policy=NO_CACHE)
 def report(r: job.PreprocessReport) -> None:
     get_run_logger().info(r.summary())
+    publish_report("preprocess-report", f"skybatch preprocess {r.store} -> {r.out}", asdict(r))
 
 
 @flow(name="skybatch-preprocess", log_prints=True)
 def preprocess_flow(store: str, out: str, recipe: dict | None = None, device: str = "auto", cluster: str = "auto",
                     endpoint_url: str | None = None, anon: bool | None = None, progress: bool = True) -> dict:
     """Mask, shift to the rest frame, resample and normalise every spectrum of a store into a new store."""
+    check_deployment_paths(store=store, out=out)
     config = job.PreprocessConfig(store=store, out=out, recipe=PreprocessRecipe.from_dict(recipe or {}),
                                   device=device, cluster=cluster, endpoint_url=endpoint_url, anon=anon,
                                   progress=progress)
     with cluster_client(config.cluster) as client:
         r = run_preprocess(config, client)
     report(r)
-    return asdict(r)
+    return final_state(asdict(r), r.exit_code, "preprocess")

@@ -6,7 +6,7 @@ client, and Dask workers never talk to Prefect.
 
 from __future__ import annotations
 
-from flows._common import retry_on_transient, set_default_env
+from flows._common import check_deployment_paths, final_state, publish_report, retry_on_transient, set_default_env
 
 set_default_env()
 
@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from skybatch.cluster import cluster_client  # noqa: E402
+from skybatch.secrets import unstash  # noqa: E402
 from skybatch.pipeline import tile_ingest as job  # noqa: E402
 
 
@@ -33,15 +34,8 @@ def write(p: job.TileIngestPlan, client) -> job.TileIngestReport:
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(r: job.TileIngestReport) -> job.TileIngestReport:
-    log = get_run_logger()
-    log.info(r.summary())
-    try:
-        from prefect.artifacts import create_markdown_artifact
-
-        create_markdown_artifact("```\n" + r.summary() + "\n```", key="tile-ingest-report",
-                                 description="skybatch tile ingest")
-    except Exception as e:  # artifacts are a courtesy; never fail the run for one
-        log.warning(f"could not create the report artifact: {e}")
+    get_run_logger().info(r.summary())
+    publish_report("tile-ingest-report", f"skybatch tile ingest into {r.store}", asdict(r))
     return r
 
 
@@ -56,15 +50,20 @@ def tile_ingest_flow(
     cluster: str = "auto",
     endpoint_url: str | None = None,
     anon: bool | None = None,
+    source_options: dict | str | None = None,
+    store_options: dict | str | None = None,
+    retries: int = 3,
     progress: bool = True,
 ) -> dict:
     """Ingest Rubin / Euclid image tiles (.npz or FITS; paths, globs, s3:// URLs) into a Zarr tile store."""
+    check_deployment_paths(sources=sources, store=store)
     config = job.TileIngestConfig(
         sources=sources, store=store, chunk_tiles=chunk_tiles, instrument=instrument, tile_pattern=tile_pattern,
         shard_planes=shard_planes, cluster=cluster, endpoint_url=endpoint_url, anon=anon, progress=progress,
+        source_options=unstash(source_options) or {}, store_options=unstash(store_options) or {}, retries=retries,
     )
     with cluster_client(config.cluster) as client:
         p = plan(config, client)
         r = write(p, client)
     report(r)
-    return asdict(r)
+    return final_state(asdict(r), r.exit_code, "tile ingest")

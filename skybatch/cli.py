@@ -1,19 +1,23 @@
-"""The ``skybatch`` command line: ``skybatch run JOB ...``, ``skybatch cluster show PROFILE``.
+"""The ``skybatch`` command line: ``skybatch run JOB ...``, ``skybatch server ...``, ``skybatch cluster show PROFILE``.
 
 Thin by design: it parses flags (and ``--config`` YAML files), then calls the
 Prefect flows in ``flows/``, which call :mod:`skybatch.pipeline`.
 
 Exit codes: 0 done; 1 failed (re-run to retry what failed); 2 bad usage or
-settings; 3 done, but some inputs were set aside (listed, and in the manifest).
+settings; 3 done, but some inputs were set aside (listed, and in the manifest);
+130 interrupted (Ctrl-C or SIGTERM: the cluster is closed, re-run to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import os
+import signal
 import sys
 
-#: ``skybatch run`` jobs: name -> module in skybatch.commands (add_arguments, run, HELP).
+#: ``skybatch run`` jobs: name -> module in skybatch.commands (add_arguments, run, HELP; optional CONFIGS).
 JOBS = {
     "quickstart": "skybatch.commands.quickstart",
     "ingest": "skybatch.commands.ingest",
@@ -28,47 +32,110 @@ JOBS = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+def _defaults_of(mod) -> dict[str, object]:
+    """Setting name -> default, from the job's config dataclasses (``CONFIGS``), for ``--help``."""
+    out: dict[str, object] = {}
+    for cls in getattr(mod, "CONFIGS", lambda: ())():
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out.setdefault(f.name, f.default)
+    return out
+
+
+def _show_defaults(p: argparse.ArgumentParser, defaults: dict[str, object]) -> None:
+    """Append ``(default: X)`` to each option's help that does not state its default already."""
+    for a in p._actions:
+        if not a.option_strings or a.help in (None, argparse.SUPPRESS) or "default" in a.help.lower():
+            continue
+        if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)):
+            continue
+        value = a.default if a.default is not None else defaults.get(a.dest)
+        if value is None or value == "" or value == ():
+            continue
+        if isinstance(value, (tuple, list)):
+            value = " ".join(str(v) for v in value)
+        a.help = f"{a.help} (default: {value})"
+
+
+def _parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skybatch", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own log on the terminal")
     sub = p.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a job (as a Prefect flow on a Dask cluster)")
     jobs = run.add_subparsers(dest="job", metavar="JOB")
     for name, modname in JOBS.items():
         mod = importlib.import_module(modname)
         jp = jobs.add_parser(name, help=mod.HELP, description=mod.HELP)
-        jp.add_argument("--config", default=None, metavar="YAML", help="settings file; flags override it")
+        jp.add_argument("--config", default=None, metavar="YAML", help="settings file (keys as the flags' names); "
+                                                                        "flags override it")
         jp.add_argument("--cluster", default=None, metavar="PROFILE",
-                        help="cluster profile: auto (default), local, local-cuda, slurm, kubernetes, address, "
-                             "a YAML path, or tcp://host:port")
+                        help="cluster profile: auto, local, local-cuda, slurm, kubernetes, address, "
+                             "a YAML path, or tcp://host:port (default: auto)")
+        jp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and Prefect's own log on the terminal")
         jp.add_argument("--wait-lock", type=float, default=None, metavar="SECONDS",
                         help="if another job is writing the same store, wait up to SECONDS for it (default: 0, "
                              "stop at once naming the other writer)")
         jp.add_argument("--cluster-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="change one profile setting for this run, e.g. account=m1234, qos=debug, cores=1 (repeat)")
         mod.add_arguments(jp)
-        jp.set_defaults(_job=mod)
+        if with_defaults:  # reads the config classes (imports the pipeline): only for --help
+            _show_defaults(jp, _defaults_of(mod))
+        jp.set_defaults(_job=mod, _parser=jp)
+    srv = sub.add_parser("server", help="the local Prefect API server that skybatch runs share (start, stop, status)")
+    from skybatch.commands import server
+
+    server.add_arguments(srv)
     cl = sub.add_parser("cluster", help="cluster profiles")
     clsub = cl.add_subparsers(dest="cluster_cmd", metavar="CMD")
     show = clsub.add_parser("show", help="print what a profile would start (for SLURM, the job script), without starting it")
-    show.add_argument("profile", nargs="?", default="auto")
+    show.add_argument("profile", nargs="?", default="auto", help="profile name, YAML path or address (default: auto)")
     show.add_argument("--cluster-opt", action="append", default=[], metavar="KEY=VALUE",
                       help="change one profile setting, e.g. account=m1234 (repeat)")
     clsub.add_parser("list", help="list the shipped profiles")
     return p
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the run unwinds as on Ctrl-C (cluster closed)."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess test
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise _Terminated()
+
+
+def _error(msg: str, debug: bool, exc: BaseException | None = None) -> None:
+    if debug and exc is not None:
+        import traceback
+
+        traceback.print_exception(exc)
+    print(f"error: {msg}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     from flows._common import set_default_env
 
     set_default_env()
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(with_defaults=bool({"-h", "--help"} & set(argv)) or not argv)
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     if args.version:
         import skybatch
 
         print(skybatch.__version__)
         return 0
+    if debug:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    elif "prefect" not in sys.modules:  # Prefect reads its logging config once, when imported
+        from pathlib import Path
+
+        os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).parent / "commands" / "cli_logging.yml"))
+    old_term = signal.getsignal(signal.SIGTERM)
+    if threading_main():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "cluster":
             from skybatch.cluster import ProfileError, describe, list_profiles, load_profile
@@ -86,29 +153,55 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
                 return 0
             parser.parse_args(["cluster", "--help"])
+        if args.command == "server":
+            from skybatch.commands import server
+
+            return int(server.run(args))
         if args.command == "run" and getattr(args, "_job", None) is not None:
             if getattr(args, "wait_lock", None) is not None:  # read by the job core's store lock
                 import os
 
                 os.environ["SKYBATCH_WAIT_LOCK"] = str(args.wait_lock)
             from skybatch.cluster import cli_overrides, parse_options
+            from skybatch.commands import server
 
+            server.enable_for_cli(say=lambda m: print(m, file=sys.stderr, flush=True))
             with cli_overrides(parse_options(args.cluster_opt)):
                 return int(args._job.run(args))
+        if args.command == "run":
+            parser.parse_args(["run", "--help"])
         parser.print_help()
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume where it stopped", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, _Terminated) else "interrupted"
+        print(f"{what}: the cluster was closed; re-run the same command to resume where it stopped", file=sys.stderr)
         return 130
     except Exception as e:
         from skybatch.cluster import ProfileError
-        from skybatch.commands._config import ConfigError
+        from skybatch.commands._config import ConfigError, UsageError
 
+        if isinstance(e, UsageError) and getattr(args, "_parser", None) is not None:
+            args._parser.print_usage(sys.stderr)
         if isinstance(e, (ConfigError, ProfileError, ValueError, KeyError, FileNotFoundError)):
             # errors a user can act on: the message names the file, store or setting
-            print(f"error: {e}", file=sys.stderr)
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            _error(str(msg), debug, e)
             return 2
-        raise
+        _error(f"{type(e).__name__}: {e}" + ("" if debug else "  (run with --debug for the traceback)"), debug, e)
+        return 1
+    finally:
+        from skybatch.commands import server
+
+        server.enable_for_cli(None)
+        if threading_main():
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def threading_main() -> bool:
+    """True in the main thread (the only one that may install signal handlers)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,8 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 os.environ.setdefault("DASK_TEMPORARY_DIRECTORY", os.path.join(_HOME, "dask"))
 os.environ.setdefault("DASK_DISTRIBUTED__WORKER__DAEMON", "True")
+# CLI runs in tests use the session server (prefect_server) or a temporary one, never a shared one left running
+os.environ.setdefault("SKYBATCH_PREFECT_SERVER", "temporary")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Fake credentials for the local S3 server; never a real account.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

@@ -83,11 +83,13 @@ def test_cli_ingest_kill9_and_resume(prefect_server, survey, tmp_path, dask_clie
 @pytest.mark.prefect
 def test_quickstart_as_a_new_user_runs_it(prefect_server, tmp_path):
     proc = _cli("run", "quickstart", "--dir", str(tmp_path / "qs"), "--n-healpix", "2", "--spectra-per-file", "40",
-                "--n-sdss", "6", "--cluster", "local")
+                "--n-sdss", "6", "--cluster", "local", "--only-ingest")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert "Dask dashboard: http://127.0.0.1:" in out
-    assert "xr.open_zarr(" in out
+    assert "skybatch.open_store(" in out
+    assert out.count("spectra in store:") == 2  # each report printed once (DESI, SDSS)
+    assert "Traceback" not in out and "| INFO" not in out  # Prefect's run log stays off the terminal
     ds = xr.open_zarr(tmp_path / "qs" / "spectra-desi.zarr")
     assert ds.sizes["wavelength"] == 7781 and ds.sizes["spectrum"] > 0
     assert xr.open_zarr(tmp_path / "qs" / "spectra-sdss.zarr").sizes["spectrum"] == 6
@@ -162,3 +164,81 @@ def test_cli_train_then_score_classify_embed(prefect_server, survey, tmp_path, d
 
     with pytest.raises(WeightsChecksumError, match="weights.eqx"):
         load(str(tmp_path / "vae" / "model"))
+
+
+@pytest.mark.slow
+def test_shared_server_and_sigterm_leave_no_process(survey, tmp_path):
+    """`skybatch server start` once; a run reuses it; SIGTERM mid-run closes the cluster (exit 130, no
+    process left); `skybatch server stop` stops the server."""
+    import json
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), SKYBATCH_PREFECT_SERVER="shared", PYTHONUNBUFFERED="1")
+
+    def sky(*args, timeout=300):
+        return subprocess.run([sys.executable, "-m", "skybatch.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    r = sky("server", "start")
+    assert r.returncode == 0 and "started" in r.stdout, r.stdout + r.stderr
+    state = json.loads((tmp_path / "prefect-home" / "skybatch-server.json").read_text())
+    try:
+        assert sky("server", "status").returncode == 0
+        args = [sys.executable, "-m", "skybatch.cli", "run", "ingest", "--store", str(tmp_path / "s.zarr"),
+                "--chunk-spectra", "10", "--cluster", "local", "--no-progress"]
+        for f in coadds(survey):
+            args += ["--source", f]
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "Dask dashboard:" in line:
+                break
+        assert proc.poll() is None, "".join(seen)
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        assert kids, "the local cluster's worker processes"
+        assert state["pid"] not in {k.pid for k in kids}  # the server is not a child of the run
+        proc.send_signal(signal.SIGTERM)
+        out = "".join(seen) + proc.stdout.read()
+        assert proc.wait(120) == 130, out
+        assert "terminated" in out and "Traceback" not in out
+        _, alive = psutil.wait_procs(kids, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+        assert psutil.pid_exists(state["pid"])  # the shared server stays for the next run
+    finally:
+        r = sky("server", "stop")
+    assert "stopped" in r.stdout
+    assert not psutil.pid_exists(state["pid"]) or psutil.Process(state["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert sky("server", "status").returncode == 1
+
+
+@pytest.mark.prefect
+def test_cli_rest_frame_chooses_a_grid_and_counts_flags_right(prefect_server, survey, tmp_path, dask_client, capsys):
+    """`--rest-frame` without `--grid` picks a grid covering the store; the summary's flag counts are the
+    counts of the bits stored in `preprocess_flags`; text coordinates come back as `str`."""
+    import numpy as np
+
+    import skybatch
+    from skybatch.pipeline.ingest import ingest
+    from skybatch.spectra.flags import SPECTRUM_FLAGS
+
+    store = str(tmp_path / "in.zarr")
+    ingest(coadds(survey)[:1], store, chunk_spectra=32, client=dask_client, progress=False)
+    out = str(tmp_path / "rest.zarr")
+    code = main(["run", "preprocess", "--store", store, "--out", out, "--rest-frame", "--bad-redshift", "observed",
+                 "--cluster", dask_client.scheduler.address, "--no-progress"])
+    printed = capsys.readouterr()
+    assert code == 0, printed
+    assert "rest-frame grid chosen from the store: loglam:" in printed.out
+    ds = skybatch.open_store(out)
+    flags = ds.preprocess_flags.values
+    expected = {name: int(np.count_nonzero(flags & (1 << bit))) for name, bit in SPECTRUM_FLAGS.items()}
+    line = next(ln for ln in printed.out.splitlines() if ln.startswith("spectrum flags this run:"))
+    shown = dict(kv.split("=") for kv in line.split(":", 1)[1].strip().split(", "))
+    assert {k: int(v) for k, v in shown.items()} == {k: v for k, v in expected.items() if v}
+    assert (flags & (1 << SPECTRUM_FLAGS["NORM_FAILED"]) == 0)[ds.ivar.values.max(axis=1) > 0].all()
+    assert ds.spectype.values.dtype.kind == "U" and ds.spectype.values.astype(str)[0] in {"GALAXY", "QSO", "STAR"}
+    assert printed.out.count("out: ") == 1 and "open it:" in printed.out

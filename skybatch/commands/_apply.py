@@ -8,10 +8,10 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument("--store", required=True, help="the (preprocessed) spectra store")
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a model directory from `skybatch run train`")
-    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, default=1024, help="spectra per model call")
     if top:
         p.add_argument("--top", type=int, default=100, help="size of the top-anomaly catalogue and plot")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=True, help="no progress bar")
 
 
 def run(kind: str, args: argparse.Namespace) -> int:
@@ -26,10 +26,15 @@ def run(kind: str, args: argparse.Namespace) -> int:
             print(f"FAILED chunk {c['chunk']}: {c['error']} -- re-run to retry")
         return int(out["exit_code"])
     rep = out["map_model"]
-    print(f"store: {out['store']}\nmodel: {out['model']}\nwrote: "
-          + ", ".join(f"{k}{tuple(v)}" for k, v in rep["outputs"].items()))
+    wrote = {k: tuple(v) for k, v in rep["outputs"].items()}
+    if kind == "score":  # written from the mapped terms after the map
+        wrote.update({k: ("spectrum",) for k in ("anomaly_score", "anomaly_misfit_z", "anomaly_rarity_z")})
+    print(f"store: {out['store']}\nmodel: {out['model']}\nwrote: " + ", ".join(f"{k}{v}" for k, v in wrote.items()))
     if kind == "score":
         print(f"top anomalies: {out['top_parquet']}\nplot: {out['top_png']}")
+    if kind == "classify":
+        print("class_pred holds the index of the most probable class in the `class` coordinate: "
+              "ds['class'].values[ds.class_pred.values] gives the names")
     for c in rep["failed_chunks"]:
         print(f"FAILED chunk {c['chunk']}: {c['error']} -- re-run to retry")
     return int(out["exit_code"])

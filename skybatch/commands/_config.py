@@ -8,11 +8,25 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "load_config", "build_config"]
+__all__ = ["ConfigError", "UsageError", "load_config", "build_config", "flag_name", "s3_client_defaults",
+           "with_s3_defaults"]
 
 
 class ConfigError(ValueError):
-    """A config file or flag that does not fit the job's settings; names the key."""
+    """A config file or flag that does not fit the job's settings; names the key (exit code 2)."""
+
+
+class UsageError(ConfigError):
+    """A required setting is missing: printed with the command's usage line (exit code 2)."""
+
+
+#: Flags whose name differs from the setting's (``sources`` is given as repeated ``--source``).
+_FLAG = {"sources": "--source", "bands": "--band"}
+
+
+def flag_name(setting: str) -> str:
+    """The command-line flag of a setting (``chunk_spectra`` -> ``--chunk-spectra``)."""
+    return _FLAG.get(setting, "--" + setting.replace("_", "-"))
 
 
 def load_config(path: str | None) -> dict[str, Any]:
@@ -34,15 +48,39 @@ def load_config(path: str | None) -> dict[str, Any]:
 def build_config(cls, file_settings: dict[str, Any], flags: dict[str, Any], where: str = "--config"):
     """``cls(**settings)`` where flags given on the command line override the file's values.
 
-    Unknown keys raise ConfigError naming the key and listing the valid ones;
-    invalid values raise it with the dataclass's own message.
+    Unknown keys raise ConfigError naming the key and listing the valid ones; a missing required
+    setting raises UsageError naming its flag; invalid values raise ConfigError with the dataclass's
+    own message.
     """
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(file_settings) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(file_settings) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {unknown}; valid settings are {sorted(names)}")
-    merged = {**file_settings, **{k: v for k, v in flags.items() if v is not None and k in names}}
+        raise ConfigError(f"{where}: unknown setting(s) {unknown}; valid settings are {sorted(fields)}")
+    merged = {**file_settings, **{k: v for k, v in flags.items() if v is not None and k in fields}}
+    missing = [n for n, f in fields.items() if n not in merged
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UsageError("missing " + ", ".join(f"{flag_name(n)} (or `{n}:` in --config)" for n in missing))
     try:
         return cls(**merged)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
+
+
+def s3_client_defaults() -> dict[str, Any]:
+    """botocore settings that make an unreachable S3 endpoint an error within ~10 s.
+
+    botocore's defaults (60 s connect timeout, retried) take minutes to give up on an endpoint
+    that does not answer; 3 s per connection attempt and 2 attempts keep a typo'd
+    ``--endpoint-url`` (or a firewalled one) to a few seconds, and reads of slow objects unaffected.
+    """
+    return {"config_kwargs": {"connect_timeout": 3, "read_timeout": 60,
+                              "retries": {"max_attempts": 2, "mode": "standard"}}}
+
+
+def with_s3_defaults(options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` with :func:`s3_client_defaults` filled in where the user set nothing."""
+    out = dict(options or {})
+    ck = {**s3_client_defaults()["config_kwargs"], **(out.get("config_kwargs") or {})}
+    out["config_kwargs"] = ck
+    return out

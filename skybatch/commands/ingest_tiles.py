@@ -10,6 +10,12 @@ _FIELDS = ("sources", "store", "chunk_tiles", "instrument", "tile_pattern", "sha
            "progress", "cluster")
 
 
+def CONFIGS():
+    from skybatch.pipeline.tile_ingest import TileIngestConfig
+
+    return (TileIngestConfig,)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", action="append", dest="sources", metavar="URL_OR_GLOB",
                    help="a path, glob, directory or s3:// URL/prefix of .npz / FITS tiles; repeat for more")
@@ -29,19 +35,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from skybatch.commands._config import build_config, load_config
+    from skybatch.commands._opts import storage_options_param
     from skybatch.pipeline.tile_ingest import TileIngestConfig, TileIngestReport
 
     flags = {k: getattr(args, k, None) for k in _FIELDS}
     config = build_config(TileIngestConfig, load_config(getattr(args, "config", None)), flags)
     from flows.tile_ingest import tile_ingest_flow
 
-    rep = tile_ingest_flow(
-        sources=config.sources, store=config.store, chunk_tiles=config.chunk_tiles, instrument=config.instrument,
+    from skybatch.commands._runflow import run_flow
+
+    rep = run_flow(
+        tile_ingest_flow, sources=config.sources, store=config.store, chunk_tiles=config.chunk_tiles, instrument=config.instrument,
         tile_pattern=config.tile_pattern, shard_planes=config.shard_planes, cluster=config.cluster,
-        endpoint_url=config.endpoint_url, anon=config.anon, progress=config.progress,
+        endpoint_url=config.endpoint_url, anon=config.anon, progress=config.progress, retries=config.retries,
+        source_options=storage_options_param(config.source_options, config.sources),
+        store_options=storage_options_param(config.store_options, [config.store]),
     )
     report = TileIngestReport(**rep)
     print(report.summary())
-    views = list(report.views) or ["VIEW"]
-    print(f"open it: import xarray as xr; ds = xr.open_zarr({config.store!r}, group={views[0]!r})")
+    from skybatch.commands._show import open_hint
+
+    views = list(report.views)
+    print(open_hint(config.store, views[0]) if views else open_hint(config.store))
     return report.exit_code

@@ -1,36 +1,91 @@
-"""`skybatch run quickstart`: a sample survey in real FITS layouts, ingested on a local cluster."""
+"""`skybatch run quickstart`: the main job end to end on a generated sample survey with ground truth.
+
+sample survey (real DESI / SDSS file layouts, injected anomalies) -> ingest -> preprocess to the rest
+frame -> train a small VAE -> anomaly scores -> the top anomalies as a PNG and a Parquet table, with
+the injected anomalies' ranks. ``--only-ingest`` stops after the ingest.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "generate a small sample survey (real DESI/SDSS file layouts, with ground truth) and ingest it"
+HELP = ("generate a small sample survey (real DESI/SDSS file layouts, injected anomalies), ingest, preprocess, "
+        "train a VAE and rank the anomalies")
+
+#: Hook for ``--imaging`` (image tiles + a difference run): a callable(args, out_dir) -> exit code,
+#: set by the imaging sample job when it is installed; None = not available yet.
+IMAGING_HOOK = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", default="skybatch-quickstart", help="where data and stores go (default ./skybatch-quickstart)")
+    p.add_argument("--dir", default="skybatch-quickstart", help="where data, stores and models go")
     p.add_argument("--n-healpix", type=int, default=4, help="DESI healpix coadd files to generate")
-    p.add_argument("--spectra-per-file", type=int, default=250)
-    p.add_argument("--n-sdss", type=int, default=60, help="SDSS spec files to generate")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spectra-per-file", type=int, default=200, help="science spectra per DESI coadd")
+    p.add_argument("--n-sdss", type=int, default=20, help="SDSS spec files to generate (ingested, not scored)")
+    p.add_argument("--anomaly-fraction", type=float, default=0.005,
+                   help="fraction of spectra given an injected anomaly (at least one per file)")
+    p.add_argument("--steps", type=int, default=600, help="VAE training steps")
+    p.add_argument("--top", type=int, default=50, help="size of the top-anomaly table")
+    p.add_argument("--seed", type=int, default=5, help="the sample survey's random seed")
+    p.add_argument("--only-ingest", action="store_true", help="stop after the ingest (the short version)")
+    p.add_argument("--imaging", action="store_true", help="also image tiles and a difference run (when available)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    from skybatch.commands._config import ConfigError
+
+    if args.imaging and IMAGING_HOOK is None:
+        raise ConfigError("--imaging: the imaging quick start is not available in this version; "
+                          "run without --imaging")
+    for name in ("n_healpix", "spectra_per_file", "steps", "top"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1")
     from flows.quickstart import quickstart_flow
     from skybatch.pipeline.ingest import IngestReport
 
     out = quickstart_flow(
         out_dir=args.dir, cluster=args.cluster or "auto", n_healpix=args.n_healpix,
-        spectra_per_file=args.spectra_per_file, n_sdss=args.n_sdss, seed=args.seed,
+        spectra_per_file=args.spectra_per_file, n_sdss=args.n_sdss, anomaly_fraction=args.anomaly_fraction, steps=args.steps, top=args.top,
+        seed=args.seed, only_ingest=args.only_ingest, progress=args.progress,
     )
     code = 0
     print(f"\nsample survey (FITS files + truth.parquet): {out['data']}")
     for survey in ("desi", "sdss"):
-        r = IngestReport(**out[survey])
-        print(f"\n[{survey}]\n{r.summary()}")
-        code = max(code, r.exit_code)
-    print("\nopen the stores in Python:\n"
-          "    import xarray as xr\n"
-          f"    ds = xr.open_zarr({IngestReport(**out['desi']).store!r})\n"
-          "    ds.flux.sel(wavelength=slice(6500, 6600)).isel(spectrum=0).values")
+        if survey in out:
+            r = IngestReport(**out[survey])
+            print(f"\n[ingest {survey}]\n{r.summary()}")
+            code = max(code, r.exit_code)
+    desi = IngestReport(**out["desi"]).store
+    if not args.only_ingest:
+        from skybatch.pipeline.modeling import TrainJobReport
+        from skybatch.pipeline.preprocess import PreprocessReport
+
+        pre = PreprocessReport(**out["preprocess"])
+        print(f"\n[preprocess]\n{pre.summary()}")
+        tr = TrainJobReport(**out["train"])
+        print(f"\n[train vae]\n{tr.summary()}")
+        sc = out["score"]
+        n = out["n_scored"]
+        ranks = out["ranks"]
+        top1 = max(1, round(0.01 * n))
+        print(f"\n[score]\nanomaly_score written for {n} spectra in {sc['store']}\n"
+              f"top anomalies: {sc['top_parquet']}\nplot: {sc['top_png']}")
+        print(f"\ninjected anomalies ({len(ranks)}) ranked among {n} spectra (1 = most anomalous; top 1 % = "
+              f"ranks 1-{top1}):")
+        for r in ranks:
+            print(f"  rank {r['rank']:>5}  {r['kind']:<16} targetid {r['targetid']}")
+        hits = sum(r["rank"] <= max(top1, len(ranks)) for r in ranks)
+        print(f"{hits} of {len(ranks)} in the top {max(top1, len(ranks))}")
+        code = max(code, pre.exit_code, tr.exit_code, int(sc["exit_code"]))
+        print("\nopen it in Python:\n"
+              "    import skybatch, pandas as pd\n"
+              f"    ds = skybatch.open_store({sc['store']!r})\n"
+              "    ds.anomaly_score.to_series().nlargest(10)\n"
+              f"    pd.read_parquet({sc['top_parquet']!r})")
+    else:
+        print("\nopen the stores in Python:\n"
+              "    import skybatch\n"
+              f"    ds = skybatch.open_store({desi!r})\n"
+              "    ds.flux.sel(wavelength=slice(6500, 6600)).isel(spectrum=0).values")
     return code

@@ -11,9 +11,16 @@ _SETTINGS = ("steps", "batch_size", "learning_rate", "optimizer", "weight_decay"
              "prefetch")
 
 
+def CONFIGS():
+    from skybatch.pipeline.modeling import TrainJobConfig
+    from skybatch.pipeline.tile_model import TileTrainConfig
+
+    return (TrainJobConfig, TileTrainConfig)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="the store to train on (preprocessed spectra, or a tile store)")
-    p.add_argument("--model", help="vae | classifier | tile-encoder | sky-broadband | sky-ldm")
+    p.add_argument("--model", help="vae | classifier | tile-encoder | sky-broadband | sky-ldm (required)")
     p.add_argument("--out", help="model directory (checkpoints, loss curves, model/)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -59,9 +66,14 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(TrainJobConfig, settings, flags)
     from flows.models import train_flow
 
+    from skybatch.commands._opts import storage_options_param
+
+    settings = {k: getattr(config, k) for k in _SETTINGS}
+    if config.storage_options:
+        settings["storage_options"] = storage_options_param(config.storage_options, [config.store])
     rep = TrainJobReport(**train_flow(
         store=config.store, model=config.model, out=config.out, cluster=config.cluster, progress=config.progress,
-        settings={k: getattr(config, k) for k in _SETTINGS},
+        settings=settings,
     ))
     print(rep.summary())
     return rep.exit_code

@@ -240,8 +240,8 @@ def run_with_client(config: PreprocessConfig, client) -> PreprocessReport:
         tasks = todo
         consolidate(config.out, opts)
     counts = np.sum([r["flag_bits"] for r in res.records], axis=0) if res.records else np.zeros(16, int)
-    flag_counts = {name: int(counts[int(np.log2(bit))]) for name, bit in SPECTRUM_FLAGS.items()
-                   if bit > 0 and int(np.log2(bit)) < 16 and counts[int(np.log2(bit))]}
+    # SPECTRUM_FLAGS maps each name to its bit *number*; counts[i] counts spectra with bit i set
+    flag_counts = {name: int(counts[bit]) for name, bit in SPECTRUM_FLAGS.items() if bit < 16 and counts[bit]}
     return PreprocessReport(
         store=config.store, out=config.out, n_spectra=n, chunks_written=len(tasks) - len(res.failed),
         chunks_skipped=len(ranges) - len(tasks), chunks_total=len(ranges), failed_chunks=res.failed,

@@ -39,6 +39,7 @@ __all__ = [
     "linear_grid",
     "loglam_grid",
     "explicit_grid",
+    "rest_frame_grid",
 ]
 
 GridKind = Literal["linear", "loglam", "explicit", "native"]
@@ -337,3 +338,58 @@ class GridSpec:
         if self.kind == "explicit":
             return {"kind": "explicit", "values": list(self.values or ())}
         return {"spec": str(self)}
+
+
+def rest_frame_grid(
+    wavelength: Any,
+    z: Any,
+    *,
+    step: float | None = None,
+    z_quantiles: tuple[float, float] = (0.005, 0.995),
+) -> GridSpec:
+    """A log-λ rest-frame grid covering what a survey observes over its redshift range.
+
+    Parameters
+    ----------
+    wavelength : array (n_wave,) or (n_spectrum, n_wave), Å
+        The observed-frame grid of the store.
+    z : array (n_spectrum,)
+        Redshifts of the spectra whose rest frame must fit; NaN and z <= -1 are ignored (pass
+        only trustworthy ones, e.g. ``zwarn == 0``).
+    step : float, optional
+        Pixel spacing in dex; default the input's coarsest log spacing rounded to one significant
+        digit (``1e-4`` for DESI's 0.8 Å pixels), so no input pixel is split coarser than it was.
+    z_quantiles : (lo, hi)
+        Redshift quantiles that bound the range (a few catastrophic redshifts do not stretch it).
+
+    Returns
+    -------
+    GridSpec ``loglam:START:STOP:STEP`` from ``min λ / (1 + z_hi)`` to ``max λ / (1 + z_lo)``
+    (rest-frame Å): every spectrum in the range lands on it, each covering the part it observed.
+
+    Raises
+    ------
+    ValueError
+        No usable redshift, or a non-positive wavelength.
+    """
+    import numpy as np
+
+    wl = np.asarray(wavelength, dtype=np.float64)
+    zz = np.asarray(z, dtype=np.float64).ravel()
+    zz = zz[np.isfinite(zz) & (zz > -1.0)]
+    if zz.size == 0:
+        raise ValueError("rest_frame_grid: no usable redshift (all NaN or <= -1); give --grid explicitly")
+    wl_ok = wl[np.isfinite(wl)]
+    if wl_ok.size < 2 or float(wl_ok.min()) <= 0:
+        raise ValueError("rest_frame_grid: the wavelength grid needs >= 2 positive values")
+    z_lo, z_hi = (float(v) for v in np.quantile(zz, z_quantiles))
+    lo = float(wl_ok.min()) / (1.0 + z_hi)
+    hi = float(wl_ok.max()) / (1.0 + z_lo)
+    if step is None:
+        w1 = np.sort(np.unique(wl_ok))
+        native = float(np.max(np.diff(np.log10(w1))))
+        exp = math.floor(math.log10(native))
+        step = round(native / 10**exp) * 10**exp
+    a = math.floor(math.log10(lo) / step) * step
+    b = math.ceil(math.log10(hi) / step) * step
+    return GridSpec("loglam", start=round(a, 6), stop=round(b, 6), step=float(f"{step:.3g}"))

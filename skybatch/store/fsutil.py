@@ -108,8 +108,11 @@ def atomic_write_bytes(fs, path: str, data: bytes) -> None:
 
 
 def public_options(storage_options: dict[str, Any] | None) -> dict[str, Any]:
-    """``storage_options`` with credentials removed (safe for attrs and logs)."""
-    return {k: v for k, v in (storage_options or {}).items() if k.lower() not in _SECRET_KEYS}
+    """``storage_options`` with credentials removed at the top level and redacted at any depth
+    (``client_kwargs``, ``config_kwargs`` ...; :func:`skybatch.secrets.redact`): safe for attrs and logs."""
+    from skybatch.secrets import redact
+
+    return redact({k: v for k, v in (storage_options or {}).items() if k.lower() not in _SECRET_KEYS})
 
 
 def expand_sources(

@@ -186,4 +186,6 @@ def open_store(url: str, storage_options: dict[str, Any] | None = None, *, check
         raise StoreSchemaError(f"{url}: no Zarr store here ({e}); create one with `skybatch run ingest`") from None
     if check:
         check_spectra_store(ds, url)
-    return ds
+    from skybatch.store.text import plain_text
+
+    return plain_text(ds)
