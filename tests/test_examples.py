@@ -11,11 +11,7 @@ import pytest
 EXAMPLES = Path(__file__).parents[1] / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 #: Notebooks expected to fail until a known fix lands (name -> reason).
-EXPECTED_TO_FAIL = {
-    "04_model_from_a_notebook.ipynb": "a model class defined in a notebook cannot be rebuilt on process workers "
-                                      "(cloudpickle + Equinox); fixed by the job core's in-process/threads JAX "
-                                      "path (issue 10 item 6)",
-}
+EXPECTED_TO_FAIL: dict[str, str] = {}
 
 
 def test_notebooks_are_stored_without_outputs():

@@ -71,6 +71,9 @@ BUILTIN_KINDS: dict[str, str] = {
     "spectrum_classifier": "skybatch.models.classifier",
     "tile_encoder": "skybatch.models.tile_encoder",
     "tile_jepa": "skybatch.models.tile_objective",
+    "sky_broadband": "skybatch.models.sky_broadband",
+    "sky_latent_unet": "skybatch.models.sky_diffusion",
+    "sky_ldm": "skybatch.models.sky_diffusion",
 }
 """Built-in model kinds and the module that registers each (imported on first use by
 :func:`load`/:func:`save`, so a fresh process knows every built-in kind without importing it first)."""
