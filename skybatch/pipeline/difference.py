@@ -87,7 +87,7 @@ _PARTS = "parts"
 _SCIENCE_FIELDS = (
     "threshold", "sign", "cutout_size", "max_candidates", "subtile", "subtile_overlap", "psf", "psf_size",
     "default_fwhm", "flux_ratio", "noise", "gain", "saturation", "mask_bits", "background_box",
-    "astrometric_sigma", "inject", "inject_snr", "inject_seed",
+    "astrometric_sigma", "inject", "inject_snr", "inject_seed", "hdu",
 )  # fmt: skip
 _SNR_BINS = (0.0, 3.0, 5.0, 8.0, 12.0, 20.0, 50.0, math.inf)
 
@@ -108,6 +108,10 @@ class DifferenceConfig(StorageSettings):
         each file's URL (e.g. ``r"(?P<tile>tile_\\d+)"`` when science and reference files are
         named differently); default the file's keys or name (see :mod:`skybatch.sources.tiles`).
     instrument: force the instrument of every file; default inferred per file.
+    hdu: FITS files: read this HDU (EXTNAME or number) as a plain image, noise from a
+        VARIANCE/WEIGHT/RMS HDU of the same shape or else estimated from the image; default
+        the survey layouts (IMAGE/VARIANCE, SCI/RMS), else the first 2-D image of the file
+        (see :mod:`skybatch.sources._plain`).
     threshold: detection threshold on |S_corr| (sigma).
     sign: ``both``, ``positive`` (brightening only) or ``negative`` (fading only).
     cutout_size: odd side (px) of the cutout triplets.
@@ -129,7 +133,8 @@ class DifferenceConfig(StorageSettings):
     gain: e-/ADU of both images, for ``noise=background`` and for the Poisson noise of
         injected sources; default none.
     saturation: raw level (image unit) at or above which a pixel is saturated, in either
-        image; default none (the mask's SAT plane still counts).
+        image; default each file's ``SATURATE`` / ``SATURATION`` keyword when it has one (the
+        mask's SAT plane always counts).
     mask_bits: integer bit mask of the inputs' mask planes that make a pixel bad; default the
         planes named ``BAD SAT CR NO_DATA EDGE SUSPECT`` when the files name their planes
         (LSST ``MP_*`` keywords), else none (pixels with infinite noise are always bad).
@@ -157,6 +162,7 @@ class DifferenceConfig(StorageSettings):
     bands: list[str] | None = None
     tile_pattern: str | None = None
     instrument: str | None = None
+    hdu: str | None = None
     threshold: float = 5.0
     sign: str = "both"
     cutout_size: int = 31
@@ -213,6 +219,8 @@ class DifferenceConfig(StorageSettings):
                 raise bad("tile_pattern", f"{self.tile_pattern!r} is not a regular expression ({e})") from None
             if "tile" not in pat.groupindex:
                 raise bad("tile_pattern", f"{self.tile_pattern!r} needs a named group (?P<tile>...)")
+        if self.hdu is not None:
+            self.hdu = str(self.hdu).strip() or None
         if not (isinstance(self.threshold, (int, float)) and self.threshold > 0 and math.isfinite(self.threshold)):
             raise bad("threshold", f"must be a positive number of sigma, got {self.threshold!r}")
         if self.sign not in ("both", "positive", "negative"):
@@ -365,14 +373,20 @@ class DifferenceReport:
 
     @property
     def exit_code(self) -> int:
-        """0: all done; 3: done, but inputs were set aside; 1: pairs failed (re-run to retry)."""
+        """0: all done; 3: done, but inputs were set aside or there was nothing to difference;
+        1: pairs failed (re-run to retry)."""
         if self.failed:
             return 1
-        return 3 if self.set_aside else 0
+        return 3 if self.set_aside or self.n_pairs == 0 else 0
 
     def summary(self) -> str:
         groups = ", ".join(f"{k}: {v} pairs" for k, v in self.groups.items()) or "none"
-        lines = [
+        lines = []
+        if self.n_pairs == 0:
+            lines.append("NOTHING TO DIFFERENCE: no science image could be paired with a reference"
+                         + (" (the reasons, file by file, are below)" if self.set_aside else
+                            " (no input files were found: check the --science and --reference paths)"))
+        lines += [
             f"store: {self.out}",
             f"pairs in store: {self.n_pairs} ({groups})",
             f"pairs: {self.pairs_written} differenced by this run, {self.pairs_skipped} already done",
@@ -381,7 +395,7 @@ class DifferenceReport:
         if self.n_dropped:
             lines.append(f"NOTE {self.n_dropped} detections beyond --max-candidates per pair were not catalogued "
                          "(raise it, or look at those pairs' subtraction)")
-        if self.png:
+        if self.png and self.n_candidates:
             lines.append(f"brightest triplets: {self.png}")
         if self.recovery:
             t = self.recovery["totals"]
@@ -446,12 +460,13 @@ def _store_frames(url: str, view: str | None, options: dict[str, Any], side: str
                 "url": url, "uri": f"{url}#{name}/{tid}/{band}", "kind": "store", "format": "zarr",
                 "locator": f"{name}:{int(ti)}:{int(bi)}", "checksum": f"{uid}:{name}:{int(ti)}:{int(bi)}",
                 "tile_id": tid, "band": band, "instrument": str(spec["instrument"]), "height": h, "width": w,
-                "unit": str(units.get(band, "")), "mask_bits": bits,
+                "unit": str(units.get(band, "")), "mask_bits": bits, "meta": "",
             })
     return out
 
 
-def _inspect_batch(urls: list[str], instrument: str | None, tile_pattern: str | None, options: dict[str, Any]) -> list:
+def _inspect_batch(urls: list[str], instrument: str | None, tile_pattern: str | None, options: dict[str, Any],
+                   hdu: str | None = None) -> list:
     """Inspect tile files on a worker (headers only); unreadable ones come back as set-aside records."""
     from skybatch.sources.base import SourceError
     from skybatch.sources.tiles import inspect_tile_source
@@ -464,7 +479,12 @@ def _inspect_batch(urls: list[str], instrument: str | None, tile_pattern: str | 
                 out.append({"url": url, "reason": "not-found",
                             "message": f"{url}: no such file; check the path or URL"})
                 continue
-            out.append(inspect_tile_source(fs, url, instrument=instrument, tile_pattern=tile_pattern))
+            if fs.isdir(url):
+                out.append({"url": url, "reason": "empty-directory",
+                            "message": f"{url}: a directory with no image files (.fits, .fit, .fits.fz, .npz); "
+                            "check the path"})
+                continue
+            out.append(inspect_tile_source(fs, url, instrument=instrument, tile_pattern=tile_pattern, hdu=hdu))
         except SourceError as e:
             out.append({"url": url, "reason": e.reason, "message": str(e)})
         except (FileNotFoundError, PermissionError) as e:
@@ -488,7 +508,7 @@ def _file_frames(sources: list[str], config: DifferenceConfig, client, run_id: s
     per = max(1, min(64, math.ceil(len(urls) / (4 * n_workers))))
     batches = [urls[i : i + per] for i in range(0, len(urls), per)]
     futures = client.map(_inspect_batch, batches, instrument=config.instrument, tile_pattern=config.tile_pattern,
-                         options=opts, pure=False, key=[f"inspect-{side}-{run_id}-{i}" for i in range(len(batches))])
+                         options=opts, hdu=config.hdu, pure=False, key=[f"inspect-{side}-{run_id}-{i}" for i in range(len(batches))])
     for res in client.gather(futures):
         for r in res:
             if isinstance(r, dict):
@@ -500,6 +520,7 @@ def _file_frames(sources: list[str], config: DifferenceConfig, client, run_id: s
                     "url": r.url, "uri": r.url, "kind": "file", "format": r.format, "locator": p.locator,
                     "checksum": r.checksum, "tile_id": p.tile_id, "band": p.band, "instrument": p.instrument,
                     "height": int(p.height), "width": int(p.width), "unit": p.unit, "mask_bits": bits,
+                    "meta": p.meta,
                 })
     return frames, set_aside
 
@@ -527,6 +548,7 @@ def _frames(side: str, config: DifferenceConfig, client, run_id: str):
 
 _FRAME_FIELDS = (
     "url", "uri", "kind", "format", "locator", "checksum", "instrument", "height", "width", "unit", "mask_bits",
+    "meta",
 )  # fmt: skip
 _PLAN_COLUMNS = ["pair", "pair_id", "group", "pair_index", "tile_id", "band", "fingerprint", "run_id", "planned_at"] + [
     f"{side}_{k}" for side in ("science", "reference") for k in _FRAME_FIELDS
@@ -555,8 +577,13 @@ def _table_bytes(df: pd.DataFrame) -> bytes:
 
 
 def _frame_of(row: Any, side: str) -> dict[str, Any]:
-    return {k: (int(row[f"{side}_{k}"]) if k in ("height", "width") else row[f"{side}_{k}"]) for k in _FRAME_FIELDS} | {
-        "tile_id": row["tile_id"], "band": row["band"]}
+    def val(k: str) -> Any:
+        v = row.get(f"{side}_{k}")
+        if k in ("height", "width"):
+            return int(v)
+        return "" if k == "meta" and not isinstance(v, str) else v  # plans of earlier versions have no meta
+
+    return {k: val(k) for k in _FRAME_FIELDS} | {"tile_id": row["tile_id"], "band": row["band"]}
 
 
 def _fingerprint(identity: str, store_uuid: str, row: Any) -> str:
@@ -756,7 +783,7 @@ class _Frame:
 
 
 def _read_frame(frame: dict[str, Any], options: dict[str, Any], instrument: str | None,
-                tile_pattern: str | None) -> _Frame:
+                tile_pattern: str | None, hdu: str | None = None) -> _Frame:
     """Read one frame's image, noise (1-sigma), mask and WCS header; bad inputs raise _InputError."""
     from skybatch.sources.base import SourceError
 
@@ -776,8 +803,8 @@ def _read_frame(frame: dict[str, Any], options: dict[str, Any], instrument: str 
         url = frame["url"]
         fs = filesystem(url, options)
         info = TilePlaneInfo(frame["tile_id"], frame["instrument"], frame["band"], int(frame["height"]),
-                             int(frame["width"]), frame["locator"], frame["unit"])
-        (p,) = read_tile_planes(fs, url, [info], instrument=instrument, tile_pattern=tile_pattern)
+                             int(frame["width"]), frame["locator"], frame["unit"], frame.get("meta") or "")
+        (p,) = read_tile_planes(fs, url, [info], instrument=instrument, tile_pattern=tile_pattern, hdu=hdu)
         if not p.present:
             raise _InputError(url, "absent", f"{url}: plane {frame['tile_id']}/{frame['band']} holds no finite pixel")
         return _Frame(p.image, p.noise, p.mask, p.wcs)
@@ -815,6 +842,7 @@ class _Prepared:
     wcs: str
     aligned: bool
     injected: dict[str, np.ndarray] | None
+    flux_ratio_guess: float | None = None
 
 
 def _fill_noise(noise: np.ndarray, where: str) -> np.ndarray:
@@ -833,27 +861,51 @@ def _prepare(task: PairTask, settings: dict[str, Any], ctx: dict[str, Any]) -> _
         return _SetAside(e.url, e.reason, f"pair {task.pair_id}: {e.message}")
 
 
+def _meta(frame: dict[str, Any]) -> dict[str, float]:
+    m = frame.get("meta") or ""
+    return json.loads(m) if isinstance(m, str) and m else {}
+
+
+def flux_ratio_guess(new_meta: dict[str, float], ref_meta: dict[str, float]) -> float | None:
+    """Science counts per reference count from the headers: ``10**(0.4 (ZP_new - ZP_ref))`` when
+    both have a zero point, else the ratio of exposure times when both have one, else None.
+
+    (Zero points of total counts, as ZTF ``MAGZP``; a first guess: the fit from stars wins
+    whenever there are enough of them, and the pipeline puts the reference in counts per
+    science pixel, so pixel scales do not enter.)
+    """
+    zn, zr = new_meta.get("zero_point"), ref_meta.get("zero_point")
+    if zn is not None and zr is not None:
+        return float(10.0 ** (0.4 * (zn - zr)))
+    tn, tr = new_meta.get("exptime"), ref_meta.get("exptime")
+    if tn and tr:
+        return float(tn / tr)
+    return None
+
+
 def _prepare_or_raise(task: PairTask, settings: dict[str, Any], ctx: dict[str, Any]) -> _Prepared:
     from skybatch.imaging import align_to_grid, same_grid
     from skybatch.store.tile_store import wcs_from_header
 
-    opts, inst, pat = ctx["source_options"], ctx["instrument"], ctx["tile_pattern"]
-    s = _read_frame(task.science, opts, inst, pat)
-    r = _read_frame(task.reference, opts, inst, pat)
-    sat_level = settings["saturation"]
+    opts, inst, pat, hdu = ctx["source_options"], ctx["instrument"], ctx["tile_pattern"], ctx.get("hdu")
+    s = _read_frame(task.science, opts, inst, pat, hdu)
+    r = _read_frame(task.reference, opts, inst, pat, hdu)
+    new_meta, ref_meta = _meta(task.science), _meta(task.reference)
 
-    def masks(fr: _Frame, frame: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def masks(fr: _Frame, frame: dict[str, Any], meta: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         bad_bits, sat_bits = _bad_bits(frame, settings["mask_bits"])
         bad = ~np.isfinite(fr.noise) | ~np.isfinite(fr.image) | (fr.noise <= 0)
         if bad_bits:
             bad |= (fr.mask & np.uint32(bad_bits)) != 0
         sat = (fr.mask & np.uint32(sat_bits)) != 0 if sat_bits else np.zeros(fr.image.shape, bool)
-        if sat_level is not None:
-            sat |= fr.image >= sat_level
+        # the --saturation setting overrides the file's SATURATE keyword
+        level = settings["saturation"] if settings["saturation"] is not None else meta.get("saturate")
+        if level is not None:
+            sat |= fr.image >= level
         return bad & ~sat, sat
 
-    new_bad, new_sat = masks(s, task.science)
-    ref_bad, ref_sat = masks(r, task.reference)
+    new_bad, new_sat = masks(s, task.science, new_meta)
+    ref_bad, ref_sat = masks(r, task.reference, ref_meta)
     new_noise = _fill_noise(s.noise, task.science["uri"])
     ref_noise = _fill_noise(r.noise, task.reference["uri"])
     new, ref = s.image, r.image
@@ -861,19 +913,24 @@ def _prepare_or_raise(task: PairTask, settings: dict[str, Any], ctx: dict[str, A
     shape = tuple(new.shape)
     aligned = False
     if new_wcs is not None and ref_wcs is not None and not same_grid(ref_wcs, ref.shape, new_wcs, shape):
-        al = align_to_grid(ref.astype(np.float32), ref_wcs, new_wcs, shape, variance=np.square(ref_noise))
+        # counts per science pixel (flux-conserving when pixel scales differ); ZOGY gets the white-noise
+        # variance with the resampled noise's low-frequency power (see skybatch.imaging.align)
+        ref_in = np.where(ref_bad | ref_sat, 0.0, ref).astype(np.float32)
+        al = align_to_grid(ref_in, ref_wcs, new_wcs, shape, variance=np.square(np.where(ref_bad, 0.0, ref_noise)),
+                           flux_conserving=True)
         if not al.footprint.any():
             raise _InputError(task.reference["uri"], "no-overlap",
                               f"{task.reference['uri']}: does not overlap the science image {task.science['uri']} "
                               "(their WCSs share no sky); check the pairing")
-        # move the masks the same way (both in one call); any touched pixel stays flagged
-        moved = align_to_grid(ref_bad.astype(np.float32), ref_wcs, new_wcs, shape, variance=ref_sat.astype(np.float32))
-        moved_bad, moved_sat = moved.image, moved.variance
+        # move the masks the same way; any touched pixel stays flagged
+        moved_bad = align_to_grid(ref_bad.astype(np.float32), ref_wcs, new_wcs, shape).image
+        moved_sat = align_to_grid(ref_sat.astype(np.float32), ref_wcs, new_wcs, shape).image
         ref = al.image
         ref_sat = np.nan_to_num(moved_sat, nan=0.0) >= 0.01
         ref_bad = ~(np.nan_to_num(moved_bad, nan=1.0) < 0.01) | ~np.isfinite(ref) | ~al.footprint
         ref_bad &= ~ref_sat
-        ref_noise = _fill_noise(np.sqrt(al.variance).astype(np.float32), task.reference["uri"])
+        white = np.where(ref_bad | ref_sat, np.nan, al.variance_white)
+        ref_noise = _fill_noise(np.sqrt(white).astype(np.float32), task.reference["uri"])
         ref = np.where(np.isfinite(ref), ref, 0.0).astype(np.float32)
         aligned = True
     elif tuple(ref.shape) != shape:
@@ -888,7 +945,7 @@ def _prepare_or_raise(task: PairTask, settings: dict[str, Any], ctx: dict[str, A
     if settings["inject"]:
         new, new_noise, injected = _inject(new, new_noise, new_bad | saturated, task, settings)
     return _Prepared(new.astype(np.float32, copy=False), ref.astype(np.float32, copy=False), new_noise, ref_noise,
-                     new_bad, ref_bad, saturated, s.wcs, aligned, injected)
+                     new_bad, ref_bad, saturated, s.wcs, aligned, injected, flux_ratio_guess(new_meta, ref_meta))
 
 
 def _inject(new: np.ndarray, noise: np.ndarray, masked: np.ndarray, task: PairTask, settings: dict[str, Any]):
@@ -969,7 +1026,7 @@ def _difference_window(prep: _Prepared | _SetAside, window: tuple,
     sat = prep.saturated[ws]
     # PSF and flux-ratio fallbacks warn (to the worker log) and say so in their method fields
     out = difference_pair(
-        prep.new[ws], prep.ref[ws], flux_ratio=settings["flux_ratio"],
+        prep.new[ws], prep.ref[ws], flux_ratio=settings["flux_ratio"], flux_ratio_guess=prep.flux_ratio_guess,
         new_mask=prep.new_bad[ws] | sat, ref_mask=prep.ref_bad[ws] | sat,
         background_box=settings["background_box"], psf_size=settings["psf_size"],
         default_fwhm=settings["default_fwhm"], astrometric_sigma=(a, a), fft_workers=1, **kw,
@@ -1187,7 +1244,8 @@ def _finalize(plan: DifferencePlan, client) -> dict[str, Any]:
     manifest = Manifest(out, opts, stage=STAGE)
     done = manifest.done_chunks()
     table = plan.table
-    done_rows = table[[fp in done.get(int(p), set()) for p, fp in zip(table["pair"], table["fingerprint"])]]
+    done_rows = table[np.asarray([fp in done.get(int(p), set()) for p, fp in zip(table["pair"], table["fingerprint"])],
+                                 dtype=bool)]
     fs = filesystem(out, opts)
     g = ds.open_difference_group(out, opts)
     key = hashlib.sha256(json.dumps([done_rows[["pair", "fingerprint"]].values.tolist(), len(table),
@@ -1359,7 +1417,8 @@ def execute_difference(plan: DifferencePlan, client) -> DifferenceReport:
     settings = config.science_settings()
     settings["inject_snr"] = tuple(settings["inject_snr"])
     ctx = {"out": config.out, "store_options": st_opts, "source_options": config.source_storage_options(),
-           "instrument": config.instrument, "tile_pattern": config.tile_pattern, "run_id": plan.run_id}
+           "instrument": config.instrument, "tile_pattern": config.tile_pattern, "run_id": plan.run_id,
+           "hdu": config.hdu}
     futures = {_submit(client, t, settings, ctx, config.retries): t for t in plan.todo}
     bar = None
     if config.progress and plan.todo:
