@@ -24,6 +24,7 @@ JOBS = {
     "classify": "skybatch.commands.classify",
     "embed": "skybatch.commands.embed",
     "difference": "skybatch.commands.difference",
+    "sample-images": "skybatch.commands.sample_images",
 }
 
 

@@ -99,3 +99,28 @@ def test_null_pair_has_no_candidate_away_from_bright_stars(run, sample):
     stars = pd.read_parquet(sample.truth.replace("transients", "stars"))
     s = stars[(stars.pair_id == "field_002/r") & (stars.snr_new > 300)]
     assert (_nearest(null, s.x.to_numpy(), s.y.to_numpy()) < 10).all(), null[["x", "y", "S_corr"]]
+
+
+def test_nothing_to_difference_says_why(sample, dask_client, tmp_path):
+    """Every input set aside, no pair: each file with its reason, exit code 3, an empty but valid output."""
+    junk = tmp_path / "refs"
+    junk.mkdir()
+    (junk / "broken_r.fits").write_bytes(b"not a fits file" * 200)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = str(tmp_path / "none.zarr")
+    rep = difference(sample.science["plain"], [str(junk), str(empty)], out, client=dask_client, progress=False)
+    assert rep.exit_code == 3 and rep.n_pairs == 0 and rep.n_candidates == 0
+    text = rep.summary()
+    assert text.startswith("NOTHING TO DIFFERENCE")
+    reasons = {s["url"].rsplit("/", 1)[-1]: s["reason"] for s in rep.set_aside}
+    assert reasons == {"broken_r.fits": "corrupt", "empty": "empty-directory", "field_000_r.fits": "no-reference",
+                       "field_001_r.fits": "no-reference", "field_002_r.fits": "no-reference"}, reasons
+    for name in reasons:
+        assert name in text
+    cat = read_candidates(out)
+    assert len(cat) == 0 and {"x", "y", "S_corr", "flux"} <= set(cat.columns)
+    assert open_difference_store(out) == {}
+    # a re-run says the same, and does not fail on its own empty store
+    again = difference(sample.science["plain"], [str(junk), str(empty)], out, client=dask_client, progress=False)
+    assert again.exit_code == 3 and again.n_pairs == 0
