@@ -1106,6 +1106,16 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
         det["dec"] = np.nan
     det["rank"] = np.arange(len(det), dtype=np.int64)
     det["injected"] = False
+    from skybatch.imaging import psf_fwhm
+    from skybatch.imaging.properties import candidate_properties
+
+    props = candidate_properties(
+        maps["D"], maps["S_corr"], det["x"].to_numpy(), det["y"].to_numpy(), det["sign"].to_numpy(),
+        psf_fwhm=float(psf_fwhm(np.asarray(centre["P_D"]))), masked=bad | sat, ref=maps["ref"],
+        stamp=settings["cutout_size"],
+    )
+    for k, v in props.items():
+        det[k] = v
     trip = np.asarray(cutout_triplets(maps["new"], maps["ref"], maps["D"], det["x"].to_numpy(), det["y"].to_numpy(),
                                       settings["cutout_size"]), np.float32)
     inj_table = None
@@ -1221,6 +1231,7 @@ def _write_cutout_chunk(spec: tuple[int, int, list[tuple[str, int, int, int]]], 
 _CATALOGUE_COLUMNS = [
     "candidate", "pair", "pair_id", "group", "pair_index", "tile_id", "band", "rank", "x", "y", "ra", "dec",
     "S_corr", "significance", "sign", "flux", "flux_err", "snr", "x_peak", "y_peak", "injected",
+    "fwhm", "elongation", "theta", "dipole", "masked_fraction", "ref_distance", "ref_flux",
 ]  # fmt: skip
 
 
@@ -1301,7 +1312,7 @@ def _finalize(plan: DifferencePlan, client) -> dict[str, Any]:
         cand["tile_id"] = meta.loc[cand["pair"], "tile_id"].to_numpy()
         cand["band"] = meta.loc[cand["pair"], "band"].to_numpy()
         cand["candidate"] = np.arange(len(cand), dtype=np.int64)
-        cand = cand[_CATALOGUE_COLUMNS]
+        cand = cand.reindex(columns=_CATALOGUE_COLUMNS)  # parts staged by earlier versions lack newer properties
     else:
         cand = _empty_catalogue()
     if len(cand) != sum(counts):

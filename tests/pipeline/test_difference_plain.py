@@ -124,3 +124,28 @@ def test_nothing_to_difference_says_why(sample, dask_client, tmp_path):
     # a re-run says the same, and does not fail on its own empty store
     again = difference(sample.science["plain"], [str(junk), str(empty)], out, client=dask_client, progress=False)
     assert again.exit_code == 3 and again.n_pairs == 0
+
+
+def test_candidates_carry_measured_properties(run, sample):
+    """Shapes, dipole score, masked fraction and reference neighbours in the catalogue, sensible per kind."""
+    cat = read_candidates(run.out)
+    for col in ("fwhm", "elongation", "dipole", "masked_fraction", "ref_distance", "ref_flux", "flux", "flux_err"):
+        assert col in cat.columns
+    ds = open_difference_store(run.out)[f"{SIZE}x{SIZE}"]
+    real = cat[cat.injected & (cat.snr > 10)]
+    assert len(real) >= 20
+    # injected point sources: D's PSF width, round, no dipole, unmasked
+    assert 0.6 < real.fwhm.median() / np.median(ds.new_fwhm.values) < 1.6
+    assert real.elongation.median() < 1.3 and (real.dipole < 0.2).mean() > 0.9
+    assert (real.masked_fraction < 0.5).all() and (cat.masked_fraction.between(0, 1)).all()
+    # transients put on galaxies sit on a reference source; injections mostly do not
+    truth = pd.read_parquet(sample.truth)
+    on_gal = truth[truth.on_galaxy]
+    d_gal = []
+    for pid, x, y in zip(on_gal.pair_id, on_gal.x, on_gal.y):
+        g = cat[cat.pair_id == pid]
+        dd = np.hypot(g.x - x, g.y - y)
+        if len(g) and dd.min() < 2.5:
+            d_gal.append(float(g.ref_distance.to_numpy()[int(np.argmin(dd.to_numpy()))]))
+    assert len(d_gal) >= 3 and np.median(d_gal) < 3.0, d_gal
+    assert real.ref_distance.median() > 5.0
