@@ -207,8 +207,8 @@ def write_calexp_fits(path: str | os.PathLike, image: np.ndarray, variance: np.n
 
 
 def write_euclid_fits(path: str | os.PathLike, image: np.ndarray, variance: np.ndarray, wcs: Any,
-                      band: str = "VIS") -> None:
-    """Euclid-like: primary (TELESCOP, FILTER) + SCI (WCS) + RMS + FLG."""
+                      band: str = "VIS", saturation: float | None = None) -> None:
+    """Euclid-like: primary (TELESCOP, FILTER) + SCI (WCS, ``SATURATE`` when given) + RMS + FLG (bit 0 = saturated)."""
     from astropy.io import fits
 
     ph = fits.PrimaryHDU()
@@ -216,9 +216,13 @@ def write_euclid_fits(path: str | os.PathLike, image: np.ndarray, variance: np.n
     ph.header["FILTER"] = band
     h = wcs.to_header()
     h["EXTNAME"] = "SCI"
+    flg = np.zeros(image.shape, ">i4")
+    if saturation is not None:
+        h["SATURATE"] = float(saturation)
+        flg[image >= saturation] = 1
     fits.HDUList([ph, fits.ImageHDU(image.astype(">f4"), header=h),
                   fits.ImageHDU(np.sqrt(variance).astype(">f4"), name="RMS"),
-                  fits.ImageHDU(np.zeros(image.shape, ">i4"), name="FLG")]).writeto(path, overwrite=True)
+                  fits.ImageHDU(flg, name="FLG")]).writeto(path, overwrite=True)
 
 
 @dataclass
@@ -309,8 +313,8 @@ def write_sample_images(out: str | os.PathLike, *, n_pairs: int = 3, size: int =
                     write_calexp_fits(sd / f"{name}_{band}.fits", p.new, p.new_var, p.new_wcs, band, p.new_saturated)
                     write_calexp_fits(rd / f"{name}_{band}.fits", p.ref, p.ref_var, p.ref_wcs, band, p.ref_saturated)
                 else:
-                    write_euclid_fits(sd / f"{name}_{band}.fits", p.new, p.new_var, p.new_wcs, band)
-                    write_euclid_fits(rd / f"{name}_{band}.fits", p.ref, p.ref_var, p.ref_wcs, band)
+                    write_euclid_fits(sd / f"{name}_{band}.fits", p.new, p.new_var, p.new_wcs, band, p.saturation)
+                    write_euclid_fits(rd / f"{name}_{band}.fits", p.ref, p.ref_var, p.ref_wcs, band, p.saturation)
             pairs[layout].append(f"{name}/{band}")
             st = p.stars
             star_rows.append(pd.DataFrame({
