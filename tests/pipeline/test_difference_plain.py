@@ -149,3 +149,36 @@ def test_candidates_carry_measured_properties(run, sample):
             d_gal.append(float(g.ref_distance.to_numpy()[int(np.argmin(dd.to_numpy()))]))
     assert len(d_gal) >= 3 and np.median(d_gal) < 3.0, d_gal
     assert real.ref_distance.median() > 5.0
+
+
+def test_realbogus_scores_the_catalogue(run, sample, tmp_path):
+    """A real/bogus model trained on generated triplets scores the pipeline's own candidates."""
+    from skybatch.models.realbogus import train_realbogus
+    from skybatch.pipeline.difference.realbogus import classify_difference_store
+    from skybatch.sample.realbogus import make_realbogus_set
+
+    ts = make_realbogus_set(1200, size=21, seed=7)
+    model = train_realbogus(ts.triplets, ts.label, epochs=4, width=8)
+    model.save(str(tmp_path / "rb"))
+    before = read_candidates(run.out)
+    res = classify_difference_store(run.out, str(tmp_path / "rb"))
+    cat = read_candidates(run.out)
+    assert res["n_candidates"] == len(cat) == len(before)
+    assert cat.realbogus_score.between(0, 1).all() and cat.realbogus_real.dtype == bool
+    assert (cat.drop(columns=["realbogus_score", "realbogus_real"]).equals(before))
+    real = cat[cat.injected & (cat.snr > 10)]
+    assert real.realbogus_score.median() > 0.9 and real.realbogus_real.mean() > 0.8
+    stars = pd.read_parquet(sample.truth.replace("transients", "stars"))
+    truth = pd.read_parquet(sample.truth)
+    rings = []
+    for pid, g in cat[~cat.injected].groupby("pair_id"):
+        t = truth[truth.pair_id == pid]
+        s = stars[(stars.pair_id == pid) & (stars.snr_new > 300)]
+        ring = (_nearest(g, s.x.to_numpy(), s.y.to_numpy()) < 10) & (_nearest(g, t.x.to_numpy(), t.y.to_numpy()) > 2.5)
+        rings.append(g[ring])
+    rings = pd.concat(rings)
+    if len(rings):  # bright-star residual rings are bogus
+        assert rings.realbogus_score.median() < 0.5, rings[["x", "y", "S_corr", "realbogus_score"]]
+    # a second classification replaces the columns
+    classify_difference_store(run.out, str(tmp_path / "rb"))
+    assert list(read_candidates(run.out).columns) == list(cat.columns)
