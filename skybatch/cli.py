@@ -25,6 +25,7 @@ JOBS = {
     "embed": "skybatch.commands.embed",
     "difference": "skybatch.commands.difference",
     "sample-images": "skybatch.commands.sample_images",
+    "realbogus": "skybatch.commands.realbogus",
 }
 
 

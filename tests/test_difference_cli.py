@@ -93,3 +93,15 @@ def test_cli_sample_images(skybatch_main, tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     assert skybatch_main(["run", "sample-images", "--out", str(tmp_path / "mine")]) == 2
     assert "holds other files" in capsys.readouterr().err
+
+
+def test_cli_realbogus_train_and_refusals(skybatch_main, tmp_path, capsys):
+    m = tmp_path / "rb"
+    assert skybatch_main(["run", "realbogus", "--train", "--out", str(m), "--examples", "600", "--epochs", "2",
+                          "--stamp", "15"]) == 0
+    text = capsys.readouterr().out
+    assert "held-out generated triplets: ECE" in text and (m / "card.json").exists()
+    assert skybatch_main(["run", "realbogus", "--train", "--out", str(m)]) == 2  # never overwrites a model
+    assert "not empty" in capsys.readouterr().err
+    assert skybatch_main(["run", "realbogus", "--store", str(tmp_path / "nope.zarr"), "--model", str(m)]) == 2
+    assert "no candidate catalogue" in capsys.readouterr().err

@@ -229,7 +229,13 @@ def train_realbogus(triplets: np.ndarray, labels: np.ndarray, *, features: np.nd
     model = RealBogusModel(eqx.combine(params, static), history=history, completeness=completeness,
                            stamp=int(np.shape(triplets)[-1]))
     z = model.logits(x[cal], f[cal])
-    model.temperature = float(fit_temperature(_binary_logits(z), labels[cal]))
+    try:
+        model.temperature = float(fit_temperature(_binary_logits(z), labels[cal]))
+    except ValueError as e:  # a calibration split the model separates perfectly: no temperature to fit
+        import warnings
+
+        warnings.warn(f"temperature not fitted, kept 1.0 ({e}); use more training examples", stacklevel=2)
+        model.temperature = 1.0
     p = expit(z / model.temperature)
     real = np.sort(p[labels[cal] == 1])
     model.threshold = float(real[int(math.floor((1.0 - completeness) * len(real)))]) if len(real) else 0.5
