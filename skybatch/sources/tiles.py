@@ -31,6 +31,13 @@ Formats
     RMS = sqrt(variance). Tile-compressed HDUs (fpack, ``ZIMAGE``) are decompressed with
     astropy; whole-file gzip (``.fits.gz``) cannot be read in ranges and is refused
     (``unsupported-compression``: decompress it, or fpack it).
+    Any other FITS image is read as a **plain image** (:mod:`skybatch.sources._plain`): the
+    image in the primary HDU or the first 2-D image extension (or the ``hdu`` asked for), the
+    noise from a VARIANCE / WEIGHT / RMS HDU of the same shape or else estimated from the image
+    (``GAIN``, ``RDNOISE``), a MASK / DQ HDU's non-zero pixels bad; instrument ``INSTRUME``
+    (else ``generic``), band from ``FILTER`` reduced to its letter (else ``unknown``). Header
+    numbers (``SATURATE``, ``GAIN``, ``RDNOISE``, zero point, ``EXPTIME``) of every layout are
+    kept in :attr:`TilePlaneInfo.meta`.
 
 Inference rules (documented contract)
 -------------------------------------
@@ -636,9 +643,6 @@ def _fits_groups(lay: _fits.FitsLayout):
         else:
             g["mask"] = e
     return {d: g for d, g in groups.items() if g}
-
-
-
 
 
 def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_pattern: str | None,
