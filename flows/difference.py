@@ -56,6 +56,7 @@ def difference_flow(
     bands: list[str] | None = None,
     tile_pattern: str | None = None,
     instrument: str | None = None,
+    hdu: str | None = None,
     threshold: float = 5.0,
     sign: str = "both",
     cutout_size: int = 31,
@@ -88,7 +89,7 @@ def difference_flow(
     an injection-recovery report."""
     config = job.DifferenceConfig(
         science=science, reference=reference, out=out, science_view=science_view, reference_view=reference_view,
-        bands=bands, tile_pattern=tile_pattern, instrument=instrument, threshold=threshold, sign=sign,
+        bands=bands, tile_pattern=tile_pattern, instrument=instrument, hdu=hdu, threshold=threshold, sign=sign,
         cutout_size=cutout_size, max_candidates=max_candidates, subtile=subtile, subtile_overlap=subtile_overlap,
         psf=psf, psf_size=psf_size, default_fwhm=default_fwhm, flux_ratio=flux_ratio, noise=noise, gain=gain,
         saturation=saturation, mask_bits=mask_bits, background_box=background_box,

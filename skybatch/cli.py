@@ -29,6 +29,8 @@ JOBS = {
     "embed": "skybatch.commands.embed",
     "difference": "skybatch.commands.difference",
     "generate": "skybatch.commands.generate",
+    "sample-images": "skybatch.commands.sample_images",
+    "realbogus": "skybatch.commands.realbogus",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pandas as pd
 import pytest
 
 from skybatch import cli
@@ -55,6 +56,15 @@ def test_cli_difference_runs_the_flow(prefect_server, dask_client, skybatch_main
     assert "0 differenced by this run, 2 already done" in text and "SET ASIDE [no-reference]" in text
     assert "tile_0999" in text
 
+    # nothing to difference: every file and its reason on the terminal, exit code 3, no traceback
+    none_args = ["run", "difference", "--science", str(extra), "--reference", str(tmp_path / "nowhere_r.fits"),
+                 "--out", str(tmp_path / "none.zarr"), "--cluster", dask_client.scheduler.address, "--no-progress"]
+    assert skybatch_main(none_args) == 3
+    text = capsys.readouterr()
+    assert "NOTHING TO DIFFERENCE" in text.out and "Traceback" not in text.out + text.err
+    assert "SET ASIDE [no-reference] science" in text.out and "tile_0999_r.fits" in text.out
+    assert "SET ASIDE [not-found]" in text.out and "nowhere_r.fits" in text.out
+
     # a typo in the YAML file is named, with the valid settings
     cfg.write_text("cutout_sise: 21\n")
     assert skybatch_main(args) == 2
@@ -65,3 +75,33 @@ def test_cli_difference_runs_the_flow(prefect_server, dask_client, skybatch_main
         from skybatch.commands import difference as cmd
 
         cmd.run(Namespace(config=None, science=["a.fits"], reference=["b.fits"], out=out, cutout_size=20))
+
+
+def test_cli_sample_images(skybatch_main, tmp_path, capsys):
+    out = tmp_path / "sample"
+    args = ["run", "sample-images", "--out", str(out), "--size", "192", "--pairs", "1", "--tiles", "2"]
+    assert skybatch_main(args) == 0
+    text = capsys.readouterr().out
+    assert f"skybatch run difference --science {out}/plain/sci --reference {out}/plain/ref" in text
+    for layout, name in (("plain", "field_000_r.fits"), ("rubin", "tile_000_r.fits"), ("euclid", "tile_000_VIS.fits")):
+        assert (out / layout / "sci" / name).exists() and (out / layout / "ref" / name).exists()
+    assert len(list((out / "tiles" / "rubin").glob("*.npz"))) == 2
+    truth = pd.read_parquet(out / "truth" / "transients.parquet")
+    assert set(truth.layout) == {"plain", "rubin", "euclid"} and truth.snr_new.min() > 0
+    # a directory holding someone else's files is refused (exit code 2, named)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert skybatch_main(["run", "sample-images", "--out", str(tmp_path / "mine")]) == 2
+    assert "holds other files" in capsys.readouterr().err
+
+
+def test_cli_realbogus_train_and_refusals(skybatch_main, tmp_path, capsys):
+    m = tmp_path / "rb"
+    assert skybatch_main(["run", "realbogus", "--train", "--out", str(m), "--examples", "600", "--epochs", "2",
+                          "--stamp", "15"]) == 0
+    text = capsys.readouterr().out
+    assert "held-out generated triplets: ECE" in text and (m / "card.json").exists()
+    assert skybatch_main(["run", "realbogus", "--train", "--out", str(m)]) == 2  # never overwrites a model
+    assert "not empty" in capsys.readouterr().err
+    assert skybatch_main(["run", "realbogus", "--store", str(tmp_path / "nope.zarr"), "--model", str(m)]) == 2
+    assert "no candidate catalogue" in capsys.readouterr().err

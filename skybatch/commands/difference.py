@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile-pattern", default=None, metavar="REGEX",
                    help="regular expression with a (?P<tile>...) group taking the tile id from each path")
     p.add_argument("--instrument", default=None, help="force the instrument of every file (rubin, euclid, ...)")
+    p.add_argument("--hdu", default=None, metavar="EXTNAME_OR_NUMBER",
+                   help="FITS: read this HDU as a plain image (default: IMAGE/VARIANCE or SCI/RMS layouts, else the "
+                        "first 2-D image; noise from a VARIANCE/WEIGHT/RMS HDU or estimated from the image)")
     p.add_argument("--threshold", type=float, default=None, metavar="SIGMA", help="detection threshold on |S_corr| (5)")
     p.add_argument("--sign", choices=["both", "positive", "negative"], default=None)
     p.add_argument("--cutout-size", type=int, default=None, metavar="PX", help="odd side of the cutout triplets (31)")
@@ -38,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", choices=["map", "background"], default=None,
                    help="map: the inputs' VARIANCE/RMS; background: a robust background RMS (+ --gain)")
     p.add_argument("--gain", type=float, default=None, help="e-/ADU of both images")
-    p.add_argument("--saturation", type=float, default=None, help="raw saturation level (image unit)")
+    p.add_argument("--saturation", type=float, default=None, help="raw saturation level (image unit); default each file's SATURATE keyword")
     p.add_argument("--mask-bits", type=lambda s: int(s, 0), default=None, metavar="BITS",
                    help="mask bits that make a pixel bad (default: BAD SAT CR NO_DATA EDGE SUSPECT planes)")
     p.add_argument("--astrometric-sigma", type=float, default=None, metavar="PX")
@@ -76,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError(str(e)) from None
     print(rep.summary())
-    groups = list(rep.groups) or ["<ny>x<nx>"]
+    groups = list(rep.groups)
+    if not groups:
+        return rep.exit_code
     print(f"open it: import xarray as xr; ds = xr.open_zarr({config.out!r}, group={groups[0]!r}); "
           f"import pandas as pd; cat = pd.read_parquet({rep.catalogue!r})")
     return rep.exit_code

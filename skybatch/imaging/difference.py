@@ -60,6 +60,7 @@ def difference_pair(
     new_sigma: float | Array | None = None,
     ref_sigma: float | Array | None = None,
     flux_ratio: float | None = None,
+    flux_ratio_guess: float | None = None,
     new_gain: float | None = None,
     ref_gain: float | None = None,
     new_saturation: float | None = None,
@@ -85,6 +86,8 @@ def difference_pair(
     new_sigma, ref_sigma : background noise (scalar or map); ``None`` uses the robust
         global RMS of the background estimate.
     flux_ratio : new/ref counts of a static source; ``None`` fits it.
+    flux_ratio_guess : used instead of the fit's fallbacks when too few stars (e.g. from the
+        headers' zero points); the fit from stars wins when it has them.
     new_gain, ref_gain : e-/ADU for the source-noise term (None: background noise only).
     new_saturation, ref_saturation : raw saturation levels (ADU); pixels at or above are
         masked for background, PSF and flux-ratio fitting, and reported in ``saturated``.
@@ -151,7 +154,7 @@ def difference_pair(
     pn = psf_for(N, sn, new_psf)
     pr = psf_for(R, sr, ref_psf)
     res = zogy(
-        N, R, pn.psf, pr.psf, sn, sr, flux_ratio,
+        N, R, pn.psf, pr.psf, sn, sr, flux_ratio, flux_ratio_guess=flux_ratio_guess,
         new_gain=new_gain, ref_gain=ref_gain, astrometric_sigma=astrometric_sigma,
         mask=masked, dtype=dtype, fft_workers=fft_workers,
     )

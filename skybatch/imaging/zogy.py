@@ -335,6 +335,7 @@ def zogy(
     ref_sigma: float | Array,
     flux_ratio: float | None = None,
     *,
+    flux_ratio_guess: float | None = None,
     new_var: Array | None = None,
     ref_var: Array | None = None,
     new_gain: float | None = None,
@@ -357,6 +358,8 @@ def zogy(
         use the scalar (the map's median); a map enters the variance terms V(S_N), V(S_R).
     flux_ratio : ``F_n / F_r`` (new counts per reference count of the same source). ``None``
         fits it from stars with :func:`skybatch.imaging.flux_ratio.fit_flux_ratio`.
+    flux_ratio_guess : used (method ``"header"``) instead of the fit's fallbacks
+        (least squares, 1.0) when there are too few stars to fit; e.g. from zero points.
     new_var, ref_var : (ny, nx) variance maps, ADU^2, *including* source noise, used for
         the source-noise terms [eqs. 26-27]. When not given the variance is
         ``sigma^2 + image / gain`` if a gain is given (the unclipped image is an unbiased
@@ -420,6 +423,8 @@ def zogy(
             new_gain=new_gain, ref_gain=ref_gain,
         )
         flux_ratio, flux_ratio_err, flux_ratio_method = fit.value, fit.error, fit.method
+        if fit.method != "stars" and flux_ratio_guess is not None and flux_ratio_guess > 0:
+            flux_ratio, flux_ratio_err, flux_ratio_method = float(flux_ratio_guess), 0.0, "header"
     beta = float(flux_ratio)
     f = plan.filters(sn, sr, beta)
 

@@ -31,6 +31,13 @@ Formats
     RMS = sqrt(variance). Tile-compressed HDUs (fpack, ``ZIMAGE``) are decompressed with
     astropy; whole-file gzip (``.fits.gz``) cannot be read in ranges and is refused
     (``unsupported-compression``: decompress it, or fpack it).
+    Any other FITS image is read as a **plain image** (:mod:`skybatch.sources._plain`): the
+    image in the primary HDU or the first 2-D image extension (or the ``hdu`` asked for), the
+    noise from a VARIANCE / WEIGHT / RMS HDU of the same shape or else estimated from the image
+    (``GAIN``, ``RDNOISE``), a MASK / DQ HDU's non-zero pixels bad; instrument ``INSTRUME``
+    (else ``generic``), band from ``FILTER`` reduced to its letter (else ``unknown``). Header
+    numbers (``SATURATE``, ``GAIN``, ``RDNOISE``, zero point, ``EXPTIME``) of every layout are
+    kept in :attr:`TilePlaneInfo.meta`.
 
 Inference rules (documented contract)
 -------------------------------------
@@ -70,7 +77,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _fits
+from . import _fits, _plain
 from .base import SourceError
 
 __all__ = [
@@ -126,6 +133,8 @@ class TilePlaneInfo:
     locator: where the plane is in its file: npz ``"npz:<band index>"``; FITS
         ``"fits:<image ext>|<noise ext>|<noise kind>|<mask ext or ''>"``.
     unit: the image unit (``BUNIT`` / npz ``unit``), ``""`` when unknown.
+    meta: JSON of header numbers (saturate, gain, read_noise, zero_point, exptime;
+        :func:`skybatch.sources._plain.header_meta`), ``""`` when none.
     """
 
     tile_id: str
@@ -135,6 +144,7 @@ class TilePlaneInfo:
     width: int
     locator: str
     unit: str = ""
+    meta: str = ""
 
 
 @dataclass
@@ -282,8 +292,8 @@ def tile_format(url: str) -> str:
         return "fits"
     raise SourceError(
         url, "unknown-format",
-        "not a tile file skybatch reads (expected .npz with image + rms arrays, or FITS with IMAGE/VARIANCE "
-        "or SCI/RMS extensions); leave it out of the sources",
+        "not a tile file skybatch reads (expected .npz with image + rms arrays, or FITS: a 2-D image in any "
+        "HDU, IMAGE/VARIANCE or SCI/RMS extensions); leave it out of the sources",
     )
 
 
@@ -635,22 +645,12 @@ def _fits_groups(lay: _fits.FitsLayout):
     return {d: g for d, g in groups.items() if g}
 
 
-_SUPPORTED = ("LSST/Rubin calexp-like (IMAGE + VARIANCE [+ MASK]) or Euclid-like (SCI + RMS [+ FLG]) extensions")
-
-
-def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_pattern: str | None):
-    groups = _fits_groups(lay)
-    if groups and not any("image" in g for g in groups.values()):
-        raise SourceError(url, "missing-hdu", f"noise/mask extensions but no IMAGE or SCI extension (HDUs: "
-                          f"{lay.names}); re-download the file, or leave it out")
+def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_pattern: str | None,
+                 hdu: str | None = None):
+    groups = {} if hdu is not None else _fits_groups(lay)
     groups = {d: g for d, g in groups.items() if "image" in g}  # e.g. an unrelated "BAD_PIXEL_MASK" HDU
-    if not groups:
-        has_image = any(len(_image_shape(e)) >= 2 and 0 not in _image_shape(e) for e in lay.entries)
-        if has_image:
-            raise SourceError(url, "unknown-layout", f"image data but no IMAGE or SCI extension (HDUs: {lay.names}); "
-                              f"skybatch reads {_SUPPORTED}")
-        raise SourceError(url, "not-an-image", f"no image HDU in this file (HDUs: {lay.names}); skybatch reads "
-                          f"{_SUPPORTED}")
+    if not groups:  # a plain image (primary HDU or any image extension; see skybatch.sources._plain)
+        groups = {"": _plain.plain_group(url, lay, hdu, _image_shape)}
     primary = lay.primary
     planes: list[TilePlaneInfo] = []
     mask_bits: dict[str, int] = {}
@@ -661,15 +661,16 @@ def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_p
         g = groups[det]
         where = f"detector {det!r}: " if det else ""
         img = g["image"]
-        if "noise" not in g:
+        plain = g["family"] == "plain"
+        if g.get("noise") is None and not plain:
             want = "VARIANCE" if g["family"] == "lsst" else "RMS"
             raise SourceError(url, "missing-hdu", f"{where}{img.name} has no noise extension ({want} expected; HDUs: "
                               f"{lay.names}); re-download the file, or leave it out")
-        nse, kind = g["noise"]
+        nse, kind = g["noise"] if g.get("noise") is not None else (None, "estimate")
         shape = _image_shape(img)
         if len(shape) != 2 or 0 in shape:
             raise SourceError(url, "not-an-image", f"{img.name} has shape {shape}; expected a 2-D image")
-        nshape = _image_shape(nse)
+        nshape = shape if nse is None else _image_shape(nse)
         if nshape != shape:
             raise SourceError(url, "shape-mismatch", f"{img.name} has shape {shape} but {nse.name} has shape {nshape}; "
                               "the noise must match the image pixel for pixel")
@@ -684,15 +685,22 @@ def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_p
         raw_band = _first(headers, _BAND_KEYWORDS)
         stem = _stem(url)
         stem_band = re.split(r"[_\-.]", stem)[-1] if re.search(r"[_\-.]", stem) else None
+        if plain:
+            stem_band = _plain.band_token(stem)
+            inst = inst or _plain.GENERIC_INSTRUMENT
         if inst is None:
             inst = _instrument_from_bands([b for b in (raw_band, stem_band) if b][:1]) or (
                 "rubin" if g["family"] == "lsst" else "euclid"
             )
         band = normalize_band(inst, raw_band) if raw_band else None
+        if plain and inst not in INSTRUMENT_BANDS and raw_band:
+            band = _plain.generic_band(raw_band)
         band_from_stem = False
         if band is None and stem_band:
             band = normalize_band(inst, stem_band)
             band_from_stem = band is not None
+        if band is None and plain:
+            band = _plain.UNKNOWN_BAND
         if band is None:
             raise SourceError(url, "unknown-band",
                               f"no usable band: keyword {raw_band!r} is not a {inst} band and the file name has no "
@@ -705,8 +713,13 @@ def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_p
         if multi and det:
             tile = f"{tile}.{det}"
         unit = _first(headers, ("BUNIT",)) or ""
-        loc = f"fits:{img.name}|{nse.name}|{kind}|{msk.name if msk is not None else ''}"
-        planes.append(TilePlaneInfo(tile, inst, band, shape[0], shape[1], loc, unit))
+        if plain:
+            loc = (f"fits:{_plain.locator_name(lay, img)}|{_plain.locator_name(lay, nse)}|{kind}|"
+                   f"{_plain.locator_name(lay, msk)}")
+        else:
+            loc = f"fits:{img.name}|{nse.name}|{kind}|{msk.name if msk is not None else ''}"
+        meta = _plain.header_meta(headers)
+        planes.append(TilePlaneInfo(tile, inst, band, shape[0], shape[1], loc, unit, meta))
         if msk is not None:
             for k, v in msk.header.items():
                 if k.startswith("MP_") and isinstance(v, int) and k[3:] not in mask_bits:
@@ -731,9 +744,10 @@ def _scan(fs: Any, url: str):
     return size, info, lay
 
 
-def _inspect_fits(fs: Any, url: str, instrument: str | None, tile_pattern: str | None) -> TileSourceInfo:
+def _inspect_fits(fs: Any, url: str, instrument: str | None, tile_pattern: str | None,
+                  hdu: str | None = None) -> TileSourceInfo:
     size, info, lay = _scan(fs, url)
-    planes, tiles, bits = _fits_planes(url, lay, instrument, tile_pattern)
+    planes, tiles, bits = _fits_planes(url, lay, instrument, tile_pattern, hdu)
     return TileSourceInfo(url, "fits", size, _fits.file_identity(info, [lay]), planes, tiles, bits, 0)
 
 
@@ -761,20 +775,49 @@ def _read_hdu(f, e, url: str) -> tuple[np.ndarray, Any]:
                           "re-download the file") from None
 
 
-def _read_fits(fs: Any, url: str, want: list[TilePlaneInfo], instrument, tile_pattern) -> list[TilePlane]:
+def _hdu(lay: _fits.FitsLayout, name: str):
+    return lay.entries[int(name[1:])] if name.startswith("#") else lay.require(name)
+
+
+def _estimated_noise(image: np.ndarray, mask: np.ndarray | None, meta: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(noise, mask) of a plain image without a noise HDU: estimated from the image; a plain
+    mask HDU's non-zero pixels become bad (noise inf) and the mask is dropped."""
+    import json
+
+    from skybatch.imaging.noise import image_noise
+
+    m = json.loads(meta) if meta else {}
+    img = np.asarray(image, dtype=np.float32)
+    bad = ~np.isfinite(img)
+    if mask is not None:
+        bad |= np.asarray(mask) != 0
+    if bad.all():
+        return np.full(img.shape, np.inf, np.float32), None
+    est = image_noise(np.where(bad, np.nan, img), gain=m.get("gain"), read_noise=m.get("read_noise"), mask=bad)
+    return np.asarray(est.sigma, np.float32), None
+
+
+def _read_fits(fs: Any, url: str, want: list[TilePlaneInfo], instrument, tile_pattern,
+               hdu: str | None = None) -> list[TilePlane]:
     size, _info = _identity(fs, url)
     out = []
     with _fits.open_source(fs, url) as f:
         lay = _scan_fits(f, url, size)
-        planes, _, _ = _fits_planes(url, lay, instrument, tile_pattern)
+        planes, _, _ = _fits_planes(url, lay, instrument, tile_pattern, hdu)
         _check_unchanged(url, planes, want)
         for p in want:
             img_name, nse_name, kind, msk_name = p.locator.split(":", 1)[1].split("|")
-            image, header = _read_hdu(f, lay.require(img_name), url)
-            noise, _ = _read_hdu(f, lay.require(nse_name), url)
-            mask = _read_hdu(f, lay.require(msk_name), url)[0] if msk_name else None
+            image, header = _read_hdu(f, _hdu(lay, img_name), url)
+            mask = _read_hdu(f, _hdu(lay, msk_name), url)[0] if msk_name else None
+            if kind == "estimate":
+                noise, mask = _estimated_noise(image, mask, p.meta)
+            else:
+                noise = _noise_from(kind, _read_hdu(f, _hdu(lay, nse_name), url)[0])
+                if img_name.startswith("#") and mask is not None:  # a plain mask: non-zero = bad
+                    noise = np.where(np.asarray(mask) != 0, np.inf, noise).astype(np.float32)
+                    mask = None
             wcs = wcs_header_string(header) or wcs_header_string(lay.primary)
-            out.append(_finish_plane(image, _noise_from(kind, noise), mask, wcs))
+            out.append(_finish_plane(image, noise, mask, wcs))
     return out
 
 
@@ -794,12 +837,14 @@ def _check_unchanged(url: str, planes: list[TilePlaneInfo], want: list[TilePlane
 
 
 def inspect_tile_source(
-    fs: Any, url: str, *, instrument: str | None = None, tile_pattern: str | None = None
+    fs: Any, url: str, *, instrument: str | None = None, tile_pattern: str | None = None, hdu: str | None = None
 ) -> TileSourceInfo:
     """Read the headers of one tile source and list its planes (no pixels are read).
 
     fs: an fsspec filesystem for ``url``. instrument: force the instrument of every plane.
     tile_pattern: a regular expression with a named group ``tile`` giving the tile id from the URL.
+    hdu: FITS only: read this HDU (EXTNAME or number) as a plain image (see
+    :mod:`skybatch.sources._plain`); default the survey layouts, else the first 2-D image.
     Raises SourceError (reason tags: unknown-format, unsupported-compression, truncated, corrupt,
     missing-hdu, missing-array, not-an-image, unknown-layout, shape-mismatch, unknown-instrument,
     unknown-band, bad-metadata, no-tile-id, unreachable).
@@ -807,7 +852,7 @@ def inspect_tile_source(
     fmt = tile_format(url)
     if fmt == "npz":
         return _inspect_npz(fs, url, instrument, tile_pattern)
-    return _inspect_fits(fs, url, instrument, tile_pattern)
+    return _inspect_fits(fs, url, instrument, tile_pattern, hdu)
 
 
 def read_tile_planes(
@@ -817,6 +862,7 @@ def read_tile_planes(
     *,
     instrument: str | None = None,
     tile_pattern: str | None = None,
+    hdu: str | None = None,
 ) -> list[TilePlane]:
     """Read the pixels of ``planes`` (from :func:`inspect_tile_source` of the same file and settings).
 
@@ -827,6 +873,6 @@ def read_tile_planes(
     fmt = tile_format(url)
     if fmt == "npz":
         return _read_npz(fs, url, planes, instrument, tile_pattern)
-    return _read_fits(fs, url, planes, instrument, tile_pattern)
+    return _read_fits(fs, url, planes, instrument, tile_pattern, hdu)
 
 
