@@ -161,8 +161,6 @@ def main(argv: list[str] | None = None) -> int:
             return int(server.run(args))
         if args.command == "run" and getattr(args, "_job", None) is not None:
             if getattr(args, "wait_lock", None) is not None:  # read by the job core's store lock
-                import os
-
                 os.environ["SKYBATCH_WAIT_LOCK"] = str(args.wait_lock)
             from skybatch.cluster import cli_overrides, parse_options
             from skybatch.commands import server
