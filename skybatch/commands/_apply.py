@@ -17,8 +17,9 @@ def add_arguments(p: argparse.ArgumentParser, top: bool = False) -> None:
 def run(kind: str, args: argparse.Namespace) -> int:
     from flows.models import apply_flow
 
+    extra = {"select": args.select} if getattr(args, "select", None) else {}
     out = apply_flow(kind=kind, store=args.store, model=args.model, cluster=args.cluster or "auto",
-                     top=getattr(args, "top", 100), batch_size=args.batch_size, progress=args.progress)
+                     top=getattr(args, "top", 100), batch_size=args.batch_size, progress=args.progress, **extra)
     if "map_model" not in out:  # tile embeddings
         print(f"store: {out['store']}\nmodel: {out['model']}\nwrote: embeddings/embedding (tile, band_key, "
               f"embedding_dim) for {out['n_tiles']} tiles; open with xr.open_zarr(store, group='embeddings')")
@@ -29,7 +30,9 @@ def run(kind: str, args: argparse.Namespace) -> int:
     print(f"store: {out['store']}\nmodel: {out['model']}\nwrote: "
           + ", ".join(f"{k}{tuple(v)}" for k, v in rep["outputs"].items()))
     if kind == "score":
-        print(f"top anomalies: {out['top_parquet']}\nplot: {out['top_png']}")
+        print(f"scored: {out.get('n_scored')} spectra{' selected by ' + out['select'] if out.get('select') else ''}"
+              f"\ntop anomalies: {out['top_parquet']}\nplot: {out['top_png']}"
+              + (f"\none PNG per top spectrum: {out['spectrum_pngs']}/" if out.get("spectrum_pngs") else ""))
     for c in rep["failed_chunks"]:
         print(f"FAILED chunk {c['chunk']}: {c['error']} -- re-run to retry")
     return int(out["exit_code"])

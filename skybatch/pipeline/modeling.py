@@ -255,90 +255,35 @@ def _check_nwave(store: str, card: dict, opts) -> None:
 
 def score(store: str, model_dir: str, top: int = 100, client=None, *, batch_size: int = 1024,
           storage_options: dict | None = None, cluster: str = "auto", progress: bool = True,
-          out_dir: str | None = None) -> dict[str, Any]:
-    """Write ``anomaly_score`` (and its parts) for every spectrum; a Parquet + PNG of the top ``top``.
+          out_dir: str | None = None, select=None) -> dict[str, Any]:
+    """Write ``anomaly_score`` (and its parts) for every spectrum; a Parquet, an overview PNG and a PNG per top spectrum.
 
-    The score combines the ivar-weighted reconstruction chi^2 per pixel with the
-    latent-space density of the training spectra (see skybatch.models.anomaly).
+    The VAE runs over the store here (``latent``, ``recon_chi2_per_pixel``); the scoring within
+    each object's population (class and redshift bin) is
+    :func:`skybatch.pipeline.anomaly_score.score_population`. ``select`` (e.g. ``"spectype=QSO"``)
+    restricts the population models and the ranking to the matching rows.
     """
     if client is None:
         from skybatch.cluster import cluster_client
 
         with cluster_client(cluster) as c:
             return score(store, model_dir, top, c, batch_size=batch_size, storage_options=storage_options,
-                         progress=progress, out_dir=out_dir)
-    from skybatch import models as M
+                         progress=progress, out_dir=out_dir, select=select)
+    from skybatch.pipeline.anomaly_score import score_population, select_rows
 
     model, card, path = _load(model_dir, "spectrum_vae")
     if "anomaly" not in card:
         raise ValueError(f"{path}: the card has no anomaly reference; train it with `skybatch run train --model vae`")
     _check_nwave(store, card, storage_options)
+    select_rows(open_group(store, storage_options, mode="r"), select)  # bad --select fails before the VAE pass
     rep = map_model(store, model, method="anomaly_terms", inputs=("flux", "ivar"),
                     outputs=("latent", "recon_chi2_per_pixel"), batch_size=batch_size, client=client,
                     storage_options=storage_options, overwrite=True, progress=progress)
-    g = open_group(store, storage_options)
-    mu = np.asarray(g["latent"][:])
-    chi2 = np.asarray(g["recon_chi2_per_pixel"][:])
-    ref = M.AnomalyReference.from_dict(card["anomaly"])
-    s = {k: np.asarray(v) for k, v in M.anomaly_score(chi2, mu, ref).items()}
-    n = len(chi2)
-    chunk = int(g.attrs["chunk_spectra"])
-    for name, values in (("anomaly_score", s["score"]), ("anomaly_misfit_z", s["z_misfit"]),
-                         ("anomaly_rarity_z", s["z_rarity"])):
-        if name in g:
-            del g[name]
-        arr = g.create_array(name, shape=(n,), chunks=(chunk,), dtype="float64", fill_value=np.nan,
-                             dimension_names=["spectrum"],
-                             attributes={"long_name": "anomaly score (sum of robust z of misfit and rarity)"
-                                         if name == "anomaly_score" else name.replace("_", " "),
-                                         "model": path, "model_sha256": card.get("weights", {}).get("sha256")})
-        arr[:] = np.nan_to_num(values, nan=-np.inf) if name == "anomaly_score" else values
-    consolidate(store, storage_options)
-    order = np.argsort(-np.nan_to_num(s["score"], nan=-np.inf), kind="stable")[:top]
-    import pandas as pd
-
-    cols = {k: np.asarray(g[k][:])[order] for k in ("targetid", "source", "source_row", "z", "spectype")}
-    cat = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "spectrum": order, **cols,
-                        "anomaly_score": s["score"][order], "misfit_z": s["z_misfit"][order],
-                        "rarity_z": s["z_rarity"][order], "chi2_per_pixel": chi2[order]})
-    out_dir = out_dir or (store.rstrip("/") + ".outputs")
-    os.makedirs(out_dir, exist_ok=True)
-    parquet = os.path.join(out_dir, "anomalies_top.parquet")
-    cat.to_parquet(parquet, index=False)
-    png = os.path.join(out_dir, "anomalies_top.png")
-    _plot_top(store, storage_options, model, order[: min(9, len(order))], cat, png)
-    return {"store": store, "model": path, "n_spectra": n, "top_parquet": parquet, "top_png": png,
-            "map_model": asdict(rep), "exit_code": rep.exit_code}
-
-
-def _plot_top(store, opts, model, rows, cat, png) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    g = open_group(store, opts, mode="r")
-    wl = np.asarray(g["wavelength"][:])
-    srt = np.sort(rows)
-    flux = np.asarray(g["flux"].get_orthogonal_selection((srt, slice(None))))
-    ivar = np.asarray(g["ivar"].get_orthogonal_selection((srt, slice(None))))
-    recon = np.asarray(jax.vmap(lambda f, i: model.decode(model.encode(f, i)[0]))(flux, ivar))
-    pos = {r: i for i, r in enumerate(srt)}
-    n = len(rows)
-    fig, axes = plt.subplots(max(1, n), 1, figsize=(10, 1.8 * max(1, n)), squeeze=False)
-    for ax, r, (_, row) in zip(axes[:, 0], rows, cat.head(n).iterrows()):
-        i = pos[r]
-        good = ivar[i] > 0
-        ax.plot(wl[good], flux[i][good], lw=0.5, color="k", label="flux")
-        ax.plot(wl, recon[i], lw=0.8, color="C3", label="VAE reconstruction")
-        ax.set_title(f"#{int(row['rank'])} targetid {int(row['targetid'])}  score {row['anomaly_score']:.1f}  "
-                     f"z {row['z']:.3f} {row['spectype']}", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0, 0].legend(fontsize=7)
-    axes[-1, 0].set_xlabel("wavelength [Å]")
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    out = score_population(store, storage_options, model=model, card=card, path=path, top=top, out_dir=out_dir,
+                           select=select)
+    n = int(open_group(store, storage_options, mode="r")["flux"].shape[0])
+    return {"store": store, "model": path, "n_spectra": n, **out, "map_model": asdict(rep),
+            "exit_code": rep.exit_code}
 
 
 def classify(store: str, model_dir: str, client=None, *, batch_size: int = 1024, storage_options: dict | None = None,

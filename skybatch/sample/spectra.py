@@ -36,6 +36,24 @@ galaxy rendered at ``z_true`` but catalogued at a ``z`` off by >= 0.5 /
 and ``odd_continuum`` (the continuum multiplied by a 70 % sinusoidal
 ripple of period 250–600 Å, or jumping 5× at a random wavelength).
 
+More anomaly kinds (:data:`EXTRA_ANOMALY_KINDS`, used when passed in
+``anomaly_kinds``), each scaled by a per-object ``anomaly_strength`` s
+(drawn uniformly in the ``anomaly_strength`` range; 1 = the nominal
+strength, also scaling the kinds above):
+``qso_weak_lines`` (broad-line equivalent widths times exp(-1.5 s)),
+``qso_strong_lines`` (times exp(+1.2 s)), ``seyfert2`` (an emission-line
+galaxy with AGN line ratios: [OIII]/Hβ 6-12, [NII]/Hα 0.8-1.5, plus
+[NeV] 3426, [NeIII] 3869, HeII 4686, [OI] 6300), ``star_galaxy`` (a galaxy
+with a superposed foreground star carrying a fraction 0.3-0.6 s of the
+6000-6400 Å flux), ``extreme_line_ratio`` (one line ratio of an emission-line
+galaxy far outside the normal range: [OIII]/Hβ >> 10, Hα/Hβ < 2.86,
+[NII]/Hα > 2 or [OII]/Hβ < 0.1), ``background_oii`` (an LRG without
+emission lines plus the narrow [OII] doublet of a background galaxy at a
+higher redshift) and ``narrow_line`` (one narrow emission line at a rest
+wavelength matching no known line, 2-6 s times the continuum, in an object
+of any class). ``anomaly_mag_fraction`` sets the part of each class's
+magnitude range anomalies are drawn from (1 = brightness-matched).
+
 Normal QSOs at z > 2 carry a random (realistic) Lyα forest, the largest
 source of spectrum-to-spectrum variance in the sample: anomaly scores should
 mask rest wavelengths below ~1230 Å or use a robust loss.
@@ -50,6 +68,8 @@ import numpy as np
 __all__ = [
     "CLASSES",
     "ANOMALY_KINDS",
+    "EXTRA_ANOMALY_KINDS",
+    "ALL_ANOMALY_KINDS",
     "C_KMS",
     "draw_population",
     "render_spectra",
@@ -62,6 +82,12 @@ __all__ = [
 C_KMS = 299792.458
 CLASSES = ("GALAXY", "QSO", "STAR")
 ANOMALY_KINDS = ("bal", "strong_emission", "wrong_z", "odd_continuum")
+EXTRA_ANOMALY_KINDS = ("qso_weak_lines", "qso_strong_lines", "seyfert2", "star_galaxy", "extreme_line_ratio",
+                       "background_oii", "narrow_line")
+ALL_ANOMALY_KINDS = ANOMALY_KINDS + EXTRA_ANOMALY_KINDS
+_QSO_KINDS = ("bal", "qso_weak_lines", "qso_strong_lines")
+_GALAXY_KINDS = ("seyfert2", "star_galaxy", "extreme_line_ratio", "background_oii")
+_SEY2_LINES = ((3426.84, 0.5), (3869.86, 1.0), (4687.02, 0.4), (6302.05, 0.5))  # (rest Å, peak / continuum)
 
 # Rest-frame vacuum wavelengths (Angstrom).
 _GAL_EMISSION = {
@@ -105,6 +131,9 @@ def draw_population(
     anomaly_fraction: float = 0.01,
     zwarn_fraction: float = 0.03,
     first_kind: int = 0,
+    anomaly_kinds: tuple[str, ...] = ANOMALY_KINDS,
+    anomaly_strength: tuple[float, float] = (1.0, 1.0),
+    anomaly_mag_fraction: float = 0.6,
 ) -> dict[str, np.ndarray]:
     """Draw ``n`` objects: class, redshifts, magnitudes, model parameters, anomalies.
 
@@ -120,7 +149,20 @@ def draw_population(
     every kind appears once there are at least four; pass the running
     number of anomalies as ``first_kind`` to keep the rotation going across
     several populations.
+
+    ``anomaly_kinds`` is the rotation of kinds (any of :data:`ALL_ANOMALY_KINDS`);
+    ``anomaly_strength`` the (lo, hi) range of the per-anomaly strength s
+    (column ``anomaly_strength``; 1 = nominal); ``anomaly_mag_fraction`` the
+    brighter part of each class's magnitude range anomalies are drawn from
+    (1.0 = the same magnitudes as normal objects). The defaults reproduce the
+    original populations draw for draw.
     """
+    kinds_seq = tuple(anomaly_kinds)
+    unknown = [k for k in kinds_seq if k not in ALL_ANOMALY_KINDS]
+    if not kinds_seq or unknown:
+        raise ValueError(f"anomaly_kinds: unknown kinds {unknown} (choose from {ALL_ANOMALY_KINDS})")
+    if not 0.0 < anomaly_mag_fraction <= 1.0:
+        raise ValueError(f"anomaly_mag_fraction must lie in (0, 1], got {anomaly_mag_fraction}")
     fr = np.asarray(class_fractions, dtype=float)
     fr = fr / fr.sum()
     cls = rng.choice(np.array(CLASSES, dtype=object), size=n, p=fr)
@@ -130,9 +172,10 @@ def draw_population(
     kinds = np.full(n, "", dtype=object)
     anom_idx = rng.choice(n, size=n_anom, replace=False) if n_anom else np.zeros(0, dtype=int)
     for j, i in enumerate(anom_idx):
-        kinds[i] = ANOMALY_KINDS[(first_kind + j) % len(ANOMALY_KINDS)]
+        kinds[i] = kinds_seq[(first_kind + j) % len(kinds_seq)]
     # BAL needs a QSO at z high enough for CIV troughs to be in the optical.
-    cls[kinds == "bal"] = "QSO"
+    cls[np.isin(kinds, _QSO_KINDS)] = "QSO"
+    cls[np.isin(kinds, _GALAXY_KINDS)] = "GALAXY"
     # a wrong catalogue redshift is only meaningful (and visible) for objects
     # with strong lines: QSOs and emission-line galaxies
     cls[(kinds == "wrong_z") & (cls == "STAR")] = "QSO"
@@ -153,7 +196,7 @@ def draw_population(
     # anomalies are drawn from the brighter 60 % of each class's magnitude range
     for c, lo, hi in (("GALAXY", 18.5, 21.5), ("QSO", 18.5, 21.3), ("STAR", 16.0, 19.5)):
         sel = (cls == c) & (kinds != "")
-        mag[sel] = rng.uniform(lo, lo + 0.6 * (hi - lo), sel.sum())
+        mag[sel] = rng.uniform(lo, lo + anomaly_mag_fraction * (hi - lo), sel.sum())
     p["mag_r"] = mag
 
     # galaxy parameters
@@ -216,7 +259,53 @@ def draw_population(
     edges = np.array([3900.0, 5200.0, 6000.0, 7300.0, 10000.0])
     sub[is_star] = star_types[np.searchsorted(edges, teff[is_star])]
     p["subtype"] = sub
+    p["anomaly_strength"] = np.where(kinds != "", 1.0, 0.0)
+    if tuple(anomaly_strength) != (1.0, 1.0) or any(k in EXTRA_ANOMALY_KINDS for k in kinds_seq):
+        _draw_extra_anomalies(p, rng, anomaly_strength)
     return p
+
+
+def _draw_extra_anomalies(p: dict[str, np.ndarray], rng: np.random.Generator, strength: tuple[float, float]) -> None:
+    """Strengths and parameters of the anomalies (drawn last, so default populations are unchanged)."""
+    kinds, n = p["anomaly_kind"], p["anomaly_kind"].size
+    lo, hi = float(strength[0]), float(strength[1])
+    if not 0.0 < lo <= hi:
+        raise ValueError(f"anomaly_strength must be a range 0 < lo <= hi, got {strength}")
+    s = np.where(kinds != "", rng.uniform(lo, hi, n), 0.0)
+    p["anomaly_strength"] = s
+    p["bal_depth"] = np.where(kinds == "bal", np.minimum(0.98, p["bal_depth"] * s), p["bal_depth"])
+    p["x_amp"] = p["x_amp"] * np.where(kinds == "strong_emission", s, 1.0)
+    weak, strong = kinds == "qso_weak_lines", kinds == "qso_strong_lines"
+    p["q_ew_scale"] = np.where(weak, np.exp(-1.5 * s), np.where(strong, np.exp(1.2 * s), p["q_ew_scale"]))
+    gal_lines = np.isin(kinds, ("seyfert2", "extreme_line_ratio"))
+    p["g_young"] = np.where(gal_lines, np.maximum(p["g_young"], 0.4), p["g_young"])
+    p["g_ew_hb"] = np.where(gal_lines, rng.uniform(8.0, 25.0, n), p["g_ew_hb"])
+    sy = kinds == "seyfert2"
+    p["g_oiii_hb"] = np.where(sy, rng.uniform(6.0, 12.0, n) * np.sqrt(s), p["g_oiii_hb"])
+    p["g_nii_ha"] = np.where(sy, rng.uniform(0.8, 1.5, n), p["g_nii_ha"])
+    p["g_sii_ha"] = np.where(sy, rng.uniform(0.3, 0.5, n), p["g_sii_ha"])
+    p["g_ha_hb"] = np.where(sy, rng.uniform(3.1, 4.0, n), p["g_ha_hb"])
+    ex = kinds == "extreme_line_ratio"
+    variant = rng.integers(0, 4, n)
+    p["elr_variant"] = np.where(ex, variant, -1)
+    p["g_oiii_hb"] = np.where(ex & (variant == 0), 12.0 * (1 + s), p["g_oiii_hb"])
+    p["g_ha_hb"] = np.where(ex & (variant == 1), 2.2 / (1 + s), p["g_ha_hb"])
+    p["g_nii_ha"] = np.where(ex & (variant == 2), 1.5 * (1 + s), p["g_nii_ha"])
+    p["g_oii_hb"] = np.where(ex & (variant == 3), 0.08 / (1 + s), p["g_oii_hb"])
+    lrg = np.isin(kinds, ("background_oii", "star_galaxy"))
+    p["g_young"] = np.where(lrg & (kinds == "background_oii"), rng.uniform(0.0, 0.1, n), p["g_young"])
+    p["g_ew_hb"] = np.where(kinds == "background_oii", 0.0, p["g_ew_hb"])
+    zmax = 9400.0 / 3728.48 - 1.0
+    zbg = np.minimum(p["z_true"] + rng.uniform(0.15, 0.8, n), zmax)
+    p["bg_z"] = np.where(kinds == "background_oii", zbg, np.nan)
+    p["bg_amp"] = np.where(kinds == "background_oii", rng.uniform(1.0, 3.0, n) * s, 0.0)
+    p["sg_frac"] = np.where(kinds == "star_galaxy", np.minimum(0.9, rng.uniform(0.3, 0.6, n) * s), 0.0)
+    p["sg_teff"] = np.exp(rng.uniform(np.log(3500.0), np.log(7000.0), n))
+    nl = kinds == "narrow_line"
+    p["nl_wave"] = np.full(n, np.nan)
+    for i in np.flatnonzero(nl):
+        p["nl_wave"][i] = _unknown_rest_lines(rng, float(p["z_true"][i]))[0]
+    p["nl_amp"] = np.where(nl, rng.uniform(2.0, 6.0, n) * s, 0.0)
 
 
 def _unknown_rest_lines(rng: np.random.Generator, z: float) -> np.ndarray:
@@ -413,6 +502,42 @@ def _apply_anomalies(wave: np.ndarray, flux: np.ndarray, p: dict[str, np.ndarray
                 flux[i] = flux[i] * (1.0 + 0.7 * np.sin(2 * np.pi * wave / p["odd_ripple_period"][i]))
             else:
                 flux[i] = flux[i] * np.where(wave > p["odd_step_wave"][i], 5.0, 1.0)
+    if "sg_frac" in p:
+        flux = _apply_extra_anomalies(wave, flux, p, z, lsf)
+    return flux
+
+
+def _narrow(wave: np.ndarray, rest: np.ndarray, z: np.ndarray, amp: np.ndarray, lsf: np.ndarray,
+            sigma_kms: float = 80.0) -> np.ndarray:
+    """Narrow emission lines (peak ``amp`` x the normalised continuum) at rest wavelengths ``rest``, (n, nwave)."""
+    out = np.zeros((z.size, wave.size))
+    c = rest * (1 + z)
+    _add_gaussians(out, wave, c, np.hypot(c * sigma_kms / C_KMS, lsf), amp)
+    return out
+
+
+def _apply_extra_anomalies(wave: np.ndarray, flux: np.ndarray, p: dict[str, np.ndarray], z: np.ndarray,
+                           lsf: np.ndarray) -> np.ndarray:
+    kinds, s = p["anomaly_kind"], p["anomaly_strength"]
+    sy = np.flatnonzero(kinds == "seyfert2")
+    for w0, a in _SEY2_LINES:
+        if sy.size:
+            flux[sy] += _narrow(wave, np.full(sy.size, w0), z[sy], a * s[sy] * np.ones(sy.size), lsf[sy], 200.0)
+    bg = np.flatnonzero(kinds == "background_oii")
+    if bg.size:
+        for w0, share in ((3727.09, 0.45), (3729.88, 0.55)):
+            flux[bg] += _narrow(wave, np.full(bg.size, w0), p["bg_z"][bg], p["bg_amp"][bg] * share * 1.6, lsf[bg], 60.0)
+    nl = np.flatnonzero(kinds == "narrow_line")
+    if nl.size:
+        flux[nl] += _narrow(wave, p["nl_wave"][nl], z[nl], p["nl_amp"][nl], lsf[nl], 80.0)
+    sg = np.flatnonzero(kinds == "star_galaxy")
+    if sg.size:
+        star = {"s_teff": p["sg_teff"][sg]}
+        zs = np.zeros(sg.size)
+        sf = _star(wave, star, zs, lsf[sg])
+        ref = _star(_REF_WAVE, star, zs, lsf[sg]).mean(axis=1)
+        f = p["sg_frac"][sg, None]
+        flux[sg] = (1 - f) * flux[sg] + f * sf / ref[:, None]
     return flux
 
 

@@ -157,3 +157,99 @@ def test_same_scores_through_the_array_api_namespace():
     for k in want:
         np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=1e-10)
     np.testing.assert_allclose(np.asarray(knn_distance(xp.asarray(mu), xp.asarray(mu), k=2)), knn_distance(mu, mu, k=2))
+
+
+# --------------------------------------------------------------------------- population-conditioned score
+def test_weighted_pca_recovers_low_rank_spectra_with_coverage_holes():
+    from skybatch.models.anomaly_pca import fit_weighted_pca, residual_statistics
+
+    rng = np.random.default_rng(4)
+    n, p, k = 400, 300, 3
+    x = np.linspace(0, 1, p)
+    basis = np.stack([np.exp(-0.5 * ((x - c) / 0.05) ** 2) for c in (0.2, 0.5, 0.8)])
+    truth = 1.0 + rng.normal(0, 1, (n, k)) @ basis
+    ivar = np.full((n, p), 1e4)
+    start = rng.integers(0, p // 2, n)  # each spectrum covers a different window, like a rest frame
+    ivar[np.arange(p)[None, :] < start[:, None]] = 0.0
+    flux = truth + rng.normal(0, 0.01, (n, p))
+    flux[:3] += 3.0 * np.exp(-0.5 * ((x - 0.65) / 0.01) ** 2)  # three outliers with an extra line
+    pca = fit_weighted_pca(flux, ivar, k, model_error=0.0)
+    assert pca.n_rejected >= 3  # the outliers were set aside before the final fit
+    st = residual_statistics(pca, flux, ivar)
+    good = ivar > 0
+    resid = np.abs(st["model"] - truth)[3:][good[3:]]
+    assert np.median(resid) < 0.01  # normal spectra reproduced to the noise, holes and all
+    # the extra line is the strongest local residual (without winsorizing, a component models it)
+    assert np.all(st["local"][:3] > 20 * np.median(st["local"][3:]))
+    assert np.all(st["local"][:3] > 10 * np.max(st["local"][3:]))
+    np.testing.assert_allclose(np.exp(np.median(st["log_chi2pp"][3:])), 1.0, atol=0.15)
+
+
+def test_calibration_per_class_and_redshift_bin_gives_each_cell_the_same_tail():
+    from skybatch.models.anomaly_population import calibrate_terms, combine
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    cls = rng.choice(np.array(["GALAXY", "QSO"]), n, p=[0.7, 0.3])
+    z = np.where(cls == "QSO", rng.uniform(0.5, 3, n), rng.uniform(0, 1.5, n))
+    # a term whose typical level and spread depend on class and redshift (QSOs at high z are noisier)
+    t = np.where(cls == "QSO", 3.0 + z + rng.normal(0, 0.5 * (1 + z), n), rng.normal(0, 1, n))
+    zt, cell, table = calibrate_terms({"t": t}, cls, z, min_bin=300)
+    assert len({c["spectype"] for c in table["cells"]}) == 2 and len(table["cells"]) >= 5
+    s = combine(zt, cell)
+    for c in np.unique(cell):  # the same fraction beyond 3 in every cell, unlike the raw term
+        assert np.mean(s[cell == c] > 3.0) < 0.03
+    assert np.mean(t[cls == "QSO"] > np.quantile(t, 0.99)) > 0.03
+    spike = np.array([t[cls == "GALAXY"].max() + 10])  # an odd galaxy ranks first
+    zt2, cell2, _ = calibrate_terms({"t": np.concatenate([t, spike])}, np.append(cls, "GALAXY"), np.append(z, 0.5),
+                                    min_bin=300)
+    assert np.argmax(combine(zt2, cell2)) == n
+
+
+def test_selection_parsing_and_errors():
+    from skybatch.pipeline.anomaly_score import parse_select
+
+    assert parse_select("spectype=QSO") == [("spectype", "=", "QSO")]
+    assert parse_select(["spectype=QSO,GALAXY", "z>2"]) == [("spectype", "=", "QSO,GALAXY"), ("z", ">", "2")]
+    with pytest.raises(ValueError, match="spectype=QSO"):
+        parse_select("QSO")
+
+
+def _generated_rest_frame_survey(n, seed):
+    from skybatch.sample.spectra import add_noise, draw_population, noise_sigma, render_spectra
+    from skybatch.spectra.recipe import PreprocessRecipe, preprocess_block
+
+    kinds = ("qso_weak_lines", "qso_strong_lines", "bal", "seyfert2", "star_galaxy", "extreme_line_ratio",
+             "background_oii", "narrow_line")
+    rng = np.random.default_rng(seed)
+    pop = draw_population(n, rng, class_fractions=(0.5, 0.35, 0.15), anomaly_fraction=16 / n, anomaly_kinds=kinds,
+                          anomaly_strength=(0.8, 1.2), anomaly_mag_fraction=1.0)
+    wave = np.arange(3600.0, 9824.0, 1.6)
+    model = render_spectra(wave, pop, lsf_sigma=0.9)
+    flux, ivar, mask = add_noise(model, noise_sigma(wave, rng.uniform(0.3, 0.7, n)), rng)
+    recipe = PreprocessRecipe(grid="loglam:3.0:3.95:2e-4", rest_frame=True, normalize="median")
+    out = preprocess_block(flux, ivar, mask, wave, pop["z"], pop["zwarn"], recipe)
+    return pop, np.asarray(out.wavelength), np.asarray(out.flux, np.float64), np.asarray(out.ivar, np.float64)
+
+
+def test_population_score_finds_the_new_anomaly_kinds_on_a_generated_survey():
+    from skybatch.models.anomaly_population import calibrate_terms, combine, fit_population_model
+
+    pop, wl, flux, ivar = _generated_rest_frame_survey(1600, seed=21)
+    st = pop["spectype"].astype(str)
+    good = (ivar > 0).any(1)
+    model = fit_population_model(wl, flux[good], ivar[good], st[good])
+    assert set(model.classes) == {"GALAXY", "QSO", "STAR"}
+    terms = model.terms(flux[good], ivar[good], st[good])
+    zt, cell, _ = calibrate_terms({k: terms[k] for k in ("pca_misfit", "pca_local", "pca_coef")}, st[good],
+                                  pop["z"][good])
+    score = np.full(len(st), -np.inf)
+    score[good] = combine(zt, cell)
+    anom = pop["is_anomaly"]
+    top = np.argsort(-score)[: int(np.ceil(0.01 * len(st)))]
+    top3 = np.argsort(-score)[: int(np.ceil(0.03 * len(st)))]
+    qso = anom & np.isin(pop["anomaly_kind"], ("qso_weak_lines", "qso_strong_lines", "bal"))
+    assert anom.sum() == 16 and qso.sum() >= 5
+    assert anom[top].sum() >= 0.8 * anom.sum(), sorted(set(pop["anomaly_kind"][anom]) - set(pop["anomaly_kind"][top]))
+    assert anom[top3].sum() >= 0.9 * anom.sum()
+    assert qso[top3].sum() >= 0.8 * qso.sum()
