@@ -32,6 +32,7 @@ runs on any block of rows (the pipeline streams chunks through :meth:`Population
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,17 +232,25 @@ def cell_coefficient_rarity(coef: np.ndarray, cell: np.ndarray) -> np.ndarray:
 
     Within a cell the spectra cover the same rest-frame range, so their coefficients share one
     distribution; a quasar with unusually weak or strong lines is fitted by the basis but lies
-    far out along a component. NaN coefficients (a class with fewer components) are ignored.
+    far out along a component. Each side of a component's distribution has its own scale
+    (``(median - q05) / 1.645`` and ``(q95 - median) / 1.645``). NaN coefficients (a class with
+    fewer components) are ignored.
     """
     out = np.full(coef.shape[0], np.nan)
     for c in np.unique(cell):
         rows = cell == c
         x = coef[rows]
-        med = np.nanmedian(x, 0)
-        scale = 1.4826 * np.nanmedian(np.abs(x - med), 0)
-        scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.inf)
-        with np.errstate(invalid="ignore"):
-            out[rows] = np.nanmax(np.abs(x - med) / scale, axis=1) if x.shape[1] else np.nan
+        if x.shape[0] < 5 or not x.shape[1]:
+            continue
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN components of a smaller basis
+            q05, med, q95 = np.nanquantile(x, [0.05, 0.5, 0.95], axis=0)
+            # one scale per side: line strengths are skewed (log-normal), so a quasar with lines five
+            # times weaker than usual is far out on the short side of its distribution
+            lo = np.maximum((med - q05) / _TAIL_SIGMA, 1e-12)
+            hi = np.maximum((q95 - med) / _TAIL_SIGMA, 1e-12)
+            zc = np.where(x < med, (med - x) / lo, (x - med) / hi)
+            out[rows] = np.nanmax(zc, axis=1)
     return out
 
 
