@@ -173,6 +173,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 surveys of 1200 spectra, 300 VAE steps")
     ap.add_argument("--surveys", type=int, default=None, help="how many of the survey settings to run")
+    ap.add_argument("--first", type=int, default=0, help="index of the first survey setting to run")
     ap.add_argument("--spectra", type=int, default=None, help="spectra per survey (default 3000)")
     ap.add_argument("--steps", type=int, default=None, help="VAE training steps (default 600)")
     ap.add_argument("--keep", default=None, help="directory to keep the surveys, stores and models in")
@@ -185,7 +186,7 @@ def main() -> None:
     log = os.path.join(root, "cli.log")
     print(f"{n_surveys} surveys x {n_spectra} spectra, VAE {steps} steps; work dir {root} (CLI output in {log})")
     results = []
-    for i, spec in enumerate(SURVEYS[:n_surveys]):
+    for i, spec in list(enumerate(SURVEYS))[args.first:args.first + n_surveys]:
         results.append(run_survey(i, spec, root, n_spectra, steps, log))
         print(f"survey {i} done: " + ", ".join(f"{k} {v:.0f} s" for k, v in results[-1]["seconds"].items()),
               flush=True)

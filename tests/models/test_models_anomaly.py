@@ -270,3 +270,28 @@ def test_population_score_finds_the_new_anomaly_kinds_on_a_generated_survey():
     # ordinary quasars do not crowd the top: judged within their class, they are as rare as galaxies there
     normal_top = ~anom & np.isin(np.arange(len(st)), np.argsort(-score)[:48])
     assert (normal_top & (st == "QSO")).sum() <= 0.5 * normal_top.sum() + 2
+
+
+def test_generator_draws_every_new_anomaly_kind_with_its_class_and_strength():
+    from skybatch.sample.spectra import ALL_ANOMALY_KINDS, draw_population, render_spectra
+
+    rng = np.random.default_rng(8)
+    p = draw_population(440, rng, anomaly_fraction=0.1, anomaly_kinds=ALL_ANOMALY_KINDS, anomaly_strength=(0.5, 1.5),
+                        anomaly_mag_fraction=1.0)
+    kind, cls, s = p["anomaly_kind"], p["spectype"], p["anomaly_strength"]
+    assert {k for k in kind if k} == set(ALL_ANOMALY_KINDS)
+    assert np.all(cls[np.isin(kind, ("bal", "qso_weak_lines", "qso_strong_lines"))] == "QSO")
+    assert np.all(cls[np.isin(kind, ("seyfert2", "star_galaxy", "extreme_line_ratio", "background_oii"))] == "GALAXY")
+    assert np.all((s[kind != ""] >= 0.5) & (s[kind != ""] <= 1.5)) and np.all(s[kind == ""] == 0)
+    normal_qso = (cls == "QSO") & (kind == "")
+    assert p["q_ew_scale"][kind == "qso_weak_lines"].max() < np.quantile(p["q_ew_scale"][normal_qso], 0.05)
+    assert p["q_ew_scale"][kind == "qso_strong_lines"].min() > np.quantile(p["q_ew_scale"][normal_qso], 0.95)
+    with pytest.raises(ValueError, match="anomaly_kinds"):
+        draw_population(10, rng, anomaly_kinds=("nonsense",))
+    # the composite is rendered with the star added (the anomaly is applied after the normal model)
+    wave = np.arange(3600.0, 9800.0, 2.0)
+    i = np.flatnonzero(kind == "star_galaxy")[:1]
+    sub = {k: v[i] for k, v in p.items()}
+    plain = {**sub, "anomaly_kind": np.array([""], dtype=object)}
+    both, alone = render_spectra(wave, sub)[0], render_spectra(wave, plain)[0]
+    assert not np.allclose(both, alone)
