@@ -53,14 +53,18 @@ SURVEYS = (
 )
 
 
-def _cli(*args: str, log: str) -> None:
+def _cli(*args: str, log: str, attempts: int = 3) -> None:
+    """Run ``skybatch ARGS`` in a fresh process; re-run (every job resumes) if it fails, e.g. when the
+    temporary Prefect server does not come up in time on a loaded machine."""
     exe = os.path.join(os.path.dirname(sys.executable), "skybatch")
-    with open(log, "a") as fh:
-        fh.write(f"$ skybatch {' '.join(args)}\n")
-        fh.flush()
-        r = subprocess.run([exe, *args], stdout=fh, stderr=subprocess.STDOUT)
-    if r.returncode not in (0, 3):
-        raise RuntimeError(f"skybatch {' '.join(args)} exited with {r.returncode}; see {log}")
+    for _ in range(attempts):
+        with open(log, "a") as fh:
+            fh.write(f"$ skybatch {' '.join(args)}\n")
+            fh.flush()
+            r = subprocess.run([exe, *args], stdout=fh, stderr=subprocess.STDOUT)
+        if r.returncode in (0, 3):
+            return
+    raise RuntimeError(f"skybatch {' '.join(args)} exited with {r.returncode} {attempts} times; see {log}")
 
 
 def baselines(store: str) -> dict[str, np.ndarray]:
