@@ -24,6 +24,7 @@ the same magnitudes as normal objects) this script
     python benchmarks/anomaly_recall.py              (6 surveys of 3000 spectra, 600 VAE steps)
     python benchmarks/anomaly_recall.py --quick      (2 surveys of 1200 spectra, 300 VAE steps)
     python benchmarks/anomaly_recall.py --keep DIR   (keep surveys, stores and models under DIR)
+    python benchmarks/anomaly_recall.py --report DIR/survey0 DIR/survey1   (re-measure kept, scored surveys)
 """
 
 from __future__ import annotations
@@ -121,14 +122,24 @@ def run_survey(i: int, spec: tuple, root: str, n_spectra: int, steps: int, log: 
     _cli("run", "score", "--store", rest, "--model", vae, "--top", "30", "--no-progress", "--cluster", "local",
          log=log)
     t3 = time.perf_counter()
+    out = measure(d)
+    out["seconds"] = {"ingest+preprocess": t1 - t0, "train": t2 - t1, "score": t3 - t2, **out["seconds"]}
+    return out
+
+
+def measure(d: str) -> dict:
+    """Truth, skybatch's scores and the baselines of a scored survey directory ``d`` (``d-rest.zarr``)."""
+    import pandas as pd
+    import zarr
+
+    rest = d + "-rest.zarr"
     g = zarr.open_group(rest, mode="r")
     tid = np.asarray(g["targetid"][:])
     truth = pd.read_parquet(os.path.join(d, "truth.parquet")).set_index("targetid").loc[tid]
     scores = {"skybatch": np.asarray(g["anomaly_score"][:], np.float64)}
     tb = time.perf_counter()
     scores.update(baselines(rest))
-    return {"truth": truth, "scores": scores, "seconds": {"ingest+preprocess": t1 - t0, "train": t2 - t1,
-                                                          "score": t3 - t2, "baselines": time.perf_counter() - tb}}
+    return {"truth": truth, "scores": scores, "seconds": {"baselines": time.perf_counter() - tb}}
 
 
 def report(results: list[dict]) -> None:
@@ -181,7 +192,12 @@ def main() -> None:
     ap.add_argument("--spectra", type=int, default=None, help="spectra per survey (default 3000)")
     ap.add_argument("--steps", type=int, default=None, help="VAE training steps (default 600)")
     ap.add_argument("--keep", default=None, help="directory to keep the surveys, stores and models in")
+    ap.add_argument("--report", nargs="+", default=None, metavar="SURVEY_DIR",
+                    help="only measure and print already scored surveys (DIR/surveyN of a --keep run)")
     args = ap.parse_args()
+    if args.report:
+        report([measure(d.rstrip("/")) for d in args.report])
+        return
     n_surveys = args.surveys or (2 if args.quick else len(SURVEYS))
     n_spectra = args.spectra or (1200 if args.quick else 3000)
     steps = args.steps or (300 if args.quick else 600)
@@ -194,6 +210,7 @@ def main() -> None:
         results.append(run_survey(i, spec, root, n_spectra, steps, log))
         print(f"survey {i} done: " + ", ".join(f"{k} {v:.0f} s" for k, v in results[-1]["seconds"].items()),
               flush=True)
+        report(results[-1:])
     report(results)
 
 
