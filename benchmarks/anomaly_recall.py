@@ -100,9 +100,6 @@ def recall(score: np.ndarray, is_anom: np.ndarray, frac: float, sel: np.ndarray 
 
 
 def run_survey(i: int, spec: tuple, root: str, n_spectra: int, steps: int, log: str) -> dict:
-    import pandas as pd
-    import zarr
-
     from skybatch.sample.survey import generate_sample_survey
 
     seed, fractions, sigma0, strength = spec
