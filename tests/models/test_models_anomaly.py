@@ -232,7 +232,6 @@ def _generated_rest_frame_survey(n, seed):
     return pop, np.asarray(out.wavelength), np.asarray(out.flux, np.float64), np.asarray(out.ivar, np.float64)
 
 
-@pytest.mark.slow
 def test_population_score_finds_the_new_anomaly_kinds_on_a_generated_survey():
     from skybatch.models.anomaly_pca import fit_weighted_pca, residual_statistics
     from skybatch.models.anomaly_population import (calibrate_terms, cell_coefficient_rarity, combine,
