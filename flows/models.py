@@ -28,13 +28,15 @@ def train_task(config: job.TrainJobConfig, client) -> job.TrainJobReport:
 
 
 @task(name="map-model", **_RETRY)
-def map_task(kind: str, store: str, model: str, client, top: int, batch_size: int, progress: bool) -> dict:
+def map_task(kind: str, store: str, model: str, client, top: int, batch_size: int, progress: bool,
+             select: list[str] | None = None, method: str = "vae") -> dict:
     if kind == "score" and _card_kind(model) == "sky_broadband":
         from skybatch.pipeline.sky_broadband import predict_broadband
 
         return predict_broadband(store, model, client, batch_size=batch_size, progress=progress)
     if kind == "score":
-        return job.score(store, model, top=top, client=client, batch_size=batch_size, progress=progress)
+        return job.score(store, model, top=top, client=client, batch_size=batch_size, progress=progress,
+                         select=select, method=method)
     if kind == "classify":
         return job.classify(store, model, client=client, batch_size=batch_size, progress=progress)
     if _is_tile_model(model):
@@ -99,12 +101,16 @@ def train_flow(store: str, model: str, out: str, settings: dict | None = None, c
 
 @flow(name="skybatch-apply-model", log_prints=True)
 def apply_flow(kind: str, store: str, model: str, cluster: str = "auto", top: int = 100, batch_size: int = 1024,
-               progress: bool = True) -> dict:
-    """Map a saved model over a store: kind = score (anomaly_score) | classify (class_prob) | embed (embedding)."""
+               progress: bool = True, select: list[str] | None = None, method: str = "vae") -> dict:
+    """Map a saved model over a store: kind = score (anomaly_score) | classify (class_prob) | embed (embedding).
+
+    ``select`` (score only): rank only the matching spectra, e.g. ``["spectype=QSO"]``; ``method`` (score
+    only): ``vae`` or ``population`` (see :func:`skybatch.pipeline.modeling.score`).
+    """
     from flows._common import check_deployment_paths
 
     check_deployment_paths(store=store, model=model)
     if kind not in ("score", "classify", "embed"):
         raise ValueError(f"kind: {kind!r} is not one of ('score', 'classify', 'embed')")
     with cluster_client(cluster) as client:
-        return map_task(kind, store, model, client, top, batch_size, progress)
+        return map_task(kind, store, model, client, top, batch_size, progress, select, method)

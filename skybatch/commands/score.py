@@ -1,4 +1,4 @@
-"""`skybatch run score`: write anomaly_score (reconstruction chi2 + latent density) and a top-K catalogue + PNG."""
+"""`skybatch run score`: anomaly_score for every spectrum; top-K Parquet + PNGs."""
 
 from __future__ import annotations
 
@@ -6,11 +6,19 @@ import argparse
 
 from skybatch.commands import _apply
 
-HELP = "write anomaly_score (reconstruction chi2 + latent density) and a top-K catalogue + PNG"
+HELP = ("write anomaly_score (VAE misfit + latent rarity; --method population adds per-SPECTYPE PCA terms "
+        "calibrated per class and redshift bin) and a top-K catalogue + PNGs; --select spectype=QSO ranks quasars only")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     _apply.add_arguments(p, top=True)
+    p.add_argument("--select", action="append", default=None, metavar="COL=VALUE",
+                   help="rank only the matching spectra, with population models fitted on them alone: "
+                        "spectype=QSO, z>2, spectype=GALAXY,QSO (repeat to combine); implies --method population")
+    p.add_argument("--method", choices=("vae", "population"), default="vae",
+                   help="vae: robust z of the VAE's misfit and latent rarity over the store; population: judged "
+                        "within each object's SPECTYPE and redshift bin, with per-class PCA terms (experimental: "
+                        "see benchmarks/anomaly_recall.py)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -255,22 +255,51 @@ def _check_nwave(store: str, card: dict, opts) -> None:
 
 def score(store: str, model_dir: str, top: int = 100, client=None, *, batch_size: int = 1024,
           storage_options: dict | None = None, cluster: str = "auto", progress: bool = True,
-          out_dir: str | None = None) -> dict[str, Any]:
+          out_dir: str | None = None, select=None, method: str = "vae") -> dict[str, Any]:
     """Write ``anomaly_score`` (and its parts) for every spectrum; a Parquet + PNG of the top ``top``.
 
-    The score combines the ivar-weighted reconstruction chi^2 per pixel with the
-    latent-space density of the training spectra (see skybatch.models.anomaly).
+    ``method="vae"`` (default): the VAE's ivar-weighted reconstruction chi^2 per pixel and the latent
+    density of the training spectra (:mod:`skybatch.models.anomaly`), as robust z-scores over the store.
+    ``method="population"``: each spectrum judged within its population (SPECTYPE and redshift bin):
+    per-class PCA misfit, strongest local residual and coefficient rarity plus the VAE's terms
+    (:func:`skybatch.pipeline.anomaly_score.score_population`), with one PNG per top spectrum and the
+    odd line regions named. ``select`` (e.g. ``["spectype=QSO"]``) ranks only the matching rows and
+    implies ``method="population"``.
     """
+    if method not in ("vae", "population"):
+        raise ValueError(f"method: {method!r} is not one of ('vae', 'population')")
     if client is None:
         from skybatch.cluster import cluster_client
 
         with cluster_client(cluster) as c:
             return score(store, model_dir, top, c, batch_size=batch_size, storage_options=storage_options,
-                         progress=progress, out_dir=out_dir)
+                         progress=progress, out_dir=out_dir, select=select, method=method)
     from skybatch.store.lock import StoreLock
 
     with StoreLock(store, storage_options, job="score"):  # one writer from map_model to the score variables
+        if select or method == "population":
+            return _score_population(store, model_dir, top, client, batch_size, storage_options, progress,
+                                     out_dir, select)
         return _score(store, model_dir, top, client, batch_size, storage_options, progress, out_dir)
+
+
+def _score_population(store, model_dir, top, client, batch_size, storage_options, progress, out_dir,
+                      select) -> dict[str, Any]:
+    from skybatch.pipeline.anomaly_score import score_population, select_rows
+
+    model, card, path = _load(model_dir, "spectrum_vae")
+    if "anomaly" not in card:
+        raise ValueError(f"{path}: the card has no anomaly reference; train it with `skybatch run train --model vae`")
+    _check_nwave(store, card, storage_options)
+    select_rows(open_group(store, storage_options, mode="r"), select)  # bad --select fails before the VAE pass
+    rep = map_model(store, model, method="anomaly_terms", inputs=("flux", "ivar"),
+                    outputs=("latent", "recon_chi2_per_pixel"), batch_size=batch_size, client=client,
+                    storage_options=storage_options, overwrite=True, progress=progress)
+    out = score_population(store, storage_options, model=model, card=card, path=path, top=top, out_dir=out_dir,
+                           select=select)
+    n = int(open_group(store, storage_options, mode="r")["flux"].shape[0])
+    return {"store": store, "model": path, "n_spectra": n, **out, "map_model": asdict(rep),
+            "exit_code": rep.exit_code}
 
 
 def _score(store, model_dir, top, client, batch_size, storage_options, progress, out_dir) -> dict[str, Any]:

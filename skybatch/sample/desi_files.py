@@ -618,6 +618,7 @@ def write_desi_healpix(
         "mag_r": population["mag_r"][k],
         "is_anomaly": population["is_anomaly"][k],
         "anomaly_kind": population["anomaly_kind"][k],
+        "anomaly_strength": population.get("anomaly_strength", np.zeros(n_sci))[k],
     }
     return DesiHealpixFiles(
         coadd=coadd_path, redrock=rr_path, truth=truth, science_rows=rows_in_order,

@@ -36,6 +36,24 @@ galaxy rendered at ``z_true`` but catalogued at a ``z`` off by >= 0.5 /
 and ``odd_continuum`` (the continuum multiplied by a 70 % sinusoidal
 ripple of period 250–600 Å, or jumping 5× at a random wavelength).
 
+More anomaly kinds (:data:`EXTRA_ANOMALY_KINDS`, used when passed in
+``anomaly_kinds``), each scaled by a per-object ``anomaly_strength`` s
+(drawn uniformly in the ``anomaly_strength`` range; 1 = the nominal
+strength, also scaling the kinds above):
+``qso_weak_lines`` (broad-line equivalent widths times exp(-1.5 s)),
+``qso_strong_lines`` (times exp(+1.2 s)), ``seyfert2`` (an emission-line
+galaxy with AGN line ratios: [OIII]/Hβ 6-12, [NII]/Hα 0.8-1.5, plus
+[NeV] 3426, [NeIII] 3869, HeII 4686, [OI] 6300), ``star_galaxy`` (a galaxy
+with a superposed foreground star carrying a fraction 0.3-0.6 s of the
+6000-6400 Å flux), ``extreme_line_ratio`` (one line ratio of an emission-line
+galaxy far outside the normal range: [OIII]/Hβ >> 10, Hα/Hβ < 2.86,
+[NII]/Hα > 2 or [OII]/Hβ < 0.1), ``background_oii`` (an LRG without
+emission lines plus the narrow [OII] doublet of a background galaxy at a
+higher redshift) and ``narrow_line`` (one narrow emission line at a rest
+wavelength matching no known line, 2-6 s times the continuum, in an object
+of any class). ``anomaly_mag_fraction`` sets the part of each class's
+magnitude range anomalies are drawn from (1 = brightness-matched).
+
 Normal QSOs at z > 2 carry a random (realistic) Lyα forest, the largest
 source of spectrum-to-spectrum variance in the sample: anomaly scores should
 mask rest wavelengths below ~1230 Å or use a robust loss.
@@ -50,6 +68,8 @@ import numpy as np
 __all__ = [
     "CLASSES",
     "ANOMALY_KINDS",
+    "EXTRA_ANOMALY_KINDS",
+    "ALL_ANOMALY_KINDS",
     "C_KMS",
     "draw_population",
     "render_spectra",
@@ -62,6 +82,11 @@ __all__ = [
 C_KMS = 299792.458
 CLASSES = ("GALAXY", "QSO", "STAR")
 ANOMALY_KINDS = ("bal", "strong_emission", "wrong_z", "odd_continuum")
+EXTRA_ANOMALY_KINDS = ("qso_weak_lines", "qso_strong_lines", "seyfert2", "star_galaxy", "extreme_line_ratio",
+                       "background_oii", "narrow_line")
+ALL_ANOMALY_KINDS = ANOMALY_KINDS + EXTRA_ANOMALY_KINDS
+_QSO_KINDS = ("bal", "qso_weak_lines", "qso_strong_lines")
+_GALAXY_KINDS = ("seyfert2", "star_galaxy", "extreme_line_ratio", "background_oii")
 
 # Rest-frame vacuum wavelengths (Angstrom).
 _GAL_EMISSION = {
@@ -105,6 +130,9 @@ def draw_population(
     anomaly_fraction: float = 0.01,
     zwarn_fraction: float = 0.03,
     first_kind: int = 0,
+    anomaly_kinds: tuple[str, ...] = ANOMALY_KINDS,
+    anomaly_strength: tuple[float, float] = (1.0, 1.0),
+    anomaly_mag_fraction: float = 0.6,
 ) -> dict[str, np.ndarray]:
     """Draw ``n`` objects: class, redshifts, magnitudes, model parameters, anomalies.
 
@@ -120,7 +148,20 @@ def draw_population(
     every kind appears once there are at least four; pass the running
     number of anomalies as ``first_kind`` to keep the rotation going across
     several populations.
+
+    ``anomaly_kinds`` is the rotation of kinds (any of :data:`ALL_ANOMALY_KINDS`);
+    ``anomaly_strength`` the (lo, hi) range of the per-anomaly strength s
+    (column ``anomaly_strength``; 1 = nominal); ``anomaly_mag_fraction`` the
+    brighter part of each class's magnitude range anomalies are drawn from
+    (1.0 = the same magnitudes as normal objects). The defaults reproduce the
+    original populations draw for draw.
     """
+    kinds_seq = tuple(anomaly_kinds)
+    unknown = [k for k in kinds_seq if k not in ALL_ANOMALY_KINDS]
+    if not kinds_seq or unknown:
+        raise ValueError(f"anomaly_kinds: unknown kinds {unknown} (choose from {ALL_ANOMALY_KINDS})")
+    if not 0.0 < anomaly_mag_fraction <= 1.0:
+        raise ValueError(f"anomaly_mag_fraction must lie in (0, 1], got {anomaly_mag_fraction}")
     fr = np.asarray(class_fractions, dtype=float)
     fr = fr / fr.sum()
     cls = rng.choice(np.array(CLASSES, dtype=object), size=n, p=fr)
@@ -130,9 +171,10 @@ def draw_population(
     kinds = np.full(n, "", dtype=object)
     anom_idx = rng.choice(n, size=n_anom, replace=False) if n_anom else np.zeros(0, dtype=int)
     for j, i in enumerate(anom_idx):
-        kinds[i] = ANOMALY_KINDS[(first_kind + j) % len(ANOMALY_KINDS)]
+        kinds[i] = kinds_seq[(first_kind + j) % len(kinds_seq)]
     # BAL needs a QSO at z high enough for CIV troughs to be in the optical.
-    cls[kinds == "bal"] = "QSO"
+    cls[np.isin(kinds, _QSO_KINDS)] = "QSO"
+    cls[np.isin(kinds, _GALAXY_KINDS)] = "GALAXY"
     # a wrong catalogue redshift is only meaningful (and visible) for objects
     # with strong lines: QSOs and emission-line galaxies
     cls[(kinds == "wrong_z") & (cls == "STAR")] = "QSO"
@@ -153,7 +195,7 @@ def draw_population(
     # anomalies are drawn from the brighter 60 % of each class's magnitude range
     for c, lo, hi in (("GALAXY", 18.5, 21.5), ("QSO", 18.5, 21.3), ("STAR", 16.0, 19.5)):
         sel = (cls == c) & (kinds != "")
-        mag[sel] = rng.uniform(lo, lo + 0.6 * (hi - lo), sel.sum())
+        mag[sel] = rng.uniform(lo, lo + anomaly_mag_fraction * (hi - lo), sel.sum())
     p["mag_r"] = mag
 
     # galaxy parameters
@@ -216,6 +258,11 @@ def draw_population(
     edges = np.array([3900.0, 5200.0, 6000.0, 7300.0, 10000.0])
     sub[is_star] = star_types[np.searchsorted(edges, teff[is_star])]
     p["subtype"] = sub
+    p["anomaly_strength"] = np.where(kinds != "", 1.0, 0.0)
+    if tuple(anomaly_strength) != (1.0, 1.0) or any(k in EXTRA_ANOMALY_KINDS for k in kinds_seq):
+        from skybatch.sample.anomalies import draw_extra_anomalies
+
+        draw_extra_anomalies(p, rng, anomaly_strength)
     return p
 
 
@@ -413,6 +460,10 @@ def _apply_anomalies(wave: np.ndarray, flux: np.ndarray, p: dict[str, np.ndarray
                 flux[i] = flux[i] * (1.0 + 0.7 * np.sin(2 * np.pi * wave / p["odd_ripple_period"][i]))
             else:
                 flux[i] = flux[i] * np.where(wave > p["odd_step_wave"][i], 5.0, 1.0)
+    if "sg_frac" in p:
+        from skybatch.sample.anomalies import apply_extra_anomalies
+
+        flux = apply_extra_anomalies(wave, flux, p, z, lsf)
     return flux
 
 

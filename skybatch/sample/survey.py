@@ -22,7 +22,9 @@ return it), ``healpix`` (nside 64 NESTED), ``ra``, ``dec``, ``spectype``
 ``subtype``, ``z_true`` (redshift the spectrum was rendered at), ``z``
 (catalogue redshift in the redrock/SPALL table), ``zerr``, ``zwarn``,
 ``deltachi2`` (NaN for SDSS), ``mag_r``, ``is_anomaly``, ``anomaly_kind``
-('' or bal / strong_emission / wrong_z / odd_continuum).
+('' or bal / strong_emission / wrong_z / odd_continuum, or one of
+:data:`~skybatch.sample.spectra.EXTRA_ANOMALY_KINDS` when asked for),
+``anomaly_strength`` (0 for normal objects, 1 = nominal).
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ import numpy as np
 from .desi_files import write_desi_healpix
 from .sdss_files import write_sdss_sample
 from .skyvac_file import write_skyvac
-from .spectra import draw_population
+from .spectra import ANOMALY_KINDS, draw_population
 
 __all__ = ["generate_sample_survey", "SampleSurvey", "desi_healpix_dir"]
 
 _TRUTH_COLUMNS = (
     "format", "source", "source_row", "targetid", "healpix", "ra", "dec", "spectype", "subtype", "z_true", "z", "zerr",
-    "zwarn", "deltachi2", "mag_r", "is_anomaly", "anomaly_kind",
+    "zwarn", "deltachi2", "mag_r", "is_anomaly", "anomaly_kind", "anomaly_strength",
 )
 
 
@@ -101,6 +103,11 @@ def generate_sample_survey(
     mask_dtype: str = "int32",
     n_sky: int = 2,
     n_unassigned: int = 1,
+    class_fractions: tuple[float, float, float] = (0.55, 0.27, 0.18),
+    anomaly_kinds: tuple[str, ...] = ANOMALY_KINDS,
+    anomaly_strength: tuple[float, float] = (1.0, 1.0),
+    anomaly_mag_fraction: float = 0.6,
+    sigma0_range: tuple[float, float] = (0.3, 0.7),
 ) -> SampleSurvey:
     """Write a sample survey under ``out_dir`` and return what was written.
 
@@ -117,6 +124,11 @@ def generate_sample_survey(
         (at least one per population of 20 or more when > 0).
     seed: everything is reproducible from it.
     mask_dtype: ``"int32"`` (iron) or ``"uint32"`` (EDR) DESI masks.
+    class_fractions: GALAXY / QSO / STAR mixture.
+    anomaly_kinds, anomaly_strength, anomaly_mag_fraction: which anomalies,
+        how strong, how bright (see :func:`~skybatch.sample.spectra.draw_population`;
+        ``anomaly_mag_fraction=1`` matches anomalies to normal objects in brightness).
+    sigma0_range: DESI per-spectrum base noise range (1e-17 erg/s/cm²/Å); larger = lower S/N.
 
     Returns
     -------
@@ -131,6 +143,9 @@ def generate_sample_survey(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    draw_kw = dict(anomaly_fraction=anomaly_fraction, class_fractions=tuple(class_fractions),
+                   anomaly_kinds=tuple(anomaly_kinds), anomaly_strength=tuple(anomaly_strength),
+                   anomaly_mag_fraction=anomaly_mag_fraction)
     # distinct nside-64 pixels with 0 < dec < 60 (Northern/Southern DESI footprint)
     hpx_pool = rng.permutation(np.arange(12 * 64 * 64))
     healpix: list[int] = []
@@ -147,11 +162,11 @@ def generate_sample_survey(
     seen_tid: set[int] = set()
     n_anom = 0  # keeps the anomaly kinds rotating across files
     for hpx in healpix:
-        pop = draw_population(spectra_per_file, rng, anomaly_fraction=anomaly_fraction, first_kind=n_anom)
+        pop = draw_population(spectra_per_file, rng, first_kind=n_anom, **draw_kw)
         n_anom += int(pop["is_anomaly"].sum())
         files = write_desi_healpix(
             desi_healpix_dir(out_dir, hpx, survey, program), hpx, pop, rng, survey=survey, program=program,
-            n_sky=n_sky, n_unassigned=n_unassigned, mask_dtype=mask_dtype,
+            n_sky=n_sky, n_unassigned=n_unassigned, mask_dtype=mask_dtype, sigma0_range=tuple(sigma0_range),
         )
         coadds.append(files.coadd)
         redrocks.append(files.redrock)
@@ -165,7 +180,7 @@ def generate_sample_survey(
 
     sdss_paths: list[Path] = []
     if n_sdss:
-        pop = draw_population(n_sdss, rng, anomaly_fraction=anomaly_fraction, first_kind=n_anom)
+        pop = draw_population(n_sdss, rng, first_kind=n_anom, **draw_kw)
         sd = write_sdss_sample(out_dir / "sdss", pop, rng)
         sdss_paths = sd.paths
         t = dict(sd.truth)
@@ -173,6 +188,7 @@ def generate_sample_survey(
         t["source"] = np.array([Path(p).relative_to(out_dir).as_posix() for p in sd.paths], dtype=object)
         t["source_row"] = np.zeros(n_sdss, dtype=np.int64)
         t["deltachi2"] = np.full(n_sdss, np.nan)
+        t["anomaly_strength"] = pop["anomaly_strength"]
         frames.append(pd.DataFrame({k: t[k] for k in _TRUTH_COLUMNS}))
 
     skyvac = None

@@ -157,3 +157,140 @@ def test_same_scores_through_the_array_api_namespace():
     for k in want:
         np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=1e-10)
     np.testing.assert_allclose(np.asarray(knn_distance(xp.asarray(mu), xp.asarray(mu), k=2)), knn_distance(mu, mu, k=2))
+
+
+# --------------------------------------------------------------------------- population-conditioned score
+def test_weighted_pca_recovers_low_rank_spectra_with_coverage_holes():
+    from skybatch.models.anomaly_pca import fit_weighted_pca, residual_statistics
+
+    rng = np.random.default_rng(4)
+    n, p, k = 400, 300, 3
+    x = np.linspace(0, 1, p)
+    basis = np.stack([np.exp(-0.5 * ((x - c) / 0.05) ** 2) for c in (0.2, 0.5, 0.8)])
+    truth = 1.0 + rng.normal(0, 1, (n, k)) @ basis
+    ivar = np.full((n, p), 1e4)
+    start = rng.integers(0, p // 2, n)  # each spectrum covers a different window, like a rest frame
+    ivar[np.arange(p)[None, :] < start[:, None]] = 0.0
+    flux = truth + rng.normal(0, 0.01, (n, p))
+    flux[:3] += 3.0 * np.exp(-0.5 * ((x - 0.65) / 0.01) ** 2)  # three outliers with an extra line
+    pca = fit_weighted_pca(flux, ivar, k, model_error=0.0)
+    assert pca.n_rejected >= 3  # the outliers were set aside before the final fit
+    st = residual_statistics(pca, flux, ivar)
+    good = ivar > 0
+    resid = np.abs(st["model"] - truth)[3:][good[3:]]
+    assert np.median(resid) < 0.01  # normal spectra reproduced to the noise, holes and all
+    # the extra line is the strongest local residual (without winsorizing, a component models it)
+    assert np.all(st["local"][:3] > 20 * np.median(st["local"][3:]))
+    assert np.all(st["local"][:3] > 10 * np.max(st["local"][3:]))
+    np.testing.assert_allclose(np.exp(np.median(st["log_chi2pp"][3:])), 1.0, atol=0.15)
+
+
+def test_calibration_per_class_and_redshift_bin_gives_each_cell_the_same_tail():
+    from skybatch.models.anomaly_population import calibrate_terms, combine
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    cls = rng.choice(np.array(["GALAXY", "QSO"]), n, p=[0.7, 0.3])
+    z = np.where(cls == "QSO", rng.uniform(0.5, 3, n), rng.uniform(0, 1.5, n))
+    # a term whose typical level and spread depend on class and redshift (QSOs at high z are noisier)
+    t = np.where(cls == "QSO", 3.0 + z + rng.normal(0, 0.5 * (1 + z), n), rng.normal(0, 1, n))
+    zt, cell, table = calibrate_terms({"t": t}, cls, z, min_bin=300)
+    assert len({c["spectype"] for c in table["cells"]}) == 2 and len(table["cells"]) >= 5
+    s = combine(zt, cell)
+    for c in np.unique(cell):  # the same fraction beyond 3 in every cell, unlike the raw term
+        assert np.mean(s[cell == c] > 3.0) < 0.03
+    assert np.mean(t[cls == "QSO"] > np.quantile(t, 0.99)) > 0.03
+    spike = np.array([t[cls == "GALAXY"].max() + 10])  # an odd galaxy ranks first
+    zt2, cell2, _ = calibrate_terms({"t": np.concatenate([t, spike])}, np.append(cls, "GALAXY"), np.append(z, 0.5),
+                                    min_bin=300)
+    assert np.argmax(combine(zt2, cell2)) == n
+
+
+def test_selection_parsing_and_errors():
+    from skybatch.pipeline.anomaly_score import parse_select
+
+    assert parse_select("spectype=QSO") == [("spectype", "=", "QSO")]
+    assert parse_select(["spectype=QSO,GALAXY", "z>2"]) == [("spectype", "=", "QSO,GALAXY"), ("z", ">", "2")]
+    with pytest.raises(ValueError, match="spectype=QSO"):
+        parse_select("QSO")
+
+
+def _generated_rest_frame_survey(n, seed):
+    from skybatch.sample.spectra import add_noise, draw_population, noise_sigma, render_spectra
+    from skybatch.spectra.recipe import PreprocessRecipe, preprocess_block
+
+    kinds = ("qso_weak_lines", "qso_strong_lines", "bal", "seyfert2", "star_galaxy", "extreme_line_ratio",
+             "background_oii", "narrow_line")
+    rng = np.random.default_rng(seed)
+    pop = draw_population(n, rng, class_fractions=(0.5, 0.35, 0.15), anomaly_fraction=16 / n, anomaly_kinds=kinds,
+                          anomaly_strength=(0.8, 1.2), anomaly_mag_fraction=1.0)
+    wave = np.arange(3600.0, 9824.0, 1.6)
+    model = render_spectra(wave, pop, lsf_sigma=0.9)
+    flux, ivar, mask = add_noise(model, noise_sigma(wave, rng.uniform(0.05, 0.2, n)), rng)
+    recipe = PreprocessRecipe(grid="loglam:3.0:3.95:2e-4", rest_frame=True, normalize="median")
+    out = preprocess_block(flux, ivar, mask, wave, pop["z"], pop["zwarn"], recipe)
+    return pop, np.asarray(out.wavelength), np.asarray(out.flux, np.float64), np.asarray(out.ivar, np.float64)
+
+
+def test_population_score_finds_the_new_anomaly_kinds_on_a_generated_survey():
+    from skybatch.models.anomaly_pca import fit_weighted_pca, residual_statistics
+    from skybatch.models.anomaly_population import (calibrate_terms, cell_coefficient_rarity, combine,
+                                                    fit_population_model)
+
+    pop, wl, flux, ivar = _generated_rest_frame_survey(1600, seed=21)
+    st = pop["spectype"].astype(str)
+    good = (ivar > 0).any(1)
+    model = fit_population_model(wl, flux[good], ivar[good], st[good])
+    assert set(model.classes) == {"GALAXY", "QSO", "STAR"}
+    assert np.all(model.pixel_mask["QSO"] == (wl < 1216.0)) and not model.pixel_mask["GALAXY"].any()
+    terms = model.terms(flux[good], ivar[good], st[good])
+    _, cell, _ = calibrate_terms({"m": terms["pca_misfit"]}, st[good], pop["z"][good])
+    terms["pca_coef"] = cell_coefficient_rarity(terms["coef"], cell)
+    zt, cell, _ = calibrate_terms({k: terms[k] for k in ("pca_misfit", "pca_local", "pca_coef")}, st[good],
+                                  pop["z"][good])
+    score = np.full(len(st), -np.inf)
+    score[good] = combine(zt, cell)
+    # baseline measured on the same spectra: one weighted PCA of everything, ranked by chi^2 per pixel
+    base = np.full(len(st), -np.inf)
+    base[good] = residual_statistics(fit_weighted_pca(flux[good], ivar[good], 8, clip_sigma=0.0, clip_quantile=0.0),
+                                     flux[good], ivar[good])["log_chi2pp"]
+    anom, kind = pop["is_anomaly"], pop["anomaly_kind"]
+    assert anom.sum() == 16
+
+    def found(s, frac):
+        return anom & np.isin(np.arange(len(s)), np.argsort(-s)[: int(np.ceil(frac * len(s)))])
+
+    top1, top3 = found(score, 0.01), found(score, 0.03)
+    assert top1.sum() >= 8 and top3.sum() >= 10, sorted(zip(kind[anom & ~top3], pop["mag_r"][anom & ~top3]))
+    assert top3.sum() > found(base, 0.03).sum() and top1.sum() > found(base, 0.01).sum()
+    # lines, troughs and line-ratio anomalies are found; QSOs with unusually strong lines too
+    for k in ("bal", "narrow_line", "seyfert2", "background_oii", "qso_strong_lines"):
+        assert (top3 & (kind == k)).sum() >= 0.5 * (kind == k).sum(), k
+    # ordinary quasars do not crowd the top: judged within their class, they are as rare as galaxies there
+    normal_top = ~anom & np.isin(np.arange(len(st)), np.argsort(-score)[:48])
+    assert (normal_top & (st == "QSO")).sum() <= 0.5 * normal_top.sum() + 2
+
+
+def test_generator_draws_every_new_anomaly_kind_with_its_class_and_strength():
+    from skybatch.sample.spectra import ALL_ANOMALY_KINDS, draw_population, render_spectra
+
+    rng = np.random.default_rng(8)
+    p = draw_population(440, rng, anomaly_fraction=0.1, anomaly_kinds=ALL_ANOMALY_KINDS, anomaly_strength=(0.5, 1.5),
+                        anomaly_mag_fraction=1.0)
+    kind, cls, s = p["anomaly_kind"], p["spectype"], p["anomaly_strength"]
+    assert {k for k in kind if k} == set(ALL_ANOMALY_KINDS)
+    assert np.all(cls[np.isin(kind, ("bal", "qso_weak_lines", "qso_strong_lines"))] == "QSO")
+    assert np.all(cls[np.isin(kind, ("seyfert2", "star_galaxy", "extreme_line_ratio", "background_oii"))] == "GALAXY")
+    assert np.all((s[kind != ""] >= 0.5) & (s[kind != ""] <= 1.5)) and np.all(s[kind == ""] == 0)
+    normal_qso = (cls == "QSO") & (kind == "")
+    assert p["q_ew_scale"][kind == "qso_weak_lines"].max() < np.quantile(p["q_ew_scale"][normal_qso], 0.05)
+    assert p["q_ew_scale"][kind == "qso_strong_lines"].min() > np.quantile(p["q_ew_scale"][normal_qso], 0.95)
+    with pytest.raises(ValueError, match="anomaly_kinds"):
+        draw_population(10, rng, anomaly_kinds=("nonsense",))
+    # the composite is rendered with the star added (the anomaly is applied after the normal model)
+    wave = np.arange(3600.0, 9800.0, 2.0)
+    i = np.flatnonzero(kind == "star_galaxy")[:1]
+    sub = {k: v[i] for k, v in p.items()}
+    plain = {**sub, "anomaly_kind": np.array([""], dtype=object)}
+    both, alone = render_spectra(wave, sub)[0], render_spectra(wave, plain)[0]
+    assert not np.allclose(both, alone)
