@@ -99,7 +99,7 @@ def recall(score: np.ndarray, is_anom: np.ndarray, frac: float, sel: np.ndarray 
     return int((top & want).sum()), int(want.sum())
 
 
-def run_survey(i: int, spec: tuple, root: str, n_spectra: int, steps: int, log: str) -> dict:
+def run_survey(i: int, spec: tuple, root: str, n_spectra: int, steps: int, log: str, method: str = "vae") -> dict:
     from skybatch.sample.survey import generate_sample_survey
 
     seed, fractions, sigma0, strength = spec
@@ -117,7 +117,7 @@ def run_survey(i: int, spec: tuple, root: str, n_spectra: int, steps: int, log: 
          "--cluster", "local", log=log)
     t2 = time.perf_counter()
     _cli("run", "score", "--store", rest, "--model", vae, "--top", "30", "--no-progress", "--cluster", "local",
-         log=log)
+         "--method", method, log=log)
     t3 = time.perf_counter()
     out = measure(d)
     out["seconds"] = {"ingest+preprocess": t1 - t0, "train": t2 - t1, "score": t3 - t2, **out["seconds"]}
@@ -188,6 +188,7 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=0, help="index of the first survey setting to run")
     ap.add_argument("--spectra", type=int, default=None, help="spectra per survey (default 3000)")
     ap.add_argument("--steps", type=int, default=None, help="VAE training steps (default 600)")
+    ap.add_argument("--method", choices=("vae", "population"), default="vae", help="the score's --method")
     ap.add_argument("--keep", default=None, help="directory to keep the surveys, stores and models in")
     ap.add_argument("--report", nargs="+", default=None, metavar="SURVEY_DIR",
                     help="only measure and print already scored surveys (DIR/surveyN of a --keep run)")
@@ -204,7 +205,7 @@ def main() -> None:
     print(f"{n_surveys} surveys x {n_spectra} spectra, VAE {steps} steps; work dir {root} (CLI output in {log})")
     results = []
     for i, spec in list(enumerate(SURVEYS))[args.first:args.first + n_surveys]:
-        results.append(run_survey(i, spec, root, n_spectra, steps, log))
+        results.append(run_survey(i, spec, root, n_spectra, steps, log, args.method))
         print(f"survey {i} done: " + ", ".join(f"{k} {v:.0f} s" for k, v in results[-1]["seconds"].items()),
               flush=True)
         report(results[-1:])
