@@ -154,8 +154,11 @@ def create_difference_store(
 
     attrs: settings, identity, provenance, skybatch_version, manifest, catalogue...
     """
-    g = open_difference_group(url, storage_options, mode="w")
+    from skybatch.store.identity import IDENTITY_ATTR, new_identity
+
+    g = open_difference_group(url, storage_options, mode="w-")  # never over something that exists
     g.update_attributes({
+        IDENTITY_ATTR: new_identity("difference"),
         "skybatch_schema": SCHEMA_NAME,
         "skybatch_schema_version": SCHEMA_VERSION,
         "store_uuid": uuid.uuid4().hex,

@@ -69,6 +69,24 @@ def test_foreign_targets_refused_untouched(dask_client, survey, tmp_path):
         ingest_tiles([str(tmp_path / "nothing*.fits")], good, client=dask_client, progress=False)
 
 
+
+def test_difference_refuses_foreign_and_wrong_kind_targets(dask_client, survey, tmp_path):
+    """`difference --out` onto a user's Zarr store or a spectra store: refused, nothing changed."""
+    from skybatch.pipeline.difference import difference
+
+    mine = str(tmp_path / "mine.zarr")
+    _user_zarr(mine)
+    spectra = str(tmp_path / "spectra.zarr")
+    assert ingest(survey, spectra, chunk_spectra=16, client=dask_client, progress=False).exit_code == 0
+    before = {p: _tree_digest(p) for p in (mine, spectra)}
+    for target, what in ((mine, "temperature"), (spectra, "not a difference store")):
+        with pytest.raises(ForeignTargetError, match=what) as e:
+            difference(str(tmp_path / "sci"), str(tmp_path / "ref"), target, client=dask_client)
+        print(f"difference --out {os.path.basename(target)}: refused: {e.value}")
+    assert {p: _tree_digest(p) for p in (mine, spectra)} == before
+    assert not os.path.exists(mine + ".manifest") and not os.path.exists(mine + ".lock")
+
+
 @pytest.mark.slow
 def test_cli_refuses_foreign_store_exit_2(tmp_path, survey):
     mine = str(tmp_path / "mine.zarr")

@@ -76,8 +76,16 @@ __all__ = [
 
 
 def run_with_client(config: DifferenceConfig, client) -> DifferenceReport:
-    """Plan and execute a difference run on an existing Dask client."""
-    return execute_difference(plan_difference(config, client), client)
+    """Plan and execute a difference run on an existing Dask client.
+
+    The output store's writer lock (:class:`skybatch.store.lock.StoreLock`) is held from planning to
+    the catalogue: a second run into the same ``out`` waits (``--wait-lock``) or is refused, naming
+    the holder.
+    """
+    from skybatch.store.lock import StoreLock
+
+    with StoreLock(config.out, config.store_storage_options(), job="difference"):
+        return execute_difference(plan_difference(config, client), client)
 
 
 def run(config: DifferenceConfig) -> DifferenceReport:

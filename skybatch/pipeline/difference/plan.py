@@ -261,6 +261,10 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
     st_opts = config.store_storage_options()
     manifest = Manifest(config.out, st_opts, stage=STAGE)
     identity = config.identity()
+    from skybatch.store.identity import check_target
+
+    # a target that is not a difference store skybatch made is refused before anything is written
+    check_target(config.out, "difference", st_opts, adopt_schema=ds.SCHEMA_NAME)
     exists = ds.difference_store_exists(config.out, st_opts)
     if exists:
         g = ds.open_difference_group(config.out, st_opts)
