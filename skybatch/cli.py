@@ -103,7 +103,14 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that the run unwinds as on Ctrl-C (cluster closed)."""
 
 
+#: set once SIGTERM arrived: whatever exception the interrupted code turns it into (Prefect's task
+#: engine, caught mid-start, raises ``ValueError("Task run is not set")``), the run was terminated.
+_TERM_RECEIVED = False
+
+
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess test
+    global _TERM_RECEIVED
+    _TERM_RECEIVED = True
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
     raise _Terminated()
 
@@ -173,10 +180,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     except KeyboardInterrupt as e:
-        what = "terminated" if isinstance(e, _Terminated) else "interrupted"
+        what = "terminated" if isinstance(e, _Terminated) or _TERM_RECEIVED else "interrupted"
         print(f"{what}: the cluster was closed; re-run the same command to resume where it stopped", file=sys.stderr)
         return 130
     except Exception as e:
+        if _TERM_RECEIVED:  # the SIGTERM surfaced as another exception from the code it interrupted
+            if debug:
+                import traceback
+
+                traceback.print_exception(e)
+            print("terminated: the cluster was closed; re-run the same command to resume where it stopped",
+                  file=sys.stderr)
+            return 130
         from skybatch.cluster import ProfileError
         from skybatch.commands._config import ConfigError, UsageError
 
