@@ -174,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
 
             server.enable_for_cli(say=lambda m: print(m, file=sys.stderr, flush=True))
             with cli_overrides(parse_options(args.cluster_opt)):
-                return int(args._job.run(args))
+                code = int(args._job.run(args))
+            if _TERM_RECEIVED:  # the interrupted code swallowed the SIGTERM: the run did not finish as asked
+                print("terminated: the cluster was closed; re-run the same command to resume where it stopped",
+                      file=sys.stderr)
+                return 130
+            return code
         if args.command == "run":
             parser.parse_args(["run", "--help"])
         parser.print_help()
