@@ -108,6 +108,40 @@ class _Terminated(KeyboardInterrupt):
 _TERM_RECEIVED = False
 
 
+_WAKEUP: tuple[int, int] | None = None
+
+
+def _watch_signals() -> None:
+    """Have the interpreter note every signal's number on a pipe (``signal.set_wakeup_fd``), whichever
+    Python handler is installed then: Prefect swaps in its own SIGTERM handler while a flow runs, and an
+    exception raised by a handler inside a garbage-collector callback is dropped by Python."""
+    global _WAKEUP
+    if _WAKEUP is None:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        try:
+            signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread
+            os.close(r)
+            os.close(w)
+            return
+        _WAKEUP = (r, w)
+
+
+def _term_seen() -> bool:
+    """True once SIGTERM has reached this process (by our handler, Prefect's, or any other)."""
+    global _TERM_RECEIVED
+    if _WAKEUP is not None:
+        try:
+            while data := os.read(_WAKEUP[0], 512):
+                if signal.SIGTERM in data:
+                    _TERM_RECEIVED = True
+        except BlockingIOError:
+            pass
+    return _TERM_RECEIVED
+
+
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess test
     global _TERM_RECEIVED
     _TERM_RECEIVED = True
@@ -145,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     old_term = signal.getsignal(signal.SIGTERM)
     if threading_main():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        _watch_signals()
     try:
         if args.command == "cluster":
             from skybatch.cluster import ProfileError, describe, list_profiles, load_profile
@@ -175,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             server.enable_for_cli(say=lambda m: print(m, file=sys.stderr, flush=True))
             with cli_overrides(parse_options(args.cluster_opt)):
                 code = int(args._job.run(args))
-            if _TERM_RECEIVED:  # the interrupted code swallowed the SIGTERM: the run did not finish as asked
+            if _term_seen():  # the interrupted code swallowed the SIGTERM: the run did not finish as asked
                 print("terminated: the cluster was closed; re-run the same command to resume where it stopped",
                       file=sys.stderr)
                 return 130
@@ -185,11 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     except KeyboardInterrupt as e:
-        what = "terminated" if isinstance(e, _Terminated) or _TERM_RECEIVED else "interrupted"
+        what = "terminated" if isinstance(e, _Terminated) or _term_seen() else "interrupted"
         print(f"{what}: the cluster was closed; re-run the same command to resume where it stopped", file=sys.stderr)
         return 130
     except Exception as e:
-        if _TERM_RECEIVED:  # the SIGTERM surfaced as another exception from the code it interrupted
+        if _term_seen():  # the SIGTERM surfaced as another exception from the code it interrupted
             if debug:
                 import traceback
 

@@ -164,13 +164,26 @@ def stop_server(timeout: float = 10.0) -> bool:
     if _pid_is_server(pid):
         os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _pid_is_server(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _pid_is_server(pid):
+        while _pid_alive(pid) and time.monotonic() < deadline:  # until it is gone, not only until it stops
+            time.sleep(0.1)                                      # looking like the server (cmdline mid-exit)
+        if _pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
         stopped = True
     p.unlink(missing_ok=True)
     return stopped
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie awaiting its parent's wait counts as gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _is_group_leader(pid: int) -> bool:
