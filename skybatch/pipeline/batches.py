@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,27 +152,9 @@ class StoreBatches:
             self._pool = concurrent.futures.ThreadPoolExecutor(max(1, self.prefetch))
         return self._pool.submit(_read_rows, *args)
 
-    def _epoch_plan(self, epoch: int) -> list[tuple[int, int, np.ndarray]]:
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(len(self._chunks))
-        plan = []
-        for k in order:
-            a, b, rows = self._chunks[k]
-            r = np.random.default_rng([self.seed, epoch, int(k)]).permutation(rows)
-            plan.append((a, b, r))
-        return plan
-
     def _pieces(self, start_row: int) -> Iterator[tuple[int, int, np.ndarray]]:
         """(chunk start, stop, rows) pieces of the infinite row stream from ``start_row`` on."""
-        epoch, offset = divmod(start_row, self.n_train)
-        while True:
-            for a, b, rows in self._epoch_plan(epoch):
-                if offset >= len(rows):
-                    offset -= len(rows)
-                    continue
-                yield a, b, rows[offset:]
-                offset = 0
-            epoch += 1
+        return shuffled_pieces(self._chunks, self.n_train, self.seed, start_row)
 
     def make_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Batches from step ``start_step`` on (the n-th item is the batch of step start_step + n)."""
@@ -242,3 +224,24 @@ class StoreBatches:
     def train_rows(self) -> np.ndarray:
         """Absolute store rows of the training split."""
         return np.concatenate([r for _, _, r in self._chunks]) if self._chunks else np.zeros(0, np.int64)
+
+
+def shuffled_pieces(chunks: Sequence[tuple[int, int, np.ndarray]], n_rows: int, seed: int,
+                    start_row: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(chunk start, stop, rows) pieces of an endless, reproducible shuffled row stream from ``start_row`` on.
+
+    chunks: (start, stop, training rows) per store chunk; n_rows: their total rows. Each epoch visits the
+    chunks in an order drawn from (seed, epoch) and each chunk's rows in an order drawn from (seed, epoch,
+    chunk), so any step can be replayed after a restart.
+    """
+    epoch, offset = divmod(start_row, n_rows)
+    while True:
+        order = np.random.default_rng([seed, epoch]).permutation(len(chunks))
+        for k in order:
+            a, b, rows = chunks[k]
+            if offset >= len(rows):
+                offset -= len(rows)
+                continue
+            yield a, b, np.random.default_rng([seed, epoch, int(k)]).permutation(rows)[offset:]
+            offset = 0
+        epoch += 1

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.pipeline.batches import shuffled_pieces
+
 __all__ = ["read_tile_views", "read_sky_rows", "TileSkyBatches"]
 
 
@@ -153,21 +155,8 @@ class TileSkyBatches:
             self._pool = concurrent.futures.ThreadPoolExecutor(max(1, self.prefetch))
         return self._pool.submit(read_sky_rows, *args)
 
-    def _epoch_plan(self, epoch: int) -> list[tuple[int, int, np.ndarray]]:
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self._chunks))
-        return [(a, b, np.random.default_rng([self.seed, epoch, int(k)]).permutation(rows))
-                for k in order for a, b, rows in [self._chunks[k]]]
-
     def _pieces(self, start_row: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        epoch, offset = divmod(start_row, self.n_train)
-        while True:
-            for a, b, rows in self._epoch_plan(epoch):
-                if offset >= len(rows):
-                    offset -= len(rows)
-                    continue
-                yield a, b, rows[offset:]
-                offset = 0
-            epoch += 1
+        return shuffled_pieces(self._chunks, self.n_train, self.seed, start_row)
 
     def _cubes(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
         """Sky cubes of exactly ``batch_size`` stream tiles per step, from ``start_step`` on."""
