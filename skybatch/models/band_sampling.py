@@ -249,7 +249,7 @@ class BandPairSampler:
         """
         present = self._check_present(band_present)
         n = present.shape[0]
-        p_full = self.pair_probabilities(present)
+        p_full = np.asarray(self.pair_probabilities(present))
         p = p_full[:, self._iu[0], self._iu[1]]  # (n, n_pairs)
         cum = np.cumsum(p, axis=1)
         u = self._rng.random(n)
@@ -367,8 +367,8 @@ def make_pair_batches(
             if augment:
                 ks = rng.integers(0, 4, size=batch_size)
                 flips = rng.random(batch_size) < 0.5
-                views = [np.stack([ia[n], na[n], ib[n], nb[n]]) for n in range(batch_size)]
-                views = np.stack([_augment(v, k, f) for v, k, f in zip(views, ks, flips)])
+                per_tile = [np.stack([ia[n], na[n], ib[n], nb[n]]) for n in range(batch_size)]
+                views = np.stack([_augment(v, k, f) for v, k, f in zip(per_tile, ks, flips)])
                 ia, na, ib, nb = (np.ascontiguousarray(views[:, c]) for c in range(4))
             yield {
                 "image_a": ia.astype(np.float32, copy=False),

@@ -257,7 +257,10 @@ def mmd_to_standard_normal(
 
     def kernel(a: Array, b: Array) -> Array:
         sq = jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
-        return sum(s * 2.0 * d / (s * 2.0 * d + sq) for s in scales)
+        total = jnp.zeros_like(sq)
+        for s in scales:
+            total = total + s * 2.0 * d / (s * 2.0 * d + sq)
+        return total
 
     off = 1.0 - jnp.eye(n, dtype=z.dtype)
     kpp = jnp.sum(kernel(prior, prior) * off) / (n * (n - 1))

@@ -9,6 +9,7 @@ included, like real bit rot).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 import shutil
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def hdu_offsets(path: str | os.PathLike) -> dict[str, tuple[int, int, int]]:
 def truncate(src: str | os.PathLike, dst: str | os.PathLike, *, keep_fraction: float | None = 0.5, keep_bytes: int | None = None) -> Path:
     """Copy the first ``keep_bytes`` (or ``keep_fraction`` of the) bytes of ``src``."""
     data = Path(src).read_bytes()
-    n = keep_bytes if keep_bytes is not None else int(len(data) * float(keep_fraction))
+    if keep_bytes is None and keep_fraction is None:
+        raise ValueError("truncate: give keep_fraction or keep_bytes")
+    n = keep_bytes if keep_bytes is not None else int(len(data) * float(keep_fraction or 0.0))
     Path(dst).write_bytes(data[:n])
     return Path(dst)
 
@@ -76,7 +79,7 @@ def inject_nonfinite(
     dst: str | os.PathLike,
     *,
     hdu: str = "B_FLUX",
-    pixels: list[tuple[int, int]] = ((0, 100),),
+    pixels: Sequence[tuple[int, int]] = ((0, 100),),
     value: float = float("nan"),
 ) -> Path:
     """Write ``value`` (NaN or ±inf) into (row, column) ``pixels`` of a float32 image HDU, in place in the copy."""
