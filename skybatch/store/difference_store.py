@@ -40,7 +40,7 @@ import xarray as xr
 import zarr
 
 from skybatch.store.codecs import PIXEL_CODEC
-from skybatch.store.schema import StoreSchemaError, load_schema
+from skybatch.store.schema import StoreSchemaError, dataset_problems, load_schema, raise_problems
 
 __all__ = [
     "SCHEMA_NAME",
@@ -297,35 +297,8 @@ def write_candidate_coords(c: zarr.Group, table: pd.DataFrame) -> None:
 # -- open / check --------------------------------------------------------------------------------
 
 
-def _dtype_ok(actual: np.dtype, expected: str) -> bool:
-    if expected == "str":
-        return actual.kind in ("O", "U", "T")
-    return actual == np.dtype(expected)
-
-
-def _check_dataset(ds: xr.Dataset, spec: dict[str, Any], where: str, problems: list[str]) -> None:
-    schema = load_schema("difference_store")
-    if ds.attrs.get("skybatch_schema") != schema["schema"]:
-        problems.append(f"{where}: attr skybatch_schema is {ds.attrs.get('skybatch_schema')!r}, "
-                        f"expected {schema['schema']!r}")
-    elif int(ds.attrs.get("skybatch_schema_version", -1)) > schema["version"]:
-        problems.append(f"{where}: schema version {ds.attrs.get('skybatch_schema_version')} is newer than this "
-                        f"skybatch understands ({schema['version']}); upgrade skybatch")
-    for kind in ("variables", "coords"):
-        for name, s in spec[kind].items():
-            if name not in ds.variables:
-                problems.append(f"{where}: missing {kind[:-1]} {name!r}")
-                continue
-            var = ds.variables[name]
-            if list(var.dims) != s["dims"]:
-                problems.append(f"{where}: {name!r} has dims {list(var.dims)}, expected {s['dims']}")
-            if not _dtype_ok(var.dtype, s["dtype"]):
-                problems.append(f"{where}: {name!r} has dtype {var.dtype}, expected {s['dtype']}")
-            if kind == "variables" and name not in ds.data_vars:
-                problems.append(f"{where}: {name!r} should be a data variable, not a coordinate")
-    for key in spec["attrs"]["required"]:
-        if key not in ds.attrs:
-            problems.append(f"{where}: missing attribute {key!r}")
+def _check_dataset(ds: xr.Dataset, part: str, where: str, problems: list[str]) -> None:
+    problems += [f"{where}: {p}" for p in dataset_problems(ds, load_schema("difference_store"), part)]
 
 
 def open_difference_store(
@@ -376,12 +349,11 @@ def check_difference_store(url: str, storage_options: dict[str, Any] | None = No
     problems = [f"root: missing attribute {k!r}" for k in schema["root_attrs"]["required"] if k not in root]
     for name in root.get("groups", {}):
         ds = xr.open_zarr(url, group=name, **_kw(url, storage_options))
-        _check_dataset(ds, schema["pairs_group"], f"group {name!r}", problems)
+        _check_dataset(ds, "pairs_group", f"group {name!r}", problems)
     if CANDIDATES_GROUP in g:
         ds = open_candidates(url, storage_options)
-        _check_dataset(ds, schema["candidates_group"], "group 'candidates'", problems)
+        _check_dataset(ds, "candidates_group", "group 'candidates'", problems)
         n = int(ds.attrs.get("n_candidates", -1))
         if ds.sizes.get("candidate") != n:
             problems.append(f"group 'candidates': {ds.sizes.get('candidate')} cutouts but n_candidates={n}")
-    if problems:
-        raise StoreSchemaError(f"{url} does not follow the difference store schema:\n  - " + "\n  - ".join(problems))
+    raise_problems(problems, f"{url} does not follow the difference store schema")

@@ -51,7 +51,7 @@ import zarr
 
 from skybatch.sources.tiles import INSTRUMENT_BANDS, band_key, normalize_band, normalize_instrument
 from skybatch.store.codecs import PIXEL_CODEC
-from skybatch.store.schema import StoreSchemaError, load_schema
+from skybatch.store.schema import StoreSchemaError, dataset_problems, load_schema, raise_problems
 
 __all__ = [
     "SCHEMA_NAME",
@@ -312,39 +312,10 @@ def write_tile_chunk(v: zarr.Group, start: int, data: dict[str, np.ndarray]) -> 
 # -- open / check --------------------------------------------------------------------------------
 
 
-def _dtype_ok(actual: np.dtype, expected: str) -> bool:
-    if expected == "str":
-        return actual.kind in ("O", "U", "T")
-    return actual == np.dtype(expected)
-
-
 def check_tile_view(ds: xr.Dataset, where: str = "view") -> None:
     """Check one opened view against ``tile_store.json``; StoreSchemaError lists every problem."""
-    schema = load_schema("tile_store")
-    spec = schema["view"]
-    problems: list[str] = []
-    if ds.attrs.get("skybatch_schema") != schema["schema"]:
-        problems.append(f"attr skybatch_schema is {ds.attrs.get('skybatch_schema')!r}, expected {schema['schema']!r}")
-    elif int(ds.attrs.get("skybatch_schema_version", -1)) > schema["version"]:
-        problems.append(f"schema version {ds.attrs.get('skybatch_schema_version')} is newer than this skybatch "
-                        f"understands ({schema['version']}); upgrade skybatch")
-    for group in ("variables", "coords"):
-        for name, s in spec[group].items():
-            if name not in ds.variables:
-                problems.append(f"missing {group[:-1]} {name!r}")
-                continue
-            var = ds.variables[name]
-            if list(var.dims) != s["dims"]:
-                problems.append(f"{name!r} has dims {list(var.dims)}, expected {s['dims']}")
-            if not _dtype_ok(var.dtype, s["dtype"]):
-                problems.append(f"{name!r} has dtype {var.dtype}, expected {s['dtype']}")
-            if group == "variables" and name not in ds.data_vars:
-                problems.append(f"{name!r} should be a data variable, not a coordinate")
-    for key in spec["attrs"]["required"]:
-        if key not in ds.attrs:
-            problems.append(f"missing attribute {key!r}")
-    if problems:
-        raise StoreSchemaError(f"{where} does not follow the tile store schema:\n  - " + "\n  - ".join(problems))
+    problems = dataset_problems(ds, load_schema("tile_store"), "view")
+    raise_problems(problems, f"{where} does not follow the tile store schema")
 
 
 def check_tile_store(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, xr.Dataset]:
