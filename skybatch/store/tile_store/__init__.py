@@ -40,11 +40,12 @@ For the difference pipeline: :class:`TileStore` (``TileStore(url).plane(tile_id,
 
 from __future__ import annotations
 
+from skybatch.store.zarr_group import consolidate
+
 from .planes import StoredPlane, TileStore, read_plane, wcs_from_header
 from .read import check_tile_store, check_tile_view, open_tile_store, open_tile_tree
 from .views import CAMERAS, SCHEMA_NAME, SCHEMA_VERSION, SHARD_PLANE_BYTES, ViewSpec, assign_views
 from .write import (
-    consolidate,
     create_tile_store,
     ensure_view,
     open_tile_group,

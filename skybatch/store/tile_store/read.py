@@ -10,8 +10,9 @@ import xarray as xr
 import zarr
 
 from skybatch.store.schema import StoreSchemaError, dataset_problems, load_schema, raise_problems
+from skybatch.store.zarr_group import storage_kwargs
 
-from .write import _kw, open_tile_group
+from .write import open_tile_group
 
 
 def check_tile_view(ds: xr.Dataset, where: str = "view") -> None:
@@ -51,7 +52,7 @@ def open_tile_store(
             raise StoreSchemaError(f"{url} does not follow the tile store schema: missing root attributes {missing}")
     views = {}
     for name in root.get("views", {}):
-        ds = xr.open_zarr(url, group=name, **_kw(url, storage_options))
+        ds = xr.open_zarr(url, group=name, **storage_kwargs(url, storage_options))
         if check:
             check_tile_view(ds, f"{url} view {name!r}")
         views[name] = ds
@@ -69,4 +70,4 @@ def open_tile_tree(url: str, storage_options: dict[str, Any] | None = None) -> x
     """The whole store as an ``xarray.DataTree`` (one child node per view)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return xr.open_datatree(url, engine="zarr", **_kw(url, storage_options))
+        return xr.open_datatree(url, engine="zarr", **storage_kwargs(url, storage_options))

@@ -4,7 +4,6 @@ and whole write units (``chunk_tiles`` tiles x all bands) of pixels and coordina
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -13,39 +12,16 @@ import zarr
 from skybatch.sources.tiles import band_key
 from skybatch.store.codecs import PIXEL_CODEC
 from skybatch.store.schema import load_schema
+from skybatch.store.zarr_group import open_root_group
 
 from .views import _PLANE_COORDS, SCHEMA_NAME, SCHEMA_VERSION, ViewSpec
-
-
-def _kw(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
-    return {"storage_options": storage_options or {}} if "://" in url and not url.startswith("file://") else {}
 
 
 def open_tile_group(
     url: str, storage_options: dict[str, Any] | None = None, mode: str = "r+", *, consolidated: bool = False
 ) -> zarr.Group:
-    """The store's root Zarr group. Writers leave ``consolidated`` False: a group opened from
-    consolidated metadata does not see children created after it was opened."""
-    kw: dict[str, Any] = {"mode": mode, **_kw(url, storage_options)}
-    if not consolidated:
-        kw["use_consolidated"] = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return zarr.open_group(url, **kw)
-
-
-def _zarr_store(url: str, storage_options: dict[str, Any] | None, read_only: bool = False):
-    """A zarr store object for ``url``: the path itself locally, an FsspecStore for remote URLs."""
-    if not _kw(url, storage_options):
-        return url
-    return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=read_only)
-
-
-def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Rewrite the consolidated metadata of the whole store (root and every view)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(_zarr_store(url, storage_options))
+    """The tile store's root Zarr group (:func:`skybatch.store.zarr_group.open_root_group`)."""
+    return open_root_group(url, storage_options, mode, consolidated=consolidated)
 
 
 def tile_store_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
