@@ -32,6 +32,12 @@ _PERMANENT_ERRNOS = frozenset({
 })  # fmt: skip
 #: OSError subclasses that are facts about a path, whatever their errno.
 _PERMANENT_TYPES = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+#: Exceptions of botocore, aiohttp, distributed and S3 that are network trouble but not OSErrors,
+#: matched by class name so that this module imports none of those libraries.
+_TRANSIENT_NAMES = frozenset({
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ServerDisconnectedError",
+    "ClientConnectorError", "CommClosedError", "SlowDown", "ServiceUnavailable",
+})  # fmt: skip
 
 
 class RetriesExhausted(OSError):
@@ -48,19 +54,21 @@ class RetriesExhausted(OSError):
         self.last = last
 
 
-def is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException | None) -> bool:
     """True when ``exc`` is network or storage trouble that another try may not meet.
 
     Transient: ``ConnectionError`` and ``TimeoutError`` (and their subclasses), and any other
     ``OSError`` (fsspec/s3fs report dropped connections and S3 throttling as ``OSError``)
     except those about the path or the machine: ``FileNotFoundError``, ``PermissionError``,
     ``IsADirectoryError``, ``NotADirectoryError``, ``FileExistsError``, and errnos such as
-    ENOENT, EACCES, ENOSPC, EROFS. A :class:`RetriesExhausted` is not transient (its retries
-    are spent), nor is any non-``OSError`` exception (bad data, a bug).
+    ENOENT, EACCES, ENOSPC, EROFS; and, by class name, the connection and throttling errors of
+    botocore, aiohttp and distributed (``EndpointConnectionError``, ``ReadTimeoutError``,
+    ``CommClosedError``, ``SlowDown``...). A :class:`RetriesExhausted` is not transient (its
+    retries are spent), nor is None or any other exception (bad data, a bug).
     """
-    if isinstance(exc, RetriesExhausted):
+    if exc is None or isinstance(exc, RetriesExhausted):
         return False
-    if isinstance(exc, (ConnectionError, TimeoutError)):
+    if isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in _TRANSIENT_NAMES:
         return True
     if isinstance(exc, OSError):
         return not isinstance(exc, _PERMANENT_TYPES) and exc.errno not in _PERMANENT_ERRNOS

@@ -20,6 +20,18 @@ def test_network_trouble_is_transient(exc):
     assert is_transient(exc)
 
 
+def test_library_errors_that_are_not_oserrors_are_known_by_name():
+    class EndpointConnectionError(Exception):  # botocore's is not an OSError
+        pass
+
+    class CommClosedError(Exception):  # distributed's
+        pass
+
+    assert is_transient(EndpointConnectionError("could not connect to http://127.0.0.1:9"))
+    assert is_transient(CommClosedError("in <TCP (closed)>"))
+    assert not is_transient(None)
+
+
 @pytest.mark.parametrize("exc", [
     FileNotFoundError("gone"), PermissionError("no"), IsADirectoryError("dir"), OSError(errno.ENOSPC, "disk full"),
     OSError(errno.ENOENT, "no such file"), ValueError("bad data"), SourceError("s3://b/x.fits", "corrupt", "bad"),
