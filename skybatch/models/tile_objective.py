@@ -108,34 +108,21 @@ class TileJEPAModel(eqx.Module):
         self,
         bands: Sequence[str],
         *,
-        image_size: int = 32,
-        patch: int = 4,
-        width: int = 64,
-        depth: int = 3,
-        heads: int = 4,
-        mlp_ratio: int = 2,
-        stem_hidden: int = 64,
-        readout_reduce: int = 8,
         predictor_width: int = 32,
         predictor_depth: int = 1,
         key: PRNGKeyArray,
+        **encoder_arch: Any,
     ):
+        """bands, encoder_arch: the encoder's settings (:class:`TileEncoder`: ``image_size``,
+        ``patch``, ``width``, ``depth``, ``heads``, ``mlp_ratio``, ``stem_hidden``,
+        ``readout_reduce``; its defaults). predictor_width, predictor_depth: the predictor's
+        token width and transformer blocks."""
         ke, kp = jax.random.split(key)
-        self.encoder = TileEncoder(
-            bands,
-            image_size=image_size,
-            patch=patch,
-            width=width,
-            depth=depth,
-            heads=heads,
-            mlp_ratio=mlp_ratio,
-            stem_hidden=stem_hidden,
-            readout_reduce=readout_reduce,
-            key=ke,
-        )
-        n_tokens = (image_size // patch) ** 2
-        pred_heads = heads if predictor_width % heads == 0 else 1
-        self.predictor = TokenPredictor(n_tokens, width, predictor_width, predictor_depth, pred_heads, key=kp)
+        self.encoder = TileEncoder(bands, key=ke, **encoder_arch)
+        enc = self.encoder
+        n_tokens = (enc.image_size // enc.patch) ** 2
+        pred_heads = enc.heads if predictor_width % enc.heads == 0 else 1
+        self.predictor = TokenPredictor(n_tokens, enc.width, predictor_width, predictor_depth, pred_heads, key=kp)
         self.predictor_width = predictor_width
         self.predictor_depth = predictor_depth
 

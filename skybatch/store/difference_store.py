@@ -31,7 +31,6 @@ the catalogue and (through Dask tasks writing whole chunks) the cutouts when a r
 from __future__ import annotations
 
 import uuid
-import warnings
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,8 @@ import xarray as xr
 import zarr
 
 from skybatch.store.codecs import PIXEL_CODEC
-from skybatch.store.schema import StoreSchemaError, load_schema
+from skybatch.store.schema import StoreSchemaError, dataset_problems, load_schema, raise_problems
+from skybatch.store.zarr_group import consolidate, open_root_group, storage_kwargs
 
 __all__ = [
     "SCHEMA_NAME",
@@ -111,31 +111,13 @@ def outputs(url: str) -> dict[str, str]:
     }
 
 
-def _kw(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
-    return {"storage_options": storage_options or {}} if "://" in url and not url.startswith("file://") else {}
 
 
 def open_difference_group(
     url: str, storage_options: dict[str, Any] | None = None, mode: str = "r+", *, consolidated: bool = False
 ) -> zarr.Group:
-    """The store's root Zarr group (writers leave ``consolidated`` False: a group opened from
-    consolidated metadata does not see children created after it was written)."""
-    kw: dict[str, Any] = {"mode": mode, **_kw(url, storage_options)}
-    if not consolidated:
-        kw["use_consolidated"] = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return zarr.open_group(url, **kw)
-
-
-def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Rewrite the consolidated metadata of the whole store (so ``xr.open_zarr`` opens it in one read)."""
-    store: Any = url
-    if _kw(url, storage_options):
-        store = zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(store)
+    """The difference store's root Zarr group (:func:`skybatch.store.zarr_group.open_root_group`)."""
+    return open_root_group(url, storage_options, mode, consolidated=consolidated)
 
 
 def difference_store_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
@@ -297,35 +279,8 @@ def write_candidate_coords(c: zarr.Group, table: pd.DataFrame) -> None:
 # -- open / check --------------------------------------------------------------------------------
 
 
-def _dtype_ok(actual: np.dtype, expected: str) -> bool:
-    if expected == "str":
-        return actual.kind in ("O", "U", "T")
-    return actual == np.dtype(expected)
-
-
-def _check_dataset(ds: xr.Dataset, spec: dict[str, Any], where: str, problems: list[str]) -> None:
-    schema = load_schema("difference_store")
-    if ds.attrs.get("skybatch_schema") != schema["schema"]:
-        problems.append(f"{where}: attr skybatch_schema is {ds.attrs.get('skybatch_schema')!r}, "
-                        f"expected {schema['schema']!r}")
-    elif int(ds.attrs.get("skybatch_schema_version", -1)) > schema["version"]:
-        problems.append(f"{where}: schema version {ds.attrs.get('skybatch_schema_version')} is newer than this "
-                        f"skybatch understands ({schema['version']}); upgrade skybatch")
-    for kind in ("variables", "coords"):
-        for name, s in spec[kind].items():
-            if name not in ds.variables:
-                problems.append(f"{where}: missing {kind[:-1]} {name!r}")
-                continue
-            var = ds.variables[name]
-            if list(var.dims) != s["dims"]:
-                problems.append(f"{where}: {name!r} has dims {list(var.dims)}, expected {s['dims']}")
-            if not _dtype_ok(var.dtype, s["dtype"]):
-                problems.append(f"{where}: {name!r} has dtype {var.dtype}, expected {s['dtype']}")
-            if kind == "variables" and name not in ds.data_vars:
-                problems.append(f"{where}: {name!r} should be a data variable, not a coordinate")
-    for key in spec["attrs"]["required"]:
-        if key not in ds.attrs:
-            problems.append(f"{where}: missing attribute {key!r}")
+def _check_dataset(ds: xr.Dataset, part: str, where: str, problems: list[str]) -> None:
+    problems += [f"{where}: {p}" for p in dataset_problems(ds, load_schema("difference_store"), part)]
 
 
 def open_difference_store(
@@ -339,12 +294,13 @@ def open_difference_store(
     if check:
         check_difference_store(url, storage_options)
     g = open_difference_group(url, storage_options, mode="r", consolidated=True)
-    return {name: xr.open_zarr(url, group=name, **_kw(url, storage_options)) for name in g.attrs.get("groups", {})}
+    kw = storage_kwargs(url, storage_options)
+    return {name: xr.open_zarr(url, group=name, **kw) for name in g.attrs.get("groups", {})}
 
 
 def open_candidates(url: str, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
     """The ``candidates`` group (cutout triplets) as a lazy ``xarray.Dataset``."""
-    return xr.open_zarr(url, group=CANDIDATES_GROUP, **_kw(url, storage_options))
+    return xr.open_zarr(url, group=CANDIDATES_GROUP, **storage_kwargs(url, storage_options))
 
 
 def read_candidates(url: str, storage_options: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -375,13 +331,12 @@ def check_difference_store(url: str, storage_options: dict[str, Any] | None = No
                                f"{root.get('skybatch_schema')!r}, expected {schema['schema']!r})")
     problems = [f"root: missing attribute {k!r}" for k in schema["root_attrs"]["required"] if k not in root]
     for name in root.get("groups", {}):
-        ds = xr.open_zarr(url, group=name, **_kw(url, storage_options))
-        _check_dataset(ds, schema["pairs_group"], f"group {name!r}", problems)
+        ds = xr.open_zarr(url, group=name, **storage_kwargs(url, storage_options))
+        _check_dataset(ds, "pairs_group", f"group {name!r}", problems)
     if CANDIDATES_GROUP in g:
         ds = open_candidates(url, storage_options)
-        _check_dataset(ds, schema["candidates_group"], "group 'candidates'", problems)
+        _check_dataset(ds, "candidates_group", "group 'candidates'", problems)
         n = int(ds.attrs.get("n_candidates", -1))
         if ds.sizes.get("candidate") != n:
             problems.append(f"group 'candidates': {ds.sizes.get('candidate')} cutouts but n_candidates={n}")
-    if problems:
-        raise StoreSchemaError(f"{url} does not follow the difference store schema:\n  - " + "\n  - ".join(problems))
+    raise_problems(problems, f"{url} does not follow the difference store schema")

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from skybatch.sample.tiles import MultiBandTiles, SurveyViews
+    from .render import MultiBandTiles
+    from .views import SurveyViews
 
 __all__ = ["write_npz_tiles"]
 
@@ -60,7 +61,7 @@ def write_npz_tiles(tiles: "MultiBandTiles | SurveyViews", out_dir: str | Path) 
     -------
     ``{instrument or view: [paths in tile order]}``.
     """
-    from skybatch.sample.tiles import SurveyViews as _SurveyViews
+    from .views import SurveyViews as _SurveyViews
 
     out = Path(out_dir)
     if isinstance(tiles, _SurveyViews):

@@ -1,0 +1,80 @@
+"""The settings of one tile ingest run, checked when they are made."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from skybatch.store.fsutil import StorageSettings, public_options
+
+
+@dataclass
+class TileIngestConfig(StorageSettings):
+    """Settings of one tile ingest run (CLI flags, YAML keys and flow parameters map onto these).
+
+    sources: local paths, globs, directories, ``s3://`` URLs or prefixes of ``.npz`` / FITS tiles.
+    store: where the Zarr tile store goes: a local path or an ``s3://`` URL.
+    chunk_tiles: tiles per write unit (Zarr chunk or shard, and per Dask task). A task holds
+        chunk_tiles x bands x H x W x 9 bytes (image, noise, mask) in memory: 4 tiles of 6 x
+        4096^2 px take 3.6 GB, so use 1 for such tiles.
+    instrument: force the instrument of every source (``rubin``, ``euclid``, ...); default: infer
+        it per file (see :mod:`skybatch.sources.tiles`).
+    tile_pattern: a regular expression with a named group ``tile`` that takes the tile id from
+        each file's URL, e.g. ``r"/(?P<tile>tile_\\d+)[_.]"``; default: from the file's keys or name.
+    shard_planes: store each (tile, band) plane as its own inner chunk inside shards of
+        chunk_tiles tiles; ``None`` = when a plane is at least 4 MiB (1024^2 float32). Fixed
+        per view when the view is created.
+    cluster: a cluster profile name, a YAML path, or a scheduler address.
+    endpoint_url: an S3-compatible endpoint for sources and store (default AWS / $AWS_ENDPOINT_URL).
+    anon: anonymous S3 access; ``None`` = anonymous when no credentials are configured.
+    source_options / store_options: extra fsspec options for sources / store.
+    retries: attempts for a chunk task that fails on a transient error.
+    progress: show a progress bar on the terminal.
+    """
+
+    sources: list[str]
+    store: str
+    chunk_tiles: int = 4
+    instrument: str | None = None
+    tile_pattern: str | None = None
+    shard_planes: bool | None = None
+    cluster: str = "auto"
+    endpoint_url: str | None = None
+    anon: bool | None = None
+    source_options: dict[str, Any] = field(default_factory=dict)
+    store_options: dict[str, Any] = field(default_factory=dict)
+    retries: int = 3
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sources, str):
+            self.sources = [self.sources]
+        if not self.sources:
+            raise ValueError("sources: give at least one path, glob or s3:// URL of tiles (--source)")
+        if not self.store:
+            raise ValueError("store: give a local path or s3:// URL for the Zarr tile store (--store)")
+        if isinstance(self.chunk_tiles, bool) or not isinstance(self.chunk_tiles, int) or self.chunk_tiles < 1:
+            raise ValueError(f"chunk_tiles: must be a positive integer, got {self.chunk_tiles!r} (--chunk-tiles)")
+        if self.instrument is not None and not str(self.instrument).strip():
+            raise ValueError("instrument: give a name such as 'rubin' or 'euclid', or leave it unset (--instrument)")
+        if self.tile_pattern:
+            try:
+                pat = re.compile(self.tile_pattern)
+            except re.error as e:
+                raise ValueError(f"tile_pattern: {self.tile_pattern!r} is not a regular expression ({e}) "
+                                 "(--tile-pattern)") from None
+            if "tile" not in pat.groupindex:
+                raise ValueError(f"tile_pattern: {self.tile_pattern!r} needs a named group (?P<tile>...) "
+                                 "(--tile-pattern)")
+        if self.retries < 0:
+            raise ValueError("retries: must be >= 0")
+
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as recorded in store attrs (no credentials)."""
+        d = asdict(self)
+        d["source_options"] = public_options(self.source_options)
+        d["store_options"] = public_options(self.store_options)
+        d.pop("progress", None)
+        return d
