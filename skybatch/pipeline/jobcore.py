@@ -272,7 +272,8 @@ class StoreJob:
     wait_lock: seconds to wait for another writer (None: ``$SKYBATCH_WAIT_LOCK`` or 0).
 
     After ``__enter__``: ``identity`` is the store's identity (None if it does not exist
-    yet: create it, then call :meth:`created`); ``manifest`` is trusted or reset.
+    yet, or its creation was interrupted before the final attrs write: create it, which
+    completes an interrupted creation, then call :meth:`created`); ``manifest`` is trusted or reset.
     """
 
     store: str
@@ -291,7 +292,15 @@ class StoreJob:
         wait = None if self.wait_lock is None else float(self.wait_lock)
         self.lock = StoreLock(self.store, self.storage_options, job=self.job or self.stage, wait=wait).acquire()
         try:
-            self.identity = check_target(self.store, self.kind, self.storage_options, adopt_schema=self.adopt_schema)
+            from skybatch.store.spectra_store import unfinished_creation
+
+            pending = unfinished_creation(self.store, self.storage_options, self.kind)
+            if pending is not None:  # killed before its final attrs write: the job's create completes it
+                self._note(f"{self.store}: its creation was interrupted (no rows were written); completing it")
+                self.identity = None
+            else:
+                self.identity = check_target(self.store, self.kind, self.storage_options,
+                                             adopt_schema=self.adopt_schema)
             self.manifest = Manifest(self.store, self.storage_options, stage=self.stage)
             self._check_manifest()
         except BaseException:

@@ -1,0 +1,103 @@
+"""Worker side of ingest: read the pieces of one store chunk and write the whole chunk (pickled by reference)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from skybatch.pipeline.ingest.config import ChunkTask
+from skybatch.pipeline.ingest_checks import _reader_for
+from skybatch.sources.base import SourceError, SpectraBlock
+from skybatch.store.fsutil import filesystem
+from skybatch.store.spectra_store import open_group, write_rows
+
+__all__ = ["SET_ASIDE_MASK_BIT", "write_chunk"]
+
+#: Mask bit set on every pixel of a row whose source file was set aside while its chunk was written.
+SET_ASIDE_MASK_BIT = 31
+
+
+def _empty_columns(columns: dict[str, str], n: int) -> dict[str, np.ndarray]:
+    from skybatch.store.spectra_store import _fill
+
+    return {k: np.full(n, _fill(t), dtype=object if t in ("object", "str") else t) for k, t in columns.items()}
+
+
+def _read_piece(task: ChunkTask, url: str, a: int, b: int, source_options, keep_nonscience) -> SpectraBlock:
+    src = task.source_rows[url]
+    fs = filesystem(url, source_options)
+    reader = _reader_for(fs, url, src["format"])
+    info = src.get("info")
+    if info is None:  # planned by an earlier run: read the headers again (read() checks identity)
+        info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
+    if info.n_rows != src["n_rows"] or not np.array_equal(np.asarray(info.rows), np.asarray(src["rows"])):
+        raise SourceError(
+            url, "changed",
+            f"changed since it was planned ({src['n_rows']} rows then, {info.n_rows} now); "
+            "restore the original file, or ingest the new version into a new store",
+        )
+    block: SpectraBlock = reader.read(fs, info, a, b)
+    if len(block) != b - a:
+        raise SourceError(url, "row-mismatch", f"reader returned {len(block)} rows for rows {a}:{b}")
+    return block
+
+
+def write_chunk(
+    task: ChunkTask,
+    store: str,
+    store_options: dict[str, Any],
+    source_options: dict[str, Any],
+    keep_nonscience: bool,
+    columns: dict[str, str],
+    nwave: int,
+    run_id: str,
+) -> dict[str, Any]:
+    """Read the pieces of one chunk and write the whole chunk (the job core records it).
+
+    A piece whose file fails to decode (SourceError) is set aside: its rows keep
+    targetid -1, flux = ivar = 0 and mask bit SET_ASIDE_MASK_BIT; the other pieces are written.
+    """
+    n = task.stop - task.start
+    flux = np.zeros((n, nwave), np.float32)
+    ivar = np.zeros((n, nwave), np.float32)
+    mask = np.zeros((n, nwave), np.uint32)
+    meta = _empty_columns(columns, n)
+    n_bad = 0
+    at = 0
+    set_aside: list[dict[str, Any]] = []
+    for url, a, b in task.pieces:
+        m = b - a
+        try:
+            block = _read_piece(task, url, a, b, source_options, keep_nonscience)
+        except SourceError as e:
+            set_aside.append({"url": url, "reason": e.reason, "message": str(e)})
+            mask[at : at + m] = np.uint32(1 << SET_ASIDE_MASK_BIT)
+            if "source" in meta:
+                meta["source"][at : at + m] = url
+            at += m
+            continue
+        flux[at : at + m] = block.flux
+        ivar[at : at + m] = block.ivar
+        mask[at : at + m] = block.mask
+        for k in columns:
+            if k == "source":
+                meta[k][at : at + m] = url
+            elif k in block.meta:
+                meta[k][at : at + m] = block.meta[k]
+        n_bad += int(block.n_bad_pixels)
+        at += m
+    g = open_group(store, store_options)
+    write_rows(g, task.start, {"flux": flux, "ivar": ivar, "mask": mask, **meta})
+    return {
+        "chunk": task.chunk,
+        "start": task.start,
+        "stop": task.stop,
+        "fingerprint": task.fingerprint,
+        "n_bad_pixels": n_bad,
+        "sources": [p[0] for p in task.pieces],
+        "run_id": run_id,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "set_aside": set_aside,
+    }
