@@ -49,6 +49,7 @@ import numpy as np
 from skybatch.spectra.camera_coadd import coadd_cameras
 
 from . import _fits
+from ._arms import combine_arms_into
 from ._common import DESI_BRZ_GRID, LayoutCache, clean_nonfinite, empty_meta, healpix_nest64
 from .base import Grid, SourceError, SourceInfo, SpectraBlock
 
@@ -83,6 +84,20 @@ class _Arm:
     ivar: _fits.HduEntry
     mask: _fits.HduEntry
 
+    def direct(self) -> tuple[bool, int]:
+        """(True, mask XOR) when the arm's bytes can go straight into chunk buffers (:meth:`read_into`).
+
+        Flux/ivar: float images without BSCALE/BZERO; mask: 32-bit integers, signed (iron) or
+        unsigned by the FITS convention (BZERO = 2**31, EDR/fuji).
+        """
+        for e in (self.flux, self.ivar):
+            if e.bitpix not in (-32, -64) or e.header.get("BSCALE", 1) != 1 or e.header.get("BZERO", 0) != 0:
+                return False, 0
+        h = self.mask.header
+        if self.mask.bitpix != 32 or h.get("BSCALE", 1) != 1 or h.get("BZERO", 0) not in (0, 2**31):
+            return False, 0
+        return True, (2**31 if h.get("BZERO", 0) == 2**31 else 0)
+
 
 @dataclass
 class _Plan:
@@ -104,7 +119,9 @@ class _Plan:
     redshifts: dict[str, np.ndarray] | None = field(default=None)
 
 
-_CACHE = LayoutCache()
+_CACHE = LayoutCache(maxsize=256)
+#: (url, size, checksum) of files whose arm images passed DATASUM/CHECKSUM in this process.
+_VERIFIED = LayoutCache(maxsize=4096)
 
 
 class DesiCoaddReader:
@@ -116,6 +133,10 @@ class DesiCoaddReader:
     ----------
     redshifts: join z/zwarn/spectype from the redrock file (default True).
         False skips the redrock file entirely (z = NaN etc.).
+    verify_checksums: check the FITS ``DATASUM``/``CHECKSUM`` of every HDU whose bytes are
+        read, on those bytes (FIBERMAP, WAVELENGTH and REDSHIFTS when planning; the FLUX, IVAR and
+        MASK images in :meth:`read_into`, once per file per process); RESOLUTION is never read,
+        so never verified. A mismatch raises ``SourceError(reason="checksum")``.
     """
 
     format = "desi"
@@ -129,8 +150,12 @@ class DesiCoaddReader:
         "subtype": "object",
     }
 
-    def __init__(self, *, redshifts: bool = True):
+    #: ingest leaves checksum verification to this reader's reads (no whole-file pass when planning)
+    checksums_in_read = True
+
+    def __init__(self, *, redshifts: bool = True, verify_checksums: bool = False):
         self.redshifts = redshifts
+        self.verify_checksums = verify_checksums
 
     # ------------------------------------------------------------------ plan
     def inspect(self, fs: Any, url: str, keep_nonscience: bool = False) -> SourceInfo:
@@ -170,7 +195,12 @@ class DesiCoaddReader:
             fm_entry = layout.require("FIBERMAP", "one row per target")
             arms = self._arms(f, layout, url)
             nspec = self._check_rows(layout, fm_entry, arms, url)
-            fm = _fits.read_table(f, fm_entry, url)
+            verify = self.verify_checksums
+            if verify:
+                for e in layout.entries:  # header-only HDUs (the primary): CHECKSUM from the header alone
+                    if e.data_size == 0:
+                        _fits.check_hdu(e, 0, url)
+            fm = _fits.read_table(f, fm_entry, url, verify=verify)
         cols = {c.upper(): c for c in _fits.table_columns(fm)}
         if "TARGETID" not in cols:
             raise SourceError(url, "corrupt", "FIBERMAP has no TARGETID column; this is not a DESI coadd FIBERMAP")
@@ -227,7 +257,7 @@ class DesiCoaddReader:
             mk = layout.require(f"{a}_MASK")
             if len(w_e.shape) != 1 or w_e.shape[0] == 0:
                 raise SourceError(url, "corrupt", f"HDU {a}_WAVELENGTH has shape {w_e.shape}, expected (nwave,)")
-            wave = _fits.read_image(f, w_e, url).astype(np.float64)
+            wave = _fits.read_image(f, w_e, url, verify=self.verify_checksums).astype(np.float64)
             step = self.grid.step
             x = (wave[0] - self.grid.start) / step
             off = int(round(x))
@@ -313,7 +343,8 @@ class DesiCoaddReader:
         if plan.redrock_url is not None and plan.redrock_layout is not None:
             try:
                 with _fits.open_source(fs, plan.redrock_url, plan.redrock_layout.size) as f:
-                    red = _fits.read_table(f, plan.redrock_layout.require("REDSHIFTS"), plan.redrock_url)
+                    red = _fits.read_table(f, plan.redrock_layout.require("REDSHIFTS"), plan.redrock_url,
+                                           verify=self.verify_checksums)
             except SourceError as e:
                 raise SourceError(url, e.reason, f"matching redrock file {plan.redrock_url}: {e.message}") from e
             cols = {c.upper(): c for c in _fits.table_columns(red)}
@@ -347,10 +378,10 @@ class DesiCoaddReader:
         plan = self._get_plan(fs, info)
         n = rows.size
         nwave = self.grid.n
-        meta = empty_meta(n, self.extra_columns)
         if n == 0:
             z = np.zeros((0, nwave), dtype=np.float32)
-            return SpectraBlock(flux=z, ivar=z.copy(), mask=np.zeros((0, nwave), np.uint32), meta=meta)
+            return SpectraBlock(flux=z, ivar=z.copy(), mask=np.zeros((0, nwave), np.uint32),
+                                meta=empty_meta(0, self.extra_columns))
         fl_arms, iv_arms, mk_arms = [], [], []
         n_bad = 0
         with _fits.open_source(fs, info.url, info.size) as f:
@@ -366,7 +397,16 @@ class DesiCoaddReader:
         flux, ivar, mask = coadd_cameras(
             fl_arms, iv_arms, mk_arms, [a.offset for a in plan.arms], nwave, nodata_bit=self.nodata_bit
         )
-        red = self._redshift_columns(fs, plan, info.url)
+        return SpectraBlock(flux=flux, ivar=ivar, mask=mask, meta=self._meta(fs, plan, info.url, rows),
+                            n_bad_pixels=int(n_bad))
+
+    def _meta(self, fs: Any, plan: _Plan, url: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-spectrum columns of file rows ``rows`` (FIBERMAP, primary header, redrock join)."""
+        n = rows.size
+        meta = empty_meta(n, self.extra_columns)
+        if n == 0:
+            return meta
+        red = self._redshift_columns(fs, plan, url)
         meta["targetid"] = plan.targetid[rows].copy()
         meta["ra"] = plan.ra[rows].copy()
         meta["dec"] = plan.dec[rows].copy()
@@ -378,7 +418,51 @@ class DesiCoaddReader:
         meta["coadd_fiberstatus"] = plan.fiberstatus[rows].copy()
         for k in ("z", "zwarn", "spectype", "zerr", "deltachi2", "subtype"):
             meta[k] = red[k][rows].copy()
-        return SpectraBlock(flux=flux, ivar=ivar, mask=mask, meta=meta, n_bad_pixels=int(n_bad))
+        return meta
+
+    def read_into(self, fs: Any, info: SourceInfo, start: int, stop: int, flux: np.ndarray, ivar: np.ndarray,
+                  mask: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+        """Read kept rows ``info.rows[start:stop]`` straight into a chunk's rows; same values as :meth:`read`.
+
+        flux / ivar (float32) and mask (uint32): the (stop - start, 7781) rows of the chunk to fill
+        (every pixel is written). Each FLUX/IVAR/MASK image is read with one contiguous read of the
+        file rows spanned (the whole image, once per file per process, when ``verify_checksums``:
+        its DATASUM is checked on those bytes), byte-swapped into place and the arms combined
+        there (:func:`~skybatch.sources._arms.combine_arms_into`).
+        Returns (per-spectrum columns, number of NaN/inf pixels cleaned).
+        """
+        rows = np.asarray(info.rows[start:stop], dtype=np.int64)
+        plan = self._get_plan(fs, info)
+        meta = self._meta(fs, plan, info.url, rows)
+        n = rows.size
+        if n == 0:
+            return meta, 0
+        direct = [arm.direct() for arm in plan.arms]
+        if not all(ok for ok, _ in direct):
+            block = self.read(fs, info, start, stop)
+            flux[:], ivar[:], mask[:] = block.flux, block.ivar, block.mask
+            return block.meta, int(block.n_bad_pixels)
+        a, b = int(rows.min()), int(rows.max()) + 1
+        key = (info.url, info.size, info.checksum)
+        verify = self.verify_checksums and _VERIFIED.get(key) is None
+        contiguous = b - a == n and bool(np.all(np.diff(rows) == 1))
+        arms: list[list[np.ndarray]] = []
+        with _fits.open_source(fs, info.url, info.size) as f:
+            for arm in plan.arms:
+                per = []
+                for e in (arm.flux, arm.ivar, arm.mask):
+                    raw, total = _fits.read_rows_raw(f, e, a, b, info.url, whole=verify)
+                    if verify:
+                        _fits.check_hdu(e, total, info.url)
+                    per.append(raw if contiguous else raw[rows - a])
+                arms.append(per)
+        if verify:
+            _VERIFIED.put(key, True)
+        n_bad = combine_arms_into(
+            [p[0] for p in arms], [p[1] for p in arms], [p[2] for p in arms], [arm.offset for arm in plan.arms],
+            flux, ivar, mask, nodata_bit=self.nodata_bit, mask_xor=[x for _, x in direct],
+        )
+        return meta, int(n_bad)
 
 
 def _col(table, cols: dict[str, str], name: str, dtype, missing) -> np.ndarray:

@@ -299,3 +299,30 @@ def test_damaged_redrock_names_the_redrock_file(fs, desi_small, tmp_path):
     corrupt.truncate(desi_small.redrock, r, keep_fraction=0.5)
     e = _expect(fs, c, "truncated")
     assert r.name in str(e) and e.source == str(c)
+
+
+@pytest.mark.parametrize("which", ["desi_pair", "desi_edr_shuffled"])
+@pytest.mark.parametrize("verify", [False, True])
+def test_read_into_equals_read_bit_for_bit(request, fs, which, verify):
+    """The chunk path (bytes straight into chunk rows) gives exactly what read() gives, iron and EDR masks."""
+    from skybatch.sources.desi import DesiCoaddReader
+
+    pair = request.getfixturevalue(which)
+    reader = DesiCoaddReader(verify_checksums=verify)
+    for keep in (False, True):
+        info = reader.inspect(fs, pair.coadd, keep_nonscience=keep)
+        n = info.n_rows
+        for a, b in ((0, n), (1, max(2, n // 2)), (n // 3, n)):
+            ref = reader.read(fs, info, a, b)
+            nw = reader.grid.n
+            flux = np.full((b - a, nw), 7.0, np.float32)  # garbage: every pixel must be written
+            ivar = np.full((b - a, nw), 7.0, np.float32)
+            mask = np.full((b - a, nw), 7, np.uint32)
+            meta, n_bad = reader.read_into(fs, info, a, b, flux, ivar, mask)
+            assert np.array_equal(flux.view(np.uint32), ref.flux.view(np.uint32))
+            assert np.array_equal(ivar.view(np.uint32), ref.ivar.view(np.uint32))
+            assert np.array_equal(mask, ref.mask)
+            assert n_bad == ref.n_bad_pixels
+            for k, v in ref.meta.items():
+                assert np.asarray(meta[k]).tolist() == np.asarray(v).tolist() or (
+                    np.asarray(v).dtype.kind == "f" and np.array_equal(meta[k], v, equal_nan=True)), k

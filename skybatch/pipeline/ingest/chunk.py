@@ -25,10 +25,11 @@ def _empty_columns(columns: dict[str, str], n: int) -> dict[str, np.ndarray]:
     return {k: np.full(n, _fill(t), dtype=object if t in ("object", "str") else t) for k, t in columns.items()}
 
 
-def _read_piece(task: ChunkTask, url: str, a: int, b: int, source_options, keep_nonscience) -> SpectraBlock:
+def _open_piece(task: ChunkTask, url: str, source_options, keep_nonscience, verify_checksums: bool):
+    """(reader, fs, SourceInfo) of one source of the chunk, checked against what was planned."""
     src = task.source_rows[url]
     fs = filesystem(url, source_options)
-    reader = _reader_for(fs, url, src["format"])
+    reader = _reader_for(fs, url, src["format"], verify_checksums)
     info = src.get("info")
     if info is None:  # planned by an earlier run: read the headers again (read() checks identity)
         info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
@@ -38,10 +39,22 @@ def _read_piece(task: ChunkTask, url: str, a: int, b: int, source_options, keep_
             f"changed since it was planned ({src['n_rows']} rows then, {info.n_rows} now); "
             "restore the original file, or ingest the new version into a new store",
         )
+    return reader, fs, info
+
+
+def _read_piece_into(task: ChunkTask, url: str, a: int, b: int, source_options, keep_nonscience: bool,
+                     verify_checksums: bool, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray
+                     ) -> tuple[dict[str, np.ndarray], int]:
+    """Fill the piece's rows of the chunk buffers; (per-spectrum columns, NaN/inf pixels cleaned)."""
+    reader, fs, info = _open_piece(task, url, source_options, keep_nonscience, verify_checksums)
+    if hasattr(reader, "read_into"):  # straight into the chunk's rows (no per-piece arrays)
+        meta, n_bad = reader.read_into(fs, info, a, b, flux, ivar, mask)
+        return meta, int(n_bad)
     block: SpectraBlock = reader.read(fs, info, a, b)
     if len(block) != b - a:
         raise SourceError(url, "row-mismatch", f"reader returned {len(block)} rows for rows {a}:{b}")
-    return block
+    flux[:], ivar[:], mask[:] = block.flux, block.ivar, block.mask
+    return block.meta, int(block.n_bad_pixels)
 
 
 def write_chunk(
@@ -53,11 +66,14 @@ def write_chunk(
     columns: dict[str, str],
     nwave: int,
     run_id: str,
+    verify_checksums: bool = True,
 ) -> dict[str, Any]:
-    """Read the pieces of one chunk and write the whole chunk (the job core records it).
+    """Read the pieces of one chunk into one set of chunk buffers and write the whole chunk.
 
-    A piece whose file fails to decode (SourceError) is set aside: its rows keep
-    targetid -1, flux = ivar = 0 and mask bit SET_ASIDE_MASK_BIT; the other pieces are written.
+    One write per array (the job core then records the chunk). A piece whose file fails to
+    decode (SourceError, e.g. a DATASUM mismatch found while reading) is set aside: its rows
+    keep targetid -1, flux = ivar = 0 and mask bit SET_ASIDE_MASK_BIT; the other pieces are written.
+    verify_checksums: check the FITS checksums of the images read (readers that do it in the read).
     """
     n = task.stop - task.start
     flux = np.zeros((n, nwave), np.float32)
@@ -69,24 +85,27 @@ def write_chunk(
     set_aside: list[dict[str, Any]] = []
     for url, a, b in task.pieces:
         m = b - a
+        rows = slice(at, at + m)
         try:
-            block = _read_piece(task, url, a, b, source_options, keep_nonscience)
+            got, bad = _read_piece_into(task, url, a, b, source_options, keep_nonscience, verify_checksums,
+                                        flux[rows], ivar[rows], mask[rows])
+            if any(len(v) != m for v in got.values()):
+                raise SourceError(url, "row-mismatch", f"reader returned columns of the wrong length for rows {a}:{b}")
         except SourceError as e:
             set_aside.append({"url": url, "reason": e.reason, "message": str(e)})
-            mask[at : at + m] = np.uint32(1 << SET_ASIDE_MASK_BIT)
+            flux[rows] = 0.0
+            ivar[rows] = 0.0
+            mask[rows] = np.uint32(1 << SET_ASIDE_MASK_BIT)
             if "source" in meta:
-                meta["source"][at : at + m] = url
+                meta["source"][rows] = url
             at += m
             continue
-        flux[at : at + m] = block.flux
-        ivar[at : at + m] = block.ivar
-        mask[at : at + m] = block.mask
         for k in columns:
             if k == "source":
-                meta[k][at : at + m] = url
-            elif k in block.meta:
-                meta[k][at : at + m] = block.meta[k]
-        n_bad += int(block.n_bad_pixels)
+                meta[k][rows] = url
+            elif k in got:
+                meta[k][rows] = got[k]
+        n_bad += bad
         at += m
     g = open_group(store, store_options)
     write_rows(g, task.start, {"flux": flux, "ivar": ivar, "mask": mask, **meta})

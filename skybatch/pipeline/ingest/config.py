@@ -34,8 +34,11 @@ class IngestConfig(StorageSettings):
         (e.g. a public source bucket and a private store bucket).
     retries: attempts for a chunk task that fails on a transient error.
     progress: show a progress bar on the terminal.
-    verify_checksums: verify FITS CHECKSUM/DATASUM keywords when planning (reads each new
-        file once); a mismatch sets the file aside with reason ``checksum``.
+    verify_checksums: verify FITS CHECKSUM/DATASUM keywords of the HDUs read, on the bytes read
+        (DESI: FIBERMAP/WAVELENGTH when planning, the flux/ivar/mask images in the chunk read, so
+        no extra pass over the files; other formats: one pass over each new file when planning);
+        a mismatch sets the file aside with reason ``checksum`` (found in a chunk: its rows stay
+        flagged, see :data:`~skybatch.pipeline.ingest.chunk.SET_ASIDE_MASK_BIT`).
     dedupe_files: read a file reached under two names (same bytes) once and set the other
         name aside as ``duplicate`` (False: ingest every name, e.g. benchmarks built of symlinks).
     wait_lock: seconds to wait while another job writes the store (``--wait-lock``);

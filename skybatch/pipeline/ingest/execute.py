@@ -81,7 +81,8 @@ def _execute(plan: IngestPlan, client, job: StoreJob) -> IngestReport:
             t.source_rows = {u: {**source_rows[u], "info": plan.infos.get(u)} for u, _, _ in t.pieces}
         out = run_chunks(
             client, plan.todo, write_chunk, config.store, st_opts, src_opts, config.keep_nonscience,
-            columns, plan.grid.n, plan.run_id, store=config.store, storage_options=st_opts, stage="ingest",
+            columns, plan.grid.n, plan.run_id, config.verify_checksums,
+            store=config.store, storage_options=st_opts, stage="ingest",
             key_prefix=f"ingest-chunk-{plan.run_id}", progress=config.progress, total_rows=plan.n_spectra,
             desc="ingest", retries=config.retries,
         )
