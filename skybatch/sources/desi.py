@@ -50,6 +50,7 @@ from skybatch.spectra.camera_coadd import coadd_cameras
 
 from . import _fits
 from ._arms import combine_arms_into
+from ._fitstable import read_columns
 from ._common import DESI_BRZ_GRID, LayoutCache, clean_nonfinite, empty_meta, healpix_nest64
 from .base import Grid, SourceError, SourceInfo, SpectraBlock
 
@@ -200,17 +201,20 @@ class DesiCoaddReader:
                 for e in layout.entries:  # header-only HDUs (the primary): CHECKSUM from the header alone
                     if e.data_size == 0:
                         _fits.check_hdu(e, 0, url)
-            fm = _fits.read_table(f, fm_entry, url, verify=verify)
-        cols = {c.upper(): c for c in _fits.table_columns(fm)}
-        if "TARGETID" not in cols:
+            fm = _fibermap_columns(f, fm_entry, url, verify)
+        if "TARGETID" not in fm:
             raise SourceError(url, "corrupt", "FIBERMAP has no TARGETID column; this is not a DESI coadd FIBERMAP")
-        targetid = _fits.native_column(fm, cols["TARGETID"]).astype(np.int64)
+        targetid = fm["TARGETID"].astype(np.int64)
         if len(targetid) != nspec:
             raise SourceError(url, "row-mismatch", f"FIBERMAP data has {len(targetid)} rows, header says {nspec}; re-download the file")
-        ra = _col(fm, cols, "TARGET_RA", np.float64, np.nan)
-        dec = _col(fm, cols, "TARGET_DEC", np.float64, np.nan)
-        objtype = _fits.native_column(fm, cols["OBJTYPE"]) if "OBJTYPE" in cols else np.full(nspec, "TGT", dtype=object)
-        fiberstatus = _col(fm, cols, "COADD_FIBERSTATUS", np.int64, 0)
+
+        def col(name: str, dtype, missing) -> np.ndarray:
+            return fm[name].astype(dtype) if name in fm else np.full(nspec, missing, dtype=dtype)
+
+        ra = col("TARGET_RA", np.float64, np.nan)
+        dec = col("TARGET_DEC", np.float64, np.nan)
+        objtype = fm["OBJTYPE"] if "OBJTYPE" in fm else np.full(nspec, "TGT", dtype=object)
+        fiberstatus = col("COADD_FIBERSTATUS", np.int64, 0)
         sky_bit = (targetid >> TARGETID_SKY_BIT) & 1
         science = (targetid >= 0) & (objtype == "TGT") & (sky_bit == 0)
 
@@ -343,25 +347,21 @@ class DesiCoaddReader:
         if plan.redrock_url is not None and plan.redrock_layout is not None:
             try:
                 with _fits.open_source(fs, plan.redrock_url, plan.redrock_layout.size) as f:
-                    red = _fits.read_table(f, plan.redrock_layout.require("REDSHIFTS"), plan.redrock_url,
-                                           verify=self.verify_checksums)
+                    red = _redshift_table(f, plan.redrock_layout.require("REDSHIFTS"), plan.redrock_url,
+                                          self.verify_checksums)
             except SourceError as e:
                 raise SourceError(url, e.reason, f"matching redrock file {plan.redrock_url}: {e.message}") from e
-            cols = {c.upper(): c for c in _fits.table_columns(red)}
-            if "TARGETID" not in cols:
+            if "TARGETID" not in red:
                 raise SourceError(url, "corrupt", f"REDSHIFTS of {plan.redrock_url} has no TARGETID column; re-download it")
-            rr_tid = _fits.native_column(red, cols["TARGETID"]).astype(np.int64)
+            rr_tid = red["TARGETID"].astype(np.int64)
             order = np.argsort(rr_tid, kind="stable")
             pos = np.searchsorted(rr_tid[order], plan.targetid, side="left")
             pos_c = np.minimum(pos, max(rr_tid.size - 1, 0))
             hit = (pos < rr_tid.size) & (rr_tid[order][pos_c] == plan.targetid) if rr_tid.size else np.zeros(n, bool)
             src = order[pos_c]
-            for name, col, dt in (
-                ("z", "Z", np.float64), ("zwarn", "ZWARN", np.int64), ("zerr", "ZERR", np.float64),
-                ("deltachi2", "DELTACHI2", np.float64), ("spectype", "SPECTYPE", object), ("subtype", "SUBTYPE", object),
-            ):
-                if col in cols:
-                    v = _fits.native_column(red, cols[col])
+            for name, col, dt in _REDSHIFT_COLUMNS:
+                if col in red:
+                    v = red[col]
                     v = v.astype(dt) if dt is not object else v
                     out[name][hit] = v[src[hit]]
         plan.redshifts = out
@@ -465,10 +465,38 @@ class DesiCoaddReader:
         return meta, int(n_bad)
 
 
-def _col(table, cols: dict[str, str], name: str, dtype, missing) -> np.ndarray:
-    if name in cols:
-        return _fits.native_column(table, cols[name]).astype(dtype)
-    return np.full(len(table), missing, dtype=dtype)
+_REDSHIFT_COLUMNS = (
+    ("z", "Z", np.float64), ("zwarn", "ZWARN", np.int64), ("zerr", "ZERR", np.float64),
+    ("deltachi2", "DELTACHI2", np.float64), ("spectype", "SPECTYPE", object), ("subtype", "SUBTYPE", object),
+)
+
+
+def _redshift_table(f, entry: _fits.HduEntry, url: str, verify: bool) -> dict[str, np.ndarray]:
+    """TARGETID and the redshift columns of a redrock REDSHIFTS table (upper-case names), decoded with NumPy."""
+    names = ["TARGETID"] + [c for _, c, _ in _REDSHIFT_COLUMNS]
+    got = read_columns(f, entry, url, names, verify=verify)
+    if got is not None:
+        return got
+    red = _fits.read_table(f, entry, url, verify=verify)
+    cols = {c.upper(): c for c in _fits.table_columns(red)}
+    return {k: _fits.native_column(red, cols[k]) for k in names if k in cols}
+
+
+_FIBERMAP_COLUMNS = ["TARGETID", "TARGET_RA", "TARGET_DEC", "OBJTYPE", "COADD_FIBERSTATUS"]
+
+
+def _fibermap_columns(f, entry: _fits.HduEntry, url: str, verify: bool) -> dict[str, np.ndarray]:
+    """The FIBERMAP columns ingest uses (upper-case names; absent ones left out), decoded with NumPy.
+
+    Falls back to astropy's table for layouts :func:`~skybatch.sources._fitstable.read_columns`
+    does not cover; the values are the same either way.
+    """
+    got = read_columns(f, entry, url, _FIBERMAP_COLUMNS, verify=verify)
+    if got is not None:
+        return got
+    fm = _fits.read_table(f, entry, url, verify=verify)
+    cols = {c.upper(): c for c in _fits.table_columns(fm)}
+    return {k: _fits.native_column(fm, cols[k]) for k in _FIBERMAP_COLUMNS if k in cols}
 
 
 def _as_uint32(mask: np.ndarray, hdu: str, url: str) -> np.ndarray:
