@@ -186,7 +186,7 @@ class DesiCoaddReader:
     def _plan(self, fs: Any, url: str) -> _Plan:
         size, finfo = _fits.file_size(fs, url)
         with _fits.open_source(fs, url, size) as f:
-            layout = _fits.scan_fits(f, url, size)
+            layout = _fits.scan_fits(f, url, size, fast_headers=True)
             if "FIBERMAP" not in layout and not any(_ARM_RE.match(n) for n in layout.names):
                 raise SourceError(
                     url, "unknown-format",
@@ -310,7 +310,7 @@ class DesiCoaddReader:
             return None, None
         try:
             with _fits.open_source(fs, rr, int(info["size"])) as f:
-                lay = _fits.scan_fits(f, rr, int(info["size"]))
+                lay = _fits.scan_fits(f, rr, int(info["size"]), fast_headers=True)
             red = lay.require("REDSHIFTS", "redrock redshift table")
             if red.xtension != "BINTABLE":
                 raise SourceError(rr, "corrupt", "REDSHIFTS is not a binary table")
