@@ -26,23 +26,15 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([EeDd][+-]?\d+)?$")
 _SKIP = {"", "COMMENT", "HISTORY", "CONTINUE", "HIERARCH", "END"}
 
 
+_STRING = re.compile(r"\s*'((?:[^']|'')*)'")
+
+
 def _value(text: str) -> Any:
-    s = text.lstrip()
-    if s.startswith("'"):
-        out = []
-        i = 1
-        while i < len(s):
-            c = s[i]
-            if c == "'":
-                if i + 1 < len(s) and s[i + 1] == "'":
-                    out.append("'")
-                    i += 2
-                    continue
-                break
-            out.append(c)
-            i += 1
-        return "".join(out).rstrip()
-    s = s.split("/", 1)[0].strip()
+    if "'" in text:
+        m = _STRING.match(text)
+        if m is not None:
+            return m.group(1).replace("''", "'").rstrip()
+    s = text.split("/", 1)[0].strip()
     if s == "T":
         return True
     if s == "F":
