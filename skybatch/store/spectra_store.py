@@ -274,17 +274,34 @@ def resize_spectra_store(g: zarr.Group, n_spectra: int) -> None:
 
 
 def write_rows(g: zarr.Group, start: int, data: dict[str, np.ndarray]) -> None:
-    """Write rows ``start : start + len`` of the named per-spectrum arrays.
+    """Write rows ``start : start + len`` of the named per-spectrum arrays, all arrays at once.
 
-    The caller guarantees the range covers whole chunks (or the store's tail),
-    so no other task writes the same chunk.
+    The caller guarantees the range covers whole shards (or the store's tail), so no other
+    task writes the same stored object. The writes of every array are issued together on
+    zarr's event loop (one round trip; their compression runs concurrently in zarr's threads).
     """
+    items = []
     for name, values in data.items():
         arr = g[name]
-        stop = start + len(values)
         if arr.dtype.kind in ("O", "T", "U"):
             values = np.asarray([str(v) for v in values], dtype=object)
-        arr[start:stop] = values
+        items.append((arr, slice(start, start + len(values)), values))
+    try:
+        import asyncio
+
+        from zarr.core.sync import sync
+
+        async def _all() -> None:
+            await asyncio.gather(*(arr._async_array.setitem(sel, values) for arr, sel, values in items))
+
+        runner = sync if all(hasattr(arr, "_async_array") for arr, _, _ in items) else None
+    except ImportError:  # another zarr layout: one write after another
+        runner = None
+    if runner is None:
+        for arr, sel, values in items:
+            arr[sel] = values
+        return
+    runner(_all())
 
 
 def open_store(url: str, storage_options: dict[str, Any] | None = None, *, check: bool = True) -> xr.Dataset:
