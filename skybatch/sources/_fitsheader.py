@@ -47,41 +47,53 @@ def _value(text: str) -> Any:
 
 
 class FitsHeader(Mapping):
-    """The keyword -> value cards of one FITS header, in card order (see the module notes)."""
+    """The keyword -> value cards of one FITS header, in card order (see the module notes).
 
-    __slots__ = ("_cards",)
+    Values are parsed from the card text on first access (a header has hundreds of cards; a
+    reader looks at a dozen).
+    """
 
-    def __init__(self, cards: dict[str, Any]):
-        self._cards = cards
+    __slots__ = ("_raw", "_parsed")
+
+    def __init__(self, raw: dict[str, str]):
+        self._raw = raw
+        self._parsed: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
-        return self._cards[key.upper()]
+        k = key.upper()
+        try:
+            return self._parsed[k]
+        except KeyError:
+            v = self._parsed[k] = _value(self._raw[k])
+            return v
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._cards.get(key.upper(), default)
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.upper() in self._cards
+        return isinstance(key, str) and key.upper() in self._raw
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._cards)
+        return iter(self._raw)
 
     def __len__(self) -> int:
-        return len(self._cards)
+        return len(self._raw)
 
     def __repr__(self) -> str:
-        return f"FitsHeader({len(self._cards)} cards)"
+        return f"FitsHeader({len(self._raw)} cards)"
 
 
 def parse_header(raw: str) -> FitsHeader:
-    """Parse header text (whole 80-character cards, up to and including END) into a :class:`FitsHeader`."""
-    cards: dict[str, Any] = {}
+    """Split header text (whole 80-character cards, up to END) into a :class:`FitsHeader`."""
+    cards: dict[str, str] = {}
     for i in range(0, len(raw) - len(raw) % 80, 80):
-        card = raw[i : i + 80]
-        key = card[:8].rstrip()
+        key = raw[i : i + 8].rstrip()
         if key == "END":
             break
-        if key in _SKIP or card[8:10] != "= " or key in cards:
+        if key in _SKIP or raw[i + 8 : i + 10] != "= " or key in cards:
             continue
-        cards[key] = _value(card[10:])
+        cards[key] = raw[i + 10 : i + 80]
     return FitsHeader(cards)
