@@ -352,3 +352,34 @@ def test_numpy_table_columns_equal_astropy(request, fs, which):
                 assert got[name].tolist() == want.tolist() or np.array_equal(got[name], want, equal_nan=True), name
                 checked += 1
             assert checked >= 5
+
+
+def test_verified_planning_reads_headers_and_small_tables_only(fs, desi_pair):
+    """With checksums on, planning still reads no pixel HDU; the chunk read verifies the images it reads, never RESOLUTION."""
+    from skybatch.pipeline.ingest_checks import _reader_for
+
+    cfs = CountingFS(fs)
+    r = _reader_for(fs, desi_pair.coadd, "desi", verify_checksums=True)
+    assert r.verify_checksums and not get_reader("desi").verify_checksums  # a copy: the shared reader is unchanged
+    offsets = corrupt.hdu_offsets(desi_pair.coadd)
+    size = Path(desi_pair.coadd).stat().st_size
+    info = r.inspect(cfs, desi_pair.coadd)
+    pixel_hdus = [n for n in offsets if n.split("_")[-1] in ("FLUX", "IVAR", "MASK", "RESOLUTION")]
+    for name in pixel_hdus:
+        _, d0, nb = offsets[name]
+        assert cfs.touched(desi_pair.coadd, d0, d0 + nb) == 0, f"planning read data of {name}"
+    assert cfs.bytes_read(desi_pair.coadd) < 0.02 * size
+    cfs.reads.clear()
+    nw = r.grid.n
+    bufs = (np.empty((2, nw), np.float32), np.empty((2, nw), np.float32), np.empty((2, nw), np.uint32))
+    from skybatch.sources import desi as desi_mod
+
+    desi_mod._VERIFIED.clear()
+    r.read_into(cfs, info, 7, 9, *bufs)
+    for name in pixel_hdus:
+        _, d0, nb = offsets[name]
+        got = cfs.touched(desi_pair.coadd, d0, d0 + nb)
+        assert got == (0 if name.endswith("RESOLUTION") else nb), name  # images read whole once, to verify them
+    cfs.reads.clear()
+    r.read_into(cfs, info, 7, 9, *bufs)  # verified already in this process: only the rows
+    assert cfs.bytes_read(desi_pair.coadd) < 0.1 * size
