@@ -255,3 +255,29 @@ def test_store_of_ours_with_incomplete_creation_attrs_says_what_to_do(dask_clien
     consolidate(store)
     with pytest.raises(JobRefused, match=r"lack \['per_spectrum_columns'\].*mv "):
         ingest(files, store, chunk_spectra=50, client=dask_client, progress=False)
+
+
+def test_sharded_store_same_values_as_unsharded_through_preprocess(dask_client, survey, tmp_path, monkeypatch):
+    """chunk_spectra 64 with 1 MiB inner chunks: shards of 64 spectra, 32-spectrum chunks; every value as unsharded."""
+    from skybatch.pipeline.preprocess import preprocess
+    from skybatch.store.spectra_store import open_group
+
+    files = coadds(survey)
+    plain = str(tmp_path / "plain.zarr")
+    monkeypatch.setenv("SKYBATCH_CHUNK_BYTES", str(2**30))
+    assert ingest(files, plain, chunk_spectra=64, client=dask_client, progress=False).exit_code == 0
+    assert open_group(plain, mode="r")["flux"].shards is None
+    sharded = str(tmp_path / "sharded.zarr")
+    monkeypatch.setenv("SKYBATCH_CHUNK_BYTES", str(2**20))
+    assert ingest(files, sharded, chunk_spectra=64, client=dask_client, progress=False).exit_code == 0
+    g = open_group(sharded, mode="r")
+    assert g["flux"].shards == (64, 7781) and g["flux"].chunks == (32, 7781)
+    assert g.attrs["shard_spectra"] == 64 and g.attrs["inner_chunk_spectra"] == 32
+    assert_stores_equal(plain, sharded)
+    monkeypatch.delenv("SKYBATCH_CHUNK_BYTES")
+    outs = []
+    for s in (plain, sharded):
+        out = s.replace(".zarr", "-pp.zarr")
+        assert preprocess(s, out, client=dask_client, progress=False).exit_code == 0
+        outs.append(out)
+    assert_stores_equal(*outs)
