@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -112,11 +113,34 @@ def reset_markers(store: str, opts: dict[str, Any] | None, stage: str, n_chunks:
         g[name].resize((n_chunks,))
 
 
+_MARKER_ARRAYS: dict[tuple, Any] = {}
+_MARKER_LOCK = threading.Lock()
+
+
+def _marker_array(store: str, opts: dict[str, Any] | None, stage: str, chunk: int):
+    """The stage's marker array, opened once per worker process (reopened when ``chunk`` is past its end).
+
+    Its layout never changes (one uint64 per chunk, chunks of 1); a resize between runs only
+    moves its end, so a kept handle writes the same objects a fresh one would.
+    """
+    import json
+
+    key = (store, json.dumps(opts or {}, sort_keys=True, default=str), stage)
+    with _MARKER_LOCK:
+        arr = _MARKER_ARRAYS.get(key)
+    if arr is None or chunk >= arr.shape[0]:
+        arr = _marker_group(store, opts)[_marker_name(stage)]
+        with _MARKER_LOCK:
+            if len(_MARKER_ARRAYS) > 16:
+                _MARKER_ARRAYS.clear()
+            _MARKER_ARRAYS[key] = arr
+    return arr
+
+
 def mark_store_chunk(store: str, opts: dict[str, Any] | None, stage: str, chunk: int, fingerprint: str) -> None:
     """Record in the store that ``chunk`` now holds the content ``fingerprint`` (worker side; all zeros = none)."""
-    g = _marker_group(store, opts)
     value = int(fingerprint[:16], 16)
-    arr = g[_marker_name(stage)]
+    arr = _marker_array(store, opts, stage, chunk)
     if value == 0:
         if chunk < arr.shape[0] and int(arr[chunk]) != 0:
             arr[chunk] = np.uint64(0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -273,9 +274,10 @@ def resize_spectra_store(g: zarr.Group, n_spectra: int) -> None:
             arr.resize((n_spectra,) + tuple(arr.shape[1:]))
 
 
-def write_rows(g: zarr.Group, start: int, data: dict[str, np.ndarray]) -> None:
+def write_rows(g: zarr.Group | Mapping[str, zarr.Array], start: int, data: dict[str, np.ndarray]) -> None:
     """Write rows ``start : start + len`` of the named per-spectrum arrays, all arrays at once.
 
+    g: the store's group, or a mapping of its arrays by name (opened once, e.g. per run).
     The caller guarantees the range covers whole shards (or the store's tail), so no other
     task writes the same stored object. The writes of every array are issued together on
     zarr's event loop (one round trip; their compression runs concurrently in zarr's threads).

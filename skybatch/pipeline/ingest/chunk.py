@@ -42,6 +42,28 @@ def _chunk_buffers(n: int, nwave: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return b
 
 
+_ARRAYS: dict[tuple, dict[str, Any]] = {}
+_ARRAYS_LOCK = threading.Lock()
+
+
+def _store_arrays(store: str, options: dict[str, Any], run_id: str, names: list[str]) -> dict[str, Any]:
+    """The store's arrays ``names``, opened once per run per worker process.
+
+    Opening the group and 20 arrays costs ~20 metadata reads per task; within one run the
+    store's shape and arrays do not change (the plan resized it before any chunk task), so
+    they are kept, keyed by store and run id (a new run opens them again).
+    """
+    key = (store, run_id)
+    with _ARRAYS_LOCK:
+        got = _ARRAYS.get(key)
+        if got is None or any(n not in got for n in names):
+            g = open_group(store, options)
+            got = {n: g[n] for n in names}
+            _ARRAYS.clear()
+            _ARRAYS[key] = got
+        return got
+
+
 def _open_piece(task: ChunkTask, url: str, source_options, keep_nonscience, verify_checksums: bool):
     """(reader, fs, SourceInfo) of one source of the chunk, checked against what was planned."""
     src = task.source_rows[url]
@@ -124,8 +146,8 @@ def write_chunk(
         at += m
     if at != n:  # pieces always cover the chunk; never write stale rows of a reused buffer
         raise RuntimeError(f"chunk {task.chunk}: its pieces cover {at} of {n} rows (a planning bug)")
-    g = open_group(store, store_options)
-    write_rows(g, task.start, {"flux": flux, "ivar": ivar, "mask": mask, **meta})
+    data = {"flux": flux, "ivar": ivar, "mask": mask, **meta}
+    write_rows(_store_arrays(store, store_options, run_id, list(data)), task.start, data)
     return {
         "chunk": task.chunk,
         "start": task.start,
