@@ -113,16 +113,17 @@ def _fits_identity(checksum: str | None) -> str | None:
     return c if c.startswith("fits:") else None
 
 
-def duplicate_files(new: list[SourceInfo], planned: list[dict[str, Any]], options: dict[str, Any]
-                    ) -> dict[str, str]:
+def duplicate_files(new: list[SourceInfo], planned: list[dict[str, Any]], options: dict[str, Any],
+                    client=None) -> dict[str, str]:
     """New sources whose bytes equal another source's: {duplicate url: the url that is read}.
 
     Files of equal size, format and row count whose identities come from their FITS
     ``CHECKSUM``/``DATASUM`` keywords (``SourceInfo.checksum`` = ``fits:...``, learnt from the
     headers) are the same when those agree: nothing is read (the data checksums are verified
     when the file is read). Only same-size files without FITS checksums are hashed (read whole),
-    so the usual case costs nothing. ``planned`` rows (url, size, format, n_rows, checksum) were
-    planned by earlier runs and always win.
+    on the cluster's workers when ``client`` is given (else here), so the usual case costs
+    nothing. ``planned`` rows (url, size, format, n_rows, checksum) were planned by earlier runs
+    and always win.
     """
     groups: dict[tuple, list[tuple[str, bool, str | None]]] = {}
     for r in planned:
@@ -130,25 +131,34 @@ def duplicate_files(new: list[SourceInfo], planned: list[dict[str, Any]], option
             (r["url"], True, _fits_identity(r.get("checksum"))))
     for i in new:
         groups.setdefault((int(i.size), i.format, int(i.n_rows)), []).append((i.url, False, _fits_identity(i.checksum)))
+    candidates = [m for m in groups.values() if len(m) > 1 and not all(old for _, old, _ in m)]
+    to_hash = sorted({url for m in candidates for url, _, ident in m if ident is None})
+    hashes: dict[str, str | None] = {}
+    if to_hash and client is not None:
+        futures = client.map(_hash_or_none, to_hash, options=options, pure=False)
+        hashes = dict(zip(to_hash, client.gather(futures)))
+    else:
+        hashes = {u: _hash_or_none(u, options) for u in to_hash}
     out: dict[str, str] = {}
-    for members in groups.values():
-        if len(members) < 2 or all(old for _, old, _ in members):
-            continue
+    for members in candidates:
         seen: dict[str, str] = {}
         for url, _old, ident in sorted(members, key=lambda m: (not m[1], m[0])):  # planned first, then by name
-            if ident is not None:
-                h = ident
-            else:
-                try:
-                    h = _content_hash(url, options)
-                except OSError:
-                    continue
+            h = ident if ident is not None else hashes.get(url)
+            if h is None:
+                continue
             if h in seen:
                 out[url] = seen[h]
             else:
                 seen[h] = url
-        # (a file with FITS checksums never equals one without: their identities differ in kind)
     return out
+
+
+def _hash_or_none(url: str, options: dict[str, Any]) -> str | None:
+    """sha256 of the file's bytes (worker side), None when it cannot be read."""
+    try:
+        return _content_hash(url, options)
+    except OSError:
+        return None
 
 
 def duplicate_targets(targetid: np.ndarray, survey: np.ndarray, program: np.ndarray, source: np.ndarray,

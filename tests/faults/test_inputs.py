@@ -154,3 +154,23 @@ def test_unexpected_error_fails_chunk_loudly(survey, tmp_path, capfd):
     assert rep.exit_code == 1 and rep.failed_chunks and not rep.set_aside
     assert all("TypeError" in c["error"] for c in rep.failed_chunks)
     assert err.count("Traceback") == 1 and "buggy" in err
+
+
+def test_duplicates_without_fits_checksums_are_hashed_on_the_workers(dask_client, survey, tmp_path):
+    """Files without CHECKSUM/DATASUM: same-size candidates are hashed (on the cluster); twins set aside once."""
+    d = tmp_path / "in"
+    d.mkdir()
+    plain = str(d / "coadd-main-dark-1.fits")
+    with fits.open(survey[0]) as h:
+        for hdu in h:
+            for k in ("CHECKSUM", "DATASUM"):
+                hdu.header.remove(k, ignore_missing=True)
+        h.writeto(plain, checksum=False)
+    with fits.open(plain) as h:
+        assert all("DATASUM" not in hdu.header for hdu in h)
+    shutil.copy(survey[0].replace("coadd-", "redrock-"), d / "redrock-main-dark-1.fits")
+    twin = _copy_pair(plain, d, "main-dark-1-copy")
+    rep = ingest([str(d)], str(tmp_path / "s.zarr"), chunk_spectra=16, client=dask_client, progress=False)
+    kept, dup = sorted([plain, twin])  # the first name is read
+    assert {s["url"]: s["reason"] for s in rep.set_aside} == {dup: "duplicate"}
+    assert set(xr.open_zarr(str(tmp_path / "s.zarr")).source.values.tolist()) == {kept}

@@ -146,7 +146,7 @@ def plan_locked(config: IngestConfig, client, job: StoreJob) -> IngestPlan:
     for r in failed_sources[:1]:
         print(f"inspecting {r['url']} failed (a bug, not bad input):\n{r['traceback']}", file=sys.stderr)
 
-    dups = duplicate_files(infos, planned.to_dict("records"), src_opts) if infos and config.dedupe_files else {}
+    dups = duplicate_files(infos, planned.to_dict("records"), src_opts, client) if infos and config.dedupe_files else {}
     for dup, orig in sorted(dups.items()):
         set_aside.append({"url": dup, "reason": "duplicate",
                           "message": f"{dup}: the same bytes as {orig}, which is ingested once; remove one of them"})
