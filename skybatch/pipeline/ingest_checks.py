@@ -48,7 +48,7 @@ def _reader_for(fs, url: str, fmt: str, verify_checksums: bool = False):
     reader = get_reader(fmt)
     if getattr(reader, "checksums_in_read", False):
         reader = copy.copy(reader)
-        reader.verify_checksums = bool(verify_checksums)
+        reader.verify_checksums = bool(verify_checksums)  # type: ignore[attr-defined]
     return reader
 
 

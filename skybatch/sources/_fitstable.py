@@ -65,7 +65,7 @@ def read_columns(f, entry: HduEntry, url: str, names: list[str], *, verify: bool
     if cols is None or int(h.get("PCOUNT", 0)) != 0:
         return None
     n_rows, row_bytes = int(h["NAXIS2"]), int(h["NAXIS1"])
-    plan = []
+    plan: list[tuple[str, int, str, bool]] = []
     for want in names:
         c = cols.get(want.upper())
         if c is None:
@@ -75,15 +75,15 @@ def read_columns(f, entry: HduEntry, url: str, names: list[str], *, verify: bool
         if code == "A":
             if tzero is not None or tscal is not None:
                 return None
-            plan.append((want, at, f"S{rep}", None))
+            plan.append((want, at, f"S{rep}", False))
             continue
         if code not in _DTYPE or rep != 1 or tscal not in (None, 1):
             return None
-        dt = np.dtype(_DTYPE[code])
-        unsigned = code in "IJK" and tzero is not None and int(tzero) == 2 ** (dt.itemsize * 8 - 1)
+        ndt = np.dtype(_DTYPE[code])
+        unsigned = code in "IJK" and tzero is not None and int(tzero) == 2 ** (ndt.itemsize * 8 - 1)
         if tzero not in (None, 0) and not unsigned:
             return None
-        plan.append((want, at, dt.str, unsigned))
+        plan.append((want, at, ndt.str, bool(unsigned)))
     n = entry.data_size
     buf = _read_at(f, entry.data_offset, n)
     if len(buf) < n:

@@ -407,7 +407,7 @@ class DesiCoaddReader:
                 per = []
                 for e in (arm.flux, arm.ivar, arm.mask):
                     raw, total = _fits.read_rows_raw(f, e, a, b, info.url, whole=verify)
-                    if verify:
+                    if total is not None:
                         _fits.check_hdu(e, total, info.url)
                     per.append(raw if contiguous else raw[rows - a])
                 arms.append(per)
