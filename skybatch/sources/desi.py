@@ -75,7 +75,7 @@ def redrock_url_for(url: str) -> str | None:
     return posixpath.join(head, "redrock-" + base[len("coadd-") :])
 
 
-_CACHE = LayoutCache(maxsize=256)
+_CACHE = LayoutCache(maxsize=64)
 #: (url, size, checksum) of files whose arm images passed DATASUM/CHECKSUM in this process.
 _VERIFIED = LayoutCache(maxsize=4096)
 
