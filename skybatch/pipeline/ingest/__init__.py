@@ -8,9 +8,14 @@ The job is planned before it runs:
    aside in the manifest's quarantine with its reason;
 3. **assign** rows: new sources are appended after the rows already planned, so
    earlier rows never move; the store is resized to the new total;
-4. **write**: one Dask task per store chunk reads exactly the source rows that
-   fill that chunk and writes the whole chunk, then records it in the manifest.
-   No two tasks touch one Zarr chunk; a worker holds one chunk at a time.
+4. **write**: one Dask task per store chunk (one Zarr shard) reads exactly the
+   source rows that fill it, straight from the FITS bytes into the chunk's buffers
+   (checking the images' FITS checksums on the bytes read), writes every array
+   once, then records the chunk in the manifest. No two tasks touch one stored
+   object; a worker holds one chunk at a time.
+
+Modules: :mod:`.config` (settings, plan types), :mod:`.plan`, :mod:`.chunk` (the
+worker side), :mod:`.execute` (and the entry points), :mod:`.report`.
 
 Re-running the same command skips every chunk already recorded with the same
 plan fingerprint (and marked in the store itself, see

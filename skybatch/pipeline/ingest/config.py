@@ -22,8 +22,10 @@ class IngestConfig(StorageSettings):
     sources: local paths, globs, directories, ``s3://`` URLs or prefixes of FITS files.
     store: where the Zarr store goes: a local path or an ``s3://`` URL.
     format: ``auto`` (detect per file), ``desi``, ``sdss`` or ``skyvac``.
-    chunk_spectra: spectra per Zarr chunk (and per Dask task); a chunk of DESI
-        spectra takes 12 bytes x 7781 pixels = 93 kB per spectrum in memory.
+    chunk_spectra: spectra per stored object (a Zarr v3 shard of the pixel arrays, split
+        into ~4 MiB inner chunks) and per Dask task; a chunk of DESI spectra takes
+        12 bytes x 7781 pixels = 93 kB per spectrum in memory. The default, 2048, keeps a
+        DR1-size store (18 M spectra) at 8,790 objects per variable.
     keep_nonscience: keep sky fibres and negative-TARGETID rows of DESI coadds.
     cluster: a cluster profile name (``auto``, ``local``, ``local-cuda``,
         ``slurm``, ``kubernetes``, ``address``), a YAML path, or a scheduler address.
