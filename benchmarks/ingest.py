@@ -1,14 +1,23 @@
-"""Ingest benchmark: skybatch ingest vs a bare FITS read of the same files, and memory vs data size.
+"""Ingest benchmark: skybatch ingest against the honest limit, measured in the same run.
 
-Prints, all measured in this run:
-- spectra/s and MB/s of ``skybatch.ingest`` (one worker process, one thread) and of a bare
-  astropy read of the same files' FIBERMAP + B/R/Z FLUX/IVAR/MASK into memory, and their ratio;
-- the worker's peak RSS growth while ingesting N files and 10 x N files (ratio should be near 1:
-  memory stays at a few chunks whatever the number of files).
+Prints, all measured in this run on the same DESI coadd files (page cache warm for all):
+
+- **bare read**: a plain astropy loop reading each file's FIBERMAP and B/R/Z FLUX/IVAR/MASK into
+  native NumPy arrays (nothing else);
+- **read + combine + write**: the same loop, keeping the science rows, combining the arms onto the
+  7781-pixel brz grid with the same arithmetic as skybatch (:func:`skybatch.spectra.camera_coadd.
+  coadd_cameras`, NaN cleaning first) and writing flux/ivar/mask + targetid to a Zarr store with the
+  same codec, chunks and shards as skybatch's, one write per array per shard;
+- **skybatch ingest** on one worker process x one thread, and on two workers x one thread;
+- spectra/s, MB/s (FITS bytes of the b/r/z images read) and the ratios to both baselines;
+- the worker's peak RSS growth at N files and at 10 x N files (flat: memory holds a few chunks).
+
+``--profile``: cProfile of one chunk task of skybatch ingest, in this process (planning first, on an
+in-process cluster), printed as the top functions by cumulative and by own time.
 
 The larger set reuses the generated files under new names (symlinks), so the disk cost stays small.
 
-    python benchmarks/ingest.py [--quick] [--files N] [--spectra-per-file M] [--chunk-spectra C]
+    python benchmarks/ingest.py [--quick] [--profile] [--files N] [--spectra-per-file M] [--chunk-spectra C]
 """
 
 from __future__ import annotations
@@ -54,6 +63,10 @@ def make_sets(base_dir: str, out: str, n_small: int, factor: int) -> tuple[list[
     return sets[0], sets[1]
 
 
+def _native(a):
+    return a.astype(a.dtype.newbyteorder("="))
+
+
 def bare_read(files: list[str]) -> tuple[int, int, float]:
     """Read FIBERMAP and the b/r/z flux, ivar, mask images of each file fully; (spectra, bytes, seconds)."""
     from astropy.io import fits
@@ -65,35 +78,151 @@ def bare_read(files: list[str]) -> tuple[int, int, float]:
             n += len(hdul["FIBERMAP"].data)
             for arm in "BRZ":
                 for kind in ("FLUX", "IVAR", "MASK"):
-                    a = hdul[f"{arm}_{kind}"].data.astype(hdul[f"{arm}_{kind}"].data.dtype.newbyteorder("="))
+                    a = _native(hdul[f"{arm}_{kind}"].data)
                     nbytes += a.nbytes
     return n, nbytes, time.perf_counter() - t0
 
 
-def run_ingest(files: list[str], store: str, chunk: int) -> dict:
+def loop_ingest(files: list[str], store: str, chunk: int) -> tuple[int, float]:
+    """The per-file loop a DESI script would write: read, combine arms, write Zarr (same codec/layout).
+
+    Returns (spectra written, seconds).
+    """
+    import numpy as np
+    import zarr
+    from astropy.io import fits
+
+    from skybatch.sources._common import DESI_BRZ_GRID, clean_nonfinite
+    from skybatch.spectra.camera_coadd import coadd_cameras
+    from skybatch.store.codecs import PIXEL_CODEC
+    from skybatch.store.spectra_store import pixel_layout
+
+    t0 = time.perf_counter()
+    nw = DESI_BRZ_GRID.n
+    shard, inner = pixel_layout(chunk, nw)
+    root = zarr.open_group(store, mode="w-")
+    kw = {"chunks": (inner, nw), **({"shards": (shard, nw)} if inner != shard else {})}
+    arrs = {
+        "flux": root.create_array("flux", shape=(0, nw), dtype="float32", compressors=PIXEL_CODEC, **kw),
+        "ivar": root.create_array("ivar", shape=(0, nw), dtype="float32", compressors=PIXEL_CODEC, **kw),
+        "mask": root.create_array("mask", shape=(0, nw), dtype="uint32", **kw),
+        "targetid": root.create_array("targetid", shape=(0,), chunks=(shard,), dtype="int64"),
+    }
+    buf: dict[str, list] = {k: [] for k in arrs}
+    n_buf = n_done = 0
+
+    def flush(final: bool) -> None:
+        nonlocal n_buf, n_done
+        while n_buf >= shard or (final and n_buf):
+            m = min(shard, n_buf)
+            for k, a in arrs.items():
+                block = np.concatenate(buf[k])
+                a.resize((n_done + m,) + a.shape[1:])
+                a[n_done : n_done + m] = block[:m]
+                buf[k] = [block[m:]]
+            n_done += m
+            n_buf -= m
+
+    for f in files:
+        with fits.open(f, memmap=False) as hdul:
+            fm = hdul["FIBERMAP"].data
+            tid = _native(fm["TARGETID"]).astype(np.int64)
+            objtype = np.char.strip(fm["OBJTYPE"].astype(str))
+            keep = (tid >= 0) & (objtype == "TGT") & (((tid >> 59) & 1) == 0)
+            fl, iv, mk, off = [], [], [], []
+            for arm in "BRZ":
+                w = _native(hdul[f"{arm}_WAVELENGTH"].data)
+                f_ = np.ascontiguousarray(_native(hdul[f"{arm}_FLUX"].data)[keep], np.float32)
+                i_ = np.ascontiguousarray(_native(hdul[f"{arm}_IVAR"].data)[keep], np.float32)
+                m_ = np.ascontiguousarray(_native(hdul[f"{arm}_MASK"].data)[keep]).view(np.uint32)
+                clean_nonfinite(f_, i_, m_, 8)
+                fl.append(f_)
+                iv.append(i_)
+                mk.append(m_)
+                off.append(int(round((w[0] - DESI_BRZ_GRID.start) / DESI_BRZ_GRID.step)))
+        flux, ivar, mask = coadd_cameras(fl, iv, mk, off, nw, nodata_bit=8)
+        for k, v in (("flux", flux), ("ivar", ivar), ("mask", mask), ("targetid", tid[keep])):
+            buf[k].append(v)
+        n_buf += len(flux)
+        flush(False)
+    flush(True)
+    return n_done, time.perf_counter() - t0
+
+
+def run_ingest(files: list[str], store: str, chunk: int, workers: int = 1) -> dict:
     from distributed import Client, LocalCluster
 
     import skybatch
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0", memory_limit="8GiB") as cluster, Client(cluster) as client:
         client.run(lambda: __import__("skybatch.pipeline.ingest"))  # imports are not what we time
-        rss0 = list(client.run(_worker_rss_mb).values())[0]
+        rss0 = max(client.run(_worker_rss_mb).values())
         t0 = time.perf_counter()
         rep = skybatch.ingest(files, store, chunk_spectra=chunk, client=client, progress=False,
                               dedupe_files=False)  # the large set reuses files under new names on purpose
         dt = time.perf_counter() - t0
-        peak = list(client.run(_worker_peak_rss_mb).values())[0]
+        peak = max(client.run(_worker_peak_rss_mb).values())
     assert rep.exit_code == 0, rep.summary()
     return {"n": rep.n_spectra, "seconds": dt, "rss0": rss0, "peak": peak, "growth": peak - rss0}
+
+
+def profile_chunk(files: list[str], store: str, chunk: int, top: int = 25) -> None:
+    """cProfile of one chunk task (the second one: caches warmed by the first, as on a busy worker)."""
+    import cProfile
+    import io
+    import pstats
+
+    from distributed import Client, LocalCluster
+
+    from skybatch.pipeline.ingest import IngestConfig, plan_ingest
+    from skybatch.pipeline.ingest.chunk import write_chunk
+    from skybatch.pipeline.jobcore import _run_one
+    from skybatch.store.spectra_store import open_group
+
+    config = IngestConfig(sources=files, store=store, chunk_spectra=chunk, progress=False, dedupe_files=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cl, \
+            Client(cl) as client:
+        plan = plan_ingest(config, client)
+    g = open_group(store)
+    columns = dict(g.attrs["per_spectrum_columns"])
+    src = plan.sources.set_index("url")
+    import numpy as np
+
+    for t in plan.todo:
+        t.source_rows = {u: {"format": src.loc[u, "format"], "n_rows": int(src.loc[u, "n_rows"]),
+                             "rows": np.asarray(src.loc[u, "rows"], np.int64), "info": plan.infos.get(u)}
+                         for u, _, _ in t.pieces}
+    st, so = config.store_storage_options(), config.source_storage_options()
+    args = (store, st, so, config.keep_nonscience, columns, plan.grid.n, plan.run_id)
+    tasks = plan.todo[:2]
+    _run_one(tasks[0], write_chunk, store, st, "ingest", args, {})  # warm-up (imports, first-file caches)
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    _run_one(tasks[-1], write_chunk, store, st, "ingest", args, {})
+    prof.disable()
+    dt = time.perf_counter() - t0
+    n = tasks[-1].stop - tasks[-1].start
+    print(f"\nprofile of one chunk task: {n} spectra from {len(tasks[-1].pieces)} file piece(s) in {dt:.3f} s "
+          f"({n / dt:.0f} spectra/s, in-process, under cProfile)")
+    for key in ("cumulative", "tottime"):
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).strip_dirs().sort_stats(key).print_stats(top)
+        lines = s.getvalue().splitlines()
+        start = next(i for i, l in enumerate(lines) if l.strip().startswith("ncalls"))
+        print(f"-- top {top} by {key} --")
+        print("\n".join(lines[start : start + top + 1]))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
+    p.add_argument("--profile", action="store_true", help="only profile one chunk task (cProfile, in-process)")
     p.add_argument("--files", type=int, default=None, help="files in the small set (the large set has 10x)")
     p.add_argument("--spectra-per-file", type=int, default=None)
     p.add_argument("--chunk-spectra", type=int, default=256)
+    p.add_argument("--no-scaling", action="store_true", help="skip the 2-worker run")
     a = p.parse_args(argv)
     n_files = a.files or (2 if a.quick else 4)
     per_file = a.spectra_per_file or (60 if a.quick else 250)
@@ -105,26 +234,38 @@ def main(argv: list[str] | None = None) -> int:
         base = os.path.join(tmp, "base")
         generate_sample_survey(base, n_healpix=min(n_files, 4), spectra_per_file=per_file, n_sdss=1, seed=0)
         small, large = make_sets(base, os.path.join(tmp, "sets"), n_files, 10)
+        if a.profile:
+            profile_chunk(small, os.path.join(tmp, "profile.zarr"), a.chunk_spectra)
+            return 0
 
         bare_read(small[:1])  # warm the page cache and astropy
         n_b, bytes_b, t_b = bare_read(small)
+        n_bl, bytes_bl, t_bl = bare_read(large)
+        n_l, t_l = loop_ingest(large, os.path.join(tmp, "loop.zarr"), a.chunk_spectra)
         small_run = run_ingest(small, os.path.join(tmp, "small.zarr"), a.chunk_spectra)
         large_run = run_ingest(large, os.path.join(tmp, "large.zarr"), a.chunk_spectra)
-        n_bl, bytes_bl, t_bl = bare_read(large)
+        two = None if a.no_scaling else run_ingest(large, os.path.join(tmp, "large2.zarr"), a.chunk_spectra, workers=2)
 
-        mb = bytes_b / 2**20
         print(f"ingest benchmark: {n_files} and {10 * n_files} DESI coadd files x {per_file} spectra, "
-              f"chunk {a.chunk_spectra}, 1 worker process x 1 thread")
-        print(f"{'':28s}{'spectra/s':>12s}{'MB/s':>10s}{'ratio':>8s}")
-        for label, n, t, bts in (
-            ("bare FITS read (small)", n_b, t_b, bytes_b),
-            ("skybatch ingest (small)", small_run["n"], small_run["seconds"], bytes_b),
-            ("bare FITS read (large)", n_bl, t_bl, bytes_bl),
-            ("skybatch ingest (large)", large_run["n"], large_run["seconds"], bytes_bl),
-        ):
-            base_rate = (n_b / t_b) if "small" in label else (n_bl / t_bl)
-            print(f"{label:28s}{n / t:12.0f}{bts / 2**20 / t:10.1f}{(n / t) / base_rate:8.2f}")
-        print(f"(MB = flux+ivar+mask bytes of the b/r/z arms read from FITS: {mb:.0f} MB in the small set)")
+              f"chunk {a.chunk_spectra}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        print(f"{'':34s}{'spectra/s':>10s}{'MB/s':>8s}{'/bare':>7s}{'/loop':>7s}")
+        bare_rate, loop_rate = n_bl / t_bl, n_l / t_l
+
+        def row(label: str, n: int, t: float, bts: int, loop: bool = True) -> None:
+            r = n / t
+            print(f"{label:34s}{r:10.0f}{bts / 2**20 / t:8.1f}{r / bare_rate:7.2f}"
+                  + (f"{r / loop_rate:7.2f}" if loop else f"{'':>7s}"))
+
+        row("bare read (small)", n_b, t_b, bytes_b, loop=False)
+        row("skybatch ingest (small, 1x1)", small_run["n"], small_run["seconds"], bytes_b, loop=False)
+        row("bare read (large)", n_bl, t_bl, bytes_bl)
+        row("read + combine + write loop (large)", n_l, t_l, bytes_bl)
+        row("skybatch ingest (large, 1x1)", large_run["n"], large_run["seconds"], bytes_bl)
+        if two is not None:
+            row("skybatch ingest (large, 2 workers)", two["n"], two["seconds"], bytes_bl)
+            print(f"2 workers / 1 worker: {large_run['seconds'] / two['seconds']:.2f}x")
+        print("(ratios: /bare = to the bare read of the large set, /loop = to the read + combine + write loop; "
+              f"MB = b/r/z image bytes read from FITS: {bytes_bl / 2**20:.0f} MB in the large set)")
         print(f"worker peak RSS growth: small {small_run['growth']:.0f} MB ({small_run['n']} spectra), "
               f"large {large_run['growth']:.0f} MB ({large_run['n']} spectra); "
               f"ratio large/small = {large_run['growth'] / max(small_run['growth'], 1.0):.2f} "

@@ -270,7 +270,7 @@ def plan_synthetic(n_files: int, per_file: int, chunk: int, work: str) -> dict:
     import numpy as np
     import pandas as pd
 
-    from skybatch.pipeline.ingest import _chunk_tasks
+    from skybatch.pipeline.ingest import chunk_tasks
     from skybatch.store.manifest import Manifest
 
     t0 = time.perf_counter()
@@ -283,7 +283,7 @@ def plan_synthetic(n_files: int, per_file: int, chunk: int, work: str) -> dict:
     })
     manifest = Manifest(os.path.join(work, "plan.zarr"))
     manifest.write_sources(sources)
-    tasks = _chunk_tasks(sources, n_files * per_file, chunk)
+    tasks = chunk_tasks(sources, n_files * per_file, chunk)
     return {"seconds": time.perf_counter() - t0, "tasks": len(tasks)}
 
 
@@ -301,7 +301,7 @@ def plan_real(n_files: int, per_file: int, tmp: str, args) -> None:
         cl.reset()
         t0 = time.perf_counter()
         plan = plan_ingest(IngestConfig(sources=files, store=os.path.join(tmp, "plan.zarr"), format="desi",
-                                        progress=False), cl.client)
+                                        progress=False, dedupe_files=False), cl.client)  # the set reuses files
         dt = time.perf_counter() - t0
         peaks, tasks = cl.peaks(), cl.tasks()
     finally:

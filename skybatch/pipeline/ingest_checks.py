@@ -1,8 +1,10 @@
 """Ingest's checks of its inputs: inspection with verified checksums, duplicate files, duplicate targets.
 
 - :func:`inspect_batch` runs on the workers. Each source is inspected by its
-  reader, then its FITS ``CHECKSUM``/``DATASUM`` keywords are verified (reading
-  the file once, in blocks); a known decoding failure
+  reader, and its FITS ``CHECKSUM``/``DATASUM`` keywords are verified: by the DESI
+  reader on the bytes it reads anyway (the small HDUs here, the flux images in the
+  chunk read; RESOLUTION, never read, is never verified), by the other readers in
+  one pass over the (small) file; a known decoding failure
   (:class:`~skybatch.sources.base.SourceError`: truncated, corrupt, missing HDU,
   off-grid, checksum...) comes back as a set-aside record, network trouble is
   retried and then reported ``unreachable``, and anything else (a reader bug)
@@ -31,12 +33,23 @@ __all__ = ["inspect_batch", "inspect_one", "duplicate_files", "duplicate_targets
 _TRANSIENT = (ConnectionError, TimeoutError, OSError)
 
 
-def _reader_for(fs, url: str, fmt: str):
+def _reader_for(fs, url: str, fmt: str, verify_checksums: bool = False):
+    """The reader of ``url`` (format detected from its headers when ``auto``).
+
+    A reader that verifies checksums on the bytes it reads (``checksums_in_read``) comes back
+    as its own copy with ``verify_checksums`` set.
+    """
+    import copy
+
     from skybatch.sources import detect_format, get_reader
 
     if fmt == "auto":
         fmt = detect_format(fs, url)
-    return get_reader(fmt)
+    reader = get_reader(fmt)
+    if getattr(reader, "checksums_in_read", False):
+        reader = copy.copy(reader)
+        reader.verify_checksums = bool(verify_checksums)  # type: ignore[attr-defined]
+    return reader
 
 
 def _verify(fs, info: SourceInfo) -> None:
@@ -56,9 +69,10 @@ def inspect_one(url: str, fmt: str, keep_nonscience: bool, options: dict[str, An
             fs = filesystem(url, options)
             if not fs.exists(url):
                 return {"url": url, "reason": "not-found", "message": f"{url}: no such file; check the path or URL"}
-            info = _reader_for(fs, url, fmt).inspect(fs, url, keep_nonscience=keep_nonscience)
-            if verify_checksums:
-                _verify(fs, info)
+            reader = _reader_for(fs, url, fmt, verify_checksums)
+            info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
+            if verify_checksums and not getattr(reader, "checksums_in_read", False):
+                _verify(fs, info)  # formats without in-read checks (small files): one pass over the file
             return info
         except SourceError as e:
             return {"url": url, "reason": e.reason, "message": str(e)}
@@ -93,34 +107,58 @@ def _content_hash(url: str, options: dict[str, Any], block: int = 1 << 22) -> st
     return h.hexdigest()
 
 
-def duplicate_files(new: list[SourceInfo], planned: list[dict[str, Any]], options: dict[str, Any]
-                    ) -> dict[str, str]:
+def _fits_identity(checksum: str | None) -> str | None:
+    """The content identity of a file whose HDUs all carry FITS CHECKSUM/DATASUM (``fits:...``), else None."""
+    c = str(checksum or "")
+    return c if c.startswith("fits:") else None
+
+
+def duplicate_files(new: list[SourceInfo], planned: list[dict[str, Any]], options: dict[str, Any],
+                    client=None) -> dict[str, str]:
     """New sources whose bytes equal another source's: {duplicate url: the url that is read}.
 
-    Only files of equal size (and format and row count) are hashed, so the usual
-    case costs nothing. ``planned`` rows (url, size, format, n_rows) were planned by
-    earlier runs and always win.
+    Files of equal size, format and row count whose identities come from their FITS
+    ``CHECKSUM``/``DATASUM`` keywords (``SourceInfo.checksum`` = ``fits:...``, learnt from the
+    headers) are the same when those agree: nothing is read (the data checksums are verified
+    when the file is read). Only same-size files without FITS checksums are hashed (read whole),
+    on the cluster's workers when ``client`` is given (else here), so the usual case costs
+    nothing. ``planned`` rows (url, size, format, n_rows, checksum) were planned by earlier runs
+    and always win.
     """
-    groups: dict[tuple, list[tuple[str, bool]]] = {}
+    groups: dict[tuple, list[tuple[str, bool, str | None]]] = {}
     for r in planned:
-        groups.setdefault((int(r["size"]), r["format"], int(r["n_rows"])), []).append((r["url"], True))
+        groups.setdefault((int(r["size"]), r["format"], int(r["n_rows"])), []).append(
+            (r["url"], True, _fits_identity(r.get("checksum"))))
     for i in new:
-        groups.setdefault((int(i.size), i.format, int(i.n_rows)), []).append((i.url, False))
+        groups.setdefault((int(i.size), i.format, int(i.n_rows)), []).append((i.url, False, _fits_identity(i.checksum)))
+    candidates = [m for m in groups.values() if len(m) > 1 and not all(old for _, old, _ in m)]
+    to_hash = sorted({url for m in candidates for url, _, ident in m if ident is None})
+    hashes: dict[str, str | None] = {}
+    if to_hash and client is not None:
+        futures = client.map(_hash_or_none, to_hash, options=options, pure=False)
+        hashes = dict(zip(to_hash, client.gather(futures)))
+    else:
+        hashes = {u: _hash_or_none(u, options) for u in to_hash}
     out: dict[str, str] = {}
-    for members in groups.values():
-        if len(members) < 2 or all(old for _, old in members):
-            continue
+    for members in candidates:
         seen: dict[str, str] = {}
-        for url, _old in sorted(members, key=lambda m: (not m[1], m[0])):  # planned first, then by name
-            try:
-                h = _content_hash(url, options)
-            except OSError:
+        for url, _old, ident in sorted(members, key=lambda m: (not m[1], m[0])):  # planned first, then by name
+            h = ident if ident is not None else hashes.get(url)
+            if h is None:
                 continue
             if h in seen:
                 out[url] = seen[h]
             else:
                 seen[h] = url
     return out
+
+
+def _hash_or_none(url: str, options: dict[str, Any]) -> str | None:
+    """sha256 of the file's bytes (worker side), None when it cannot be read."""
+    try:
+        return _content_hash(url, options)
+    except OSError:
+        return None
 
 
 def duplicate_targets(targetid: np.ndarray, survey: np.ndarray, program: np.ndarray, source: np.ndarray,

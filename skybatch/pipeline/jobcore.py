@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -112,11 +113,34 @@ def reset_markers(store: str, opts: dict[str, Any] | None, stage: str, n_chunks:
         g[name].resize((n_chunks,))
 
 
+_MARKER_ARRAYS: dict[tuple, Any] = {}
+_MARKER_LOCK = threading.Lock()
+
+
+def _marker_array(store: str, opts: dict[str, Any] | None, stage: str, chunk: int):
+    """The stage's marker array, opened once per worker process (reopened when ``chunk`` is past its end).
+
+    Its layout never changes (one uint64 per chunk, chunks of 1); a resize between runs only
+    moves its end, so a kept handle writes the same objects a fresh one would.
+    """
+    import json
+
+    key = (store, json.dumps(opts or {}, sort_keys=True, default=str), stage)
+    with _MARKER_LOCK:
+        arr = _MARKER_ARRAYS.get(key)
+    if arr is None or chunk >= arr.shape[0]:
+        arr = _marker_group(store, opts)[_marker_name(stage)]
+        with _MARKER_LOCK:
+            if len(_MARKER_ARRAYS) > 16:
+                _MARKER_ARRAYS.clear()
+            _MARKER_ARRAYS[key] = arr
+    return arr
+
+
 def mark_store_chunk(store: str, opts: dict[str, Any] | None, stage: str, chunk: int, fingerprint: str) -> None:
     """Record in the store that ``chunk`` now holds the content ``fingerprint`` (worker side; all zeros = none)."""
-    g = _marker_group(store, opts)
     value = int(fingerprint[:16], 16)
-    arr = g[_marker_name(stage)]
+    arr = _marker_array(store, opts, stage, chunk)
     if value == 0:
         if chunk < arr.shape[0] and int(arr[chunk]) != 0:
             arr[chunk] = np.uint64(0)
@@ -272,7 +296,8 @@ class StoreJob:
     wait_lock: seconds to wait for another writer (None: ``$SKYBATCH_WAIT_LOCK`` or 0).
 
     After ``__enter__``: ``identity`` is the store's identity (None if it does not exist
-    yet: create it, then call :meth:`created`); ``manifest`` is trusted or reset.
+    yet, or its creation was interrupted before the final attrs write: create it, which
+    completes an interrupted creation, then call :meth:`created`); ``manifest`` is trusted or reset.
     """
 
     store: str
@@ -291,7 +316,15 @@ class StoreJob:
         wait = None if self.wait_lock is None else float(self.wait_lock)
         self.lock = StoreLock(self.store, self.storage_options, job=self.job or self.stage, wait=wait).acquire()
         try:
-            self.identity = check_target(self.store, self.kind, self.storage_options, adopt_schema=self.adopt_schema)
+            from skybatch.store.spectra_store import unfinished_creation
+
+            pending = unfinished_creation(self.store, self.storage_options, self.kind)
+            if pending is not None:  # killed before its final attrs write: the job's create completes it
+                self._note(f"{self.store}: its creation was interrupted (no rows were written); completing it")
+                self.identity = None
+            else:
+                self.identity = check_target(self.store, self.kind, self.storage_options,
+                                             adopt_schema=self.adopt_schema)
             self.manifest = Manifest(self.store, self.storage_options, stage=self.stage)
             self._check_manifest()
         except BaseException:

@@ -97,7 +97,8 @@ def detect_format(fs: Any, url: str) -> str:
     """
     size, _ = _fits.file_size(fs, url)
     with _fits.open_source(fs, url, size) as f:
-        lay = _fits.scan_fits(f, url, size, stop=lambda names: _classify(names) is not None, partial_ok=True)
+        lay = _fits.scan_fits(f, url, size, stop=lambda names: _classify(names) is not None, partial_ok=True,
+                              fast_headers=True)
     fmt = _classify(lay.names, lay)
     if fmt is not None:
         return fmt

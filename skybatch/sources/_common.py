@@ -54,6 +54,11 @@ def clean_nonfinite(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, bit: i
     Such pixels get flux = 0, ivar = 0 and mask bit ``bit`` set.
     Returns the number of pixels cleaned.
     """
+    if flux.size == 0:
+        return 0
+    # the usual case, no bad pixel, in three reductions (a float64 sum of float32 cannot overflow)
+    if np.isfinite(flux.sum(dtype=np.float64)) and np.isfinite(ivar.sum(dtype=np.float64)) and ivar.min() >= 0:
+        return 0
     bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)
     n = int(np.count_nonzero(bad))
     if n:

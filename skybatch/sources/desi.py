@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +48,8 @@ import numpy as np
 from skybatch.spectra.camera_coadd import coadd_cameras
 
 from . import _fits
+from ._arms import combine_arms_into
+from ._desi_layout import _REDSHIFT_COLUMNS, _Arm, _as_uint32, _fibermap_columns, _Plan, _redshift_table
 from ._common import DESI_BRZ_GRID, LayoutCache, clean_nonfinite, empty_meta, healpix_nest64
 from .base import Grid, SourceError, SourceInfo, SpectraBlock
 
@@ -74,37 +75,9 @@ def redrock_url_for(url: str) -> str | None:
     return posixpath.join(head, "redrock-" + base[len("coadd-") :])
 
 
-@dataclass
-class _Arm:
-    name: str
-    offset: int
-    nwave: int
-    flux: _fits.HduEntry
-    ivar: _fits.HduEntry
-    mask: _fits.HduEntry
-
-
-@dataclass
-class _Plan:
-    layout: _fits.FitsLayout
-    arms: list[_Arm]
-    nspec: int
-    targetid: np.ndarray
-    ra: np.ndarray
-    dec: np.ndarray
-    objtype: np.ndarray
-    fiberstatus: np.ndarray
-    science: np.ndarray
-    survey: str
-    program: str
-    healpix: np.ndarray
-    redrock_url: str | None
-    redrock_layout: _fits.FitsLayout | None
-    checksum: str
-    redshifts: dict[str, np.ndarray] | None = field(default=None)
-
-
-_CACHE = LayoutCache()
+_CACHE = LayoutCache(maxsize=64)
+#: (url, size, checksum) of files whose arm images passed DATASUM/CHECKSUM in this process.
+_VERIFIED = LayoutCache(maxsize=4096)
 
 
 class DesiCoaddReader:
@@ -116,6 +89,10 @@ class DesiCoaddReader:
     ----------
     redshifts: join z/zwarn/spectype from the redrock file (default True).
         False skips the redrock file entirely (z = NaN etc.).
+    verify_checksums: check the FITS ``DATASUM``/``CHECKSUM`` of every HDU whose bytes are
+        read, on those bytes (FIBERMAP, WAVELENGTH and REDSHIFTS when planning; the FLUX, IVAR and
+        MASK images in :meth:`read_into`, once per file per process); RESOLUTION is never read,
+        so never verified. A mismatch raises ``SourceError(reason="checksum")``.
     """
 
     format = "desi"
@@ -129,8 +106,12 @@ class DesiCoaddReader:
         "subtype": "object",
     }
 
-    def __init__(self, *, redshifts: bool = True):
+    #: ingest leaves checksum verification to this reader's reads (no whole-file pass when planning)
+    checksums_in_read = True
+
+    def __init__(self, *, redshifts: bool = True, verify_checksums: bool = False):
         self.redshifts = redshifts
+        self.verify_checksums = verify_checksums
 
     # ------------------------------------------------------------------ plan
     def inspect(self, fs: Any, url: str, keep_nonscience: bool = False) -> SourceInfo:
@@ -160,7 +141,7 @@ class DesiCoaddReader:
     def _plan(self, fs: Any, url: str) -> _Plan:
         size, finfo = _fits.file_size(fs, url)
         with _fits.open_source(fs, url, size) as f:
-            layout = _fits.scan_fits(f, url, size)
+            layout = _fits.scan_fits(f, url, size, fast_headers=True)
             if "FIBERMAP" not in layout and not any(_ARM_RE.match(n) for n in layout.names):
                 raise SourceError(
                     url, "unknown-format",
@@ -170,17 +151,25 @@ class DesiCoaddReader:
             fm_entry = layout.require("FIBERMAP", "one row per target")
             arms = self._arms(f, layout, url)
             nspec = self._check_rows(layout, fm_entry, arms, url)
-            fm = _fits.read_table(f, fm_entry, url)
-        cols = {c.upper(): c for c in _fits.table_columns(fm)}
-        if "TARGETID" not in cols:
+            verify = self.verify_checksums
+            if verify:
+                for e in layout.entries:  # header-only HDUs (the primary): CHECKSUM from the header alone
+                    if e.data_size == 0:
+                        _fits.check_hdu(e, 0, url)
+            fm = _fibermap_columns(f, fm_entry, url, verify)
+        if "TARGETID" not in fm:
             raise SourceError(url, "corrupt", "FIBERMAP has no TARGETID column; this is not a DESI coadd FIBERMAP")
-        targetid = _fits.native_column(fm, cols["TARGETID"]).astype(np.int64)
+        targetid = fm["TARGETID"].astype(np.int64)
         if len(targetid) != nspec:
             raise SourceError(url, "row-mismatch", f"FIBERMAP data has {len(targetid)} rows, header says {nspec}; re-download the file")
-        ra = _col(fm, cols, "TARGET_RA", np.float64, np.nan)
-        dec = _col(fm, cols, "TARGET_DEC", np.float64, np.nan)
-        objtype = _fits.native_column(fm, cols["OBJTYPE"]) if "OBJTYPE" in cols else np.full(nspec, "TGT", dtype=object)
-        fiberstatus = _col(fm, cols, "COADD_FIBERSTATUS", np.int64, 0)
+
+        def col(name: str, dtype, missing) -> np.ndarray:
+            return fm[name].astype(dtype) if name in fm else np.full(nspec, missing, dtype=dtype)
+
+        ra = col("TARGET_RA", np.float64, np.nan)
+        dec = col("TARGET_DEC", np.float64, np.nan)
+        objtype = fm["OBJTYPE"] if "OBJTYPE" in fm else np.full(nspec, "TGT", dtype=object)
+        fiberstatus = col("COADD_FIBERSTATUS", np.int64, 0)
         sky_bit = (targetid >> TARGETID_SKY_BIT) & 1
         science = (targetid >= 0) & (objtype == "TGT") & (sky_bit == 0)
 
@@ -227,7 +216,7 @@ class DesiCoaddReader:
             mk = layout.require(f"{a}_MASK")
             if len(w_e.shape) != 1 or w_e.shape[0] == 0:
                 raise SourceError(url, "corrupt", f"HDU {a}_WAVELENGTH has shape {w_e.shape}, expected (nwave,)")
-            wave = _fits.read_image(f, w_e, url).astype(np.float64)
+            wave = _fits.read_image(f, w_e, url, verify=self.verify_checksums).astype(np.float64)
             step = self.grid.step
             x = (wave[0] - self.grid.start) / step
             off = int(round(x))
@@ -276,7 +265,7 @@ class DesiCoaddReader:
             return None, None
         try:
             with _fits.open_source(fs, rr, int(info["size"])) as f:
-                lay = _fits.scan_fits(f, rr, int(info["size"]))
+                lay = _fits.scan_fits(f, rr, int(info["size"]), fast_headers=True)
             red = lay.require("REDSHIFTS", "redrock redshift table")
             if red.xtension != "BINTABLE":
                 raise SourceError(rr, "corrupt", "REDSHIFTS is not a binary table")
@@ -313,24 +302,21 @@ class DesiCoaddReader:
         if plan.redrock_url is not None and plan.redrock_layout is not None:
             try:
                 with _fits.open_source(fs, plan.redrock_url, plan.redrock_layout.size) as f:
-                    red = _fits.read_table(f, plan.redrock_layout.require("REDSHIFTS"), plan.redrock_url)
+                    red = _redshift_table(f, plan.redrock_layout.require("REDSHIFTS"), plan.redrock_url,
+                                          self.verify_checksums)
             except SourceError as e:
                 raise SourceError(url, e.reason, f"matching redrock file {plan.redrock_url}: {e.message}") from e
-            cols = {c.upper(): c for c in _fits.table_columns(red)}
-            if "TARGETID" not in cols:
+            if "TARGETID" not in red:
                 raise SourceError(url, "corrupt", f"REDSHIFTS of {plan.redrock_url} has no TARGETID column; re-download it")
-            rr_tid = _fits.native_column(red, cols["TARGETID"]).astype(np.int64)
+            rr_tid = red["TARGETID"].astype(np.int64)
             order = np.argsort(rr_tid, kind="stable")
             pos = np.searchsorted(rr_tid[order], plan.targetid, side="left")
             pos_c = np.minimum(pos, max(rr_tid.size - 1, 0))
             hit = (pos < rr_tid.size) & (rr_tid[order][pos_c] == plan.targetid) if rr_tid.size else np.zeros(n, bool)
             src = order[pos_c]
-            for name, col, dt in (
-                ("z", "Z", np.float64), ("zwarn", "ZWARN", np.int64), ("zerr", "ZERR", np.float64),
-                ("deltachi2", "DELTACHI2", np.float64), ("spectype", "SPECTYPE", object), ("subtype", "SUBTYPE", object),
-            ):
-                if col in cols:
-                    v = _fits.native_column(red, cols[col])
+            for name, col, dt in _REDSHIFT_COLUMNS:
+                if col in red:
+                    v = red[col]
                     v = v.astype(dt) if dt is not object else v
                     out[name][hit] = v[src[hit]]
         plan.redshifts = out
@@ -347,10 +333,10 @@ class DesiCoaddReader:
         plan = self._get_plan(fs, info)
         n = rows.size
         nwave = self.grid.n
-        meta = empty_meta(n, self.extra_columns)
         if n == 0:
             z = np.zeros((0, nwave), dtype=np.float32)
-            return SpectraBlock(flux=z, ivar=z.copy(), mask=np.zeros((0, nwave), np.uint32), meta=meta)
+            return SpectraBlock(flux=z, ivar=z.copy(), mask=np.zeros((0, nwave), np.uint32),
+                                meta=empty_meta(0, self.extra_columns))
         fl_arms, iv_arms, mk_arms = [], [], []
         n_bad = 0
         with _fits.open_source(fs, info.url, info.size) as f:
@@ -366,7 +352,16 @@ class DesiCoaddReader:
         flux, ivar, mask = coadd_cameras(
             fl_arms, iv_arms, mk_arms, [a.offset for a in plan.arms], nwave, nodata_bit=self.nodata_bit
         )
-        red = self._redshift_columns(fs, plan, info.url)
+        return SpectraBlock(flux=flux, ivar=ivar, mask=mask, meta=self._meta(fs, plan, info.url, rows),
+                            n_bad_pixels=int(n_bad))
+
+    def _meta(self, fs: Any, plan: _Plan, url: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-spectrum columns of file rows ``rows`` (FIBERMAP, primary header, redrock join)."""
+        n = rows.size
+        meta = empty_meta(n, self.extra_columns)
+        if n == 0:
+            return meta
+        red = self._redshift_columns(fs, plan, url)
         meta["targetid"] = plan.targetid[rows].copy()
         meta["ra"] = plan.ra[rows].copy()
         meta["dec"] = plan.dec[rows].copy()
@@ -378,21 +373,48 @@ class DesiCoaddReader:
         meta["coadd_fiberstatus"] = plan.fiberstatus[rows].copy()
         for k in ("z", "zwarn", "spectype", "zerr", "deltachi2", "subtype"):
             meta[k] = red[k][rows].copy()
-        return SpectraBlock(flux=flux, ivar=ivar, mask=mask, meta=meta, n_bad_pixels=int(n_bad))
+        return meta
 
+    def read_into(self, fs: Any, info: SourceInfo, start: int, stop: int, flux: np.ndarray, ivar: np.ndarray,
+                  mask: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+        """Read kept rows ``info.rows[start:stop]`` straight into a chunk's rows; same values as :meth:`read`.
 
-def _col(table, cols: dict[str, str], name: str, dtype, missing) -> np.ndarray:
-    if name in cols:
-        return _fits.native_column(table, cols[name]).astype(dtype)
-    return np.full(len(table), missing, dtype=dtype)
-
-
-def _as_uint32(mask: np.ndarray, hdu: str, url: str) -> np.ndarray:
-    """Bit masks as uint32: int32 (iron) is reinterpreted bit for bit."""
-    if mask.dtype == np.uint32:
-        return np.ascontiguousarray(mask)
-    if mask.dtype == np.int32:
-        return np.ascontiguousarray(mask).view(np.uint32)
-    if mask.dtype.kind in "iu" and mask.dtype.itemsize <= 4:
-        return mask.astype(np.uint32)
-    raise SourceError(url, "corrupt", f"HDU {hdu} has dtype {mask.dtype}; expected a 32-bit integer bit mask")
+        flux / ivar (float32) and mask (uint32): the (stop - start, 7781) rows of the chunk to fill
+        (every pixel is written). Each FLUX/IVAR/MASK image is read with one contiguous read of the
+        file rows spanned (the whole image, once per file per process, when ``verify_checksums``:
+        its DATASUM is checked on those bytes), byte-swapped into place and the arms combined
+        there (:func:`~skybatch.sources._arms.combine_arms_into`).
+        Returns (per-spectrum columns, number of NaN/inf pixels cleaned).
+        """
+        rows = np.asarray(info.rows[start:stop], dtype=np.int64)
+        plan = self._get_plan(fs, info)
+        meta = self._meta(fs, plan, info.url, rows)
+        n = rows.size
+        if n == 0:
+            return meta, 0
+        direct = [arm.direct() for arm in plan.arms]
+        if not all(ok for ok, _ in direct):
+            block = self.read(fs, info, start, stop)
+            flux[:], ivar[:], mask[:] = block.flux, block.ivar, block.mask
+            return block.meta, int(block.n_bad_pixels)
+        a, b = int(rows.min()), int(rows.max()) + 1
+        key = (info.url, info.size, info.checksum)
+        verify = self.verify_checksums and _VERIFIED.get(key) is None
+        contiguous = b - a == n and bool(np.all(np.diff(rows) == 1))
+        arms: list[list[np.ndarray]] = []
+        with _fits.open_source(fs, info.url, info.size) as f:
+            for arm in plan.arms:
+                per = []
+                for e in (arm.flux, arm.ivar, arm.mask):
+                    raw, total = _fits.read_rows_raw(f, e, a, b, info.url, whole=verify)
+                    if total is not None:
+                        _fits.check_hdu(e, total, info.url)
+                    per.append(raw if contiguous else raw[rows - a])
+                arms.append(per)
+        if verify:
+            _VERIFIED.put(key, True)
+        n_bad = combine_arms_into(
+            [p[0] for p in arms], [p[1] for p in arms], [p[2] for p in arms], [arm.offset for arm in plan.arms],
+            flux, ivar, mask, nodata_bit=self.nodata_bit, mask_xor=[x for _, x in direct],
+        )
+        return meta, int(n_bad)

@@ -43,8 +43,38 @@ def test_byte_flips_under_datasum_set_aside(dask_client, survey, tmp_path):
     assert [(s["url"], s["reason"]) for s in rep.set_aside] == [(bad, "checksum")]
     assert "B_FLUX" in rep.set_aside[0]["message"] and "DATASUM" in rep.set_aside[0]["message"]
     ds = xr.open_zarr(str(tmp_path / "s.zarr"))
-    assert set(ds.source.values.tolist()) == {good}
+    # found while reading the flux (DATASUM checked on the bytes read, no extra pass when planning):
+    # the bad file's rows hold no data and are flagged, the good file's rows are written
+    src = ds.source.values
+    bad_rows = src == bad
+    assert set(src.tolist()) == {good, bad} and bad_rows.any()
+    assert (ds.targetid.values[bad_rows] == -1).all() and (ds.ivar.values[bad_rows] == 0).all()
+    assert (ds.mask.values[bad_rows] & np.uint32(1 << SET_ASIDE_MASK_BIT)).all()
+    assert (ds.targetid.values[~bad_rows] > 0).all()
     assert float(np.abs(ds.flux.values).max()) < 1e6
+    again = ingest([str(d)], str(tmp_path / "s.zarr"), chunk_spectra=16, client=dask_client, progress=False)
+    assert again.exit_code == 3 and [s["reason"] for s in again.set_aside] == ["checksum"]
+
+
+def test_checksums_verified_on_the_bytes_read_not_in_a_pass_when_planning(dask_client, survey, tmp_path):
+    """A flipped byte in RESOLUTION (never read) is not a reason to set a file aside; FIBERMAP is checked when planning."""
+    d = tmp_path / "in"
+    d.mkdir()
+    res = _copy_pair(survey[0], d, "main-dark-1")
+    fm = _copy_pair(survey[1], d, "main-dark-2")
+    for path, hdu in ((res, "B_RESOLUTION"), (fm, "FIBERMAP")):
+        _h, off, size = hdu_offsets(path)[hdu]
+        raw = bytearray(open(path, "rb").read())
+        raw[off + size // 2] ^= 0x01
+        open(path, "wb").write(bytes(raw))
+    cfg = IngestConfig(sources=[str(d)], store=str(tmp_path / "s.zarr"), chunk_spectra=16, progress=False)
+    plan = plan_ingest(cfg, dask_client)
+    assert [(s["url"], s["reason"]) for s in plan.set_aside] == [(fm, "checksum")]
+    assert "FIBERMAP" in plan.set_aside[0]["message"]
+    rep = execute_plan(plan, dask_client)
+    assert rep.exit_code == 3 and [s["url"] for s in rep.set_aside] == [fm]
+    ds = xr.open_zarr(str(tmp_path / "s.zarr"))
+    assert set(ds.source.values.tolist()) == {res} and (ds.targetid.values > 0).all()
 
 
 def test_duplicate_files_read_once_and_duplicate_targets_reported(dask_client, survey, tmp_path):
@@ -107,20 +137,40 @@ def test_unexpected_error_fails_chunk_loudly(survey, tmp_path, capfd):
     from skybatch.sources.desi import DesiCoaddReader
 
     store = str(tmp_path / "s.zarr")
-    orig = DesiCoaddReader.read
+    orig = DesiCoaddReader.read_into
 
-    def buggy(self, fs, info, start, stop):
+    def buggy(self, fs, info, start, stop, flux, ivar, mask):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
 
     with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as cl, \
             Client(cl) as client:
-        DesiCoaddReader.read = buggy
+        DesiCoaddReader.read_into = buggy
         try:
             rep = ingest(survey, store, chunk_spectra=16, client=client, progress=False, retries=0)
         finally:
-            DesiCoaddReader.read = orig
+            DesiCoaddReader.read_into = orig
     err = capfd.readouterr().err
     print(rep.summary())
     assert rep.exit_code == 1 and rep.failed_chunks and not rep.set_aside
     assert all("TypeError" in c["error"] for c in rep.failed_chunks)
     assert err.count("Traceback") == 1 and "buggy" in err
+
+
+def test_duplicates_without_fits_checksums_are_hashed_on_the_workers(dask_client, survey, tmp_path):
+    """Files without CHECKSUM/DATASUM: same-size candidates are hashed (on the cluster); twins set aside once."""
+    d = tmp_path / "in"
+    d.mkdir()
+    plain = str(d / "coadd-main-dark-1.fits")
+    with fits.open(survey[0]) as h:
+        for hdu in h:
+            for k in ("CHECKSUM", "DATASUM"):
+                hdu.header.remove(k, ignore_missing=True)
+        h.writeto(plain, checksum=False)
+    with fits.open(plain) as h:
+        assert all("DATASUM" not in hdu.header for hdu in h)
+    shutil.copy(survey[0].replace("coadd-", "redrock-"), d / "redrock-main-dark-1.fits")
+    twin = _copy_pair(plain, d, "main-dark-1-copy")
+    rep = ingest([str(d)], str(tmp_path / "s.zarr"), chunk_spectra=16, client=dask_client, progress=False)
+    kept, dup = sorted([plain, twin])  # the first name is read
+    assert {s["url"]: s["reason"] for s in rep.set_aside} == {dup: "duplicate"}
+    assert set(xr.open_zarr(str(tmp_path / "s.zarr")).source.values.tolist()) == {kept}

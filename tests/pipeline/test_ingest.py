@@ -216,3 +216,68 @@ def test_deleted_store_with_stale_manifest_starts_over(dask_client, survey, tmp_
     assert again.chunks_written == first.chunks_written and again.spectra_written == first.n_spectra
     ds = xr.open_zarr(store)
     assert (ds.targetid.values > 0).all() and (ds.ivar.values.max(axis=1) > 0).all()
+
+
+def test_store_killed_between_arrays_and_attrs_is_completed_by_rerun(dask_client, survey, tmp_path):
+    """kill -9 between array creation and the attrs write: the re-run completes creation; same store."""
+    import subprocess
+    import sys
+
+    from tests.store.test_spectra_store import _KILL_AT_ATTRS
+
+    files = coadds(survey)[:2]
+    ref = str(tmp_path / "ref.zarr")
+    assert ingest(files, ref, chunk_spectra=50, client=dask_client, progress=False).exit_code == 0
+    store = str(tmp_path / "killed.zarr")
+    code = _KILL_AT_ATTRS.replace('Grid("linear", 3600.0, 0.8, 64, "test"), 4,',
+                                  'Grid("linear", 3600.0, 0.8, 7781, "desi-brz"), 50,')
+    proc = subprocess.run([sys.executable, "-c", code, store], capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    rep = ingest(files, store, chunk_spectra=50, client=dask_client, progress=False)
+    assert rep.exit_code == 0, rep.summary()
+    assert_stores_equal(ref, store)
+
+
+def test_store_of_ours_with_incomplete_creation_attrs_says_what_to_do(dask_client, survey, tmp_path):
+    """A store with its identity but no per_spectrum_columns (an older creation cut short): refused, with the fix."""
+    from skybatch.store.identity import JobRefused
+    from skybatch.store.spectra_store import open_group
+
+    files = coadds(survey)[:1]
+    store = str(tmp_path / "s.zarr")
+    assert ingest(files, store, chunk_spectra=50, client=dask_client, progress=False).exit_code == 0
+    g = open_group(store)
+    attrs = dict(g.attrs)
+    attrs.pop("per_spectrum_columns")
+    g.attrs.put(attrs)
+    from skybatch.store.spectra_store import consolidate
+
+    consolidate(store)
+    with pytest.raises(JobRefused, match=r"lack \['per_spectrum_columns'\].*mv "):
+        ingest(files, store, chunk_spectra=50, client=dask_client, progress=False)
+
+
+def test_sharded_store_same_values_as_unsharded_through_preprocess(dask_client, survey, tmp_path, monkeypatch):
+    """chunk_spectra 64 with 1 MiB inner chunks: shards of 64 spectra, 32-spectrum chunks; every value as unsharded."""
+    from skybatch.pipeline.preprocess import preprocess
+    from skybatch.store.spectra_store import open_group
+
+    files = coadds(survey)
+    plain = str(tmp_path / "plain.zarr")
+    monkeypatch.setenv("SKYBATCH_CHUNK_BYTES", str(2**30))
+    assert ingest(files, plain, chunk_spectra=64, client=dask_client, progress=False).exit_code == 0
+    assert open_group(plain, mode="r")["flux"].shards is None
+    sharded = str(tmp_path / "sharded.zarr")
+    monkeypatch.setenv("SKYBATCH_CHUNK_BYTES", str(2**20))
+    assert ingest(files, sharded, chunk_spectra=64, client=dask_client, progress=False).exit_code == 0
+    g = open_group(sharded, mode="r")
+    assert g["flux"].shards == (64, 7781) and g["flux"].chunks == (32, 7781)
+    assert g.attrs["shard_spectra"] == 64 and g.attrs["inner_chunk_spectra"] == 32
+    assert_stores_equal(plain, sharded)
+    monkeypatch.delenv("SKYBATCH_CHUNK_BYTES")
+    outs = []
+    for s in (plain, sharded):
+        out = s.replace(".zarr", "-pp.zarr")
+        assert preprocess(s, out, client=dask_client, progress=False).exit_code == 0
+        outs.append(out)
+    assert_stores_equal(*outs)

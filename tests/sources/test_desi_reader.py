@@ -299,3 +299,87 @@ def test_damaged_redrock_names_the_redrock_file(fs, desi_small, tmp_path):
     corrupt.truncate(desi_small.redrock, r, keep_fraction=0.5)
     e = _expect(fs, c, "truncated")
     assert r.name in str(e) and e.source == str(c)
+
+
+@pytest.mark.parametrize("which", ["desi_pair", "desi_edr_shuffled"])
+@pytest.mark.parametrize("verify", [False, True])
+def test_read_into_equals_read_bit_for_bit(request, fs, which, verify):
+    """The chunk path (bytes straight into chunk rows) gives exactly what read() gives, iron and EDR masks."""
+    from skybatch.sources.desi import DesiCoaddReader
+
+    pair = request.getfixturevalue(which)
+    reader = DesiCoaddReader(verify_checksums=verify)
+    for keep in (False, True):
+        info = reader.inspect(fs, pair.coadd, keep_nonscience=keep)
+        n = info.n_rows
+        for a, b in ((0, n), (1, max(2, n // 2)), (n // 3, n)):
+            ref = reader.read(fs, info, a, b)
+            nw = reader.grid.n
+            flux = np.full((b - a, nw), 7.0, np.float32)  # garbage: every pixel must be written
+            ivar = np.full((b - a, nw), 7.0, np.float32)
+            mask = np.full((b - a, nw), 7, np.uint32)
+            meta, n_bad = reader.read_into(fs, info, a, b, flux, ivar, mask)
+            assert np.array_equal(flux.view(np.uint32), ref.flux.view(np.uint32))
+            assert np.array_equal(ivar.view(np.uint32), ref.ivar.view(np.uint32))
+            assert np.array_equal(mask, ref.mask)
+            assert n_bad == ref.n_bad_pixels
+            for k, v in ref.meta.items():
+                assert np.asarray(meta[k]).tolist() == np.asarray(v).tolist() or (
+                    np.asarray(v).dtype.kind == "f" and np.array_equal(meta[k], v, equal_nan=True)), k
+
+
+@pytest.mark.parametrize("which", ["desi_pair", "desi_edr_shuffled"])
+def test_numpy_table_columns_equal_astropy(request, fs, which):
+    """FIBERMAP and REDSHIFTS columns decoded with NumPy equal astropy's, every column that decoder covers."""
+    from skybatch.sources import _fits
+    from skybatch.sources._fitstable import read_columns
+
+    pair = request.getfixturevalue(which)
+    for path, hdu in ((pair.coadd, "FIBERMAP"), (pair.redrock, "REDSHIFTS")):
+        size, _ = _fits.file_size(fs, path)
+        with _fits.open_source(fs, path, size) as f:
+            lay = _fits.scan_fits(f, path, size)
+            e = lay.require(hdu)
+            table = _fits.read_table(f, e, path)
+            names = _fits.table_columns(table)
+            checked = 0
+            for name in names:
+                got = read_columns(f, e, path, [name], verify=True)
+                if got is None:  # a layout left to astropy (arrays, logicals...)
+                    continue
+                want = _fits.native_column(table, name)
+                assert got[name].dtype == want.dtype or want.dtype == object, name
+                assert got[name].tolist() == want.tolist() or np.array_equal(got[name], want, equal_nan=True), name
+                checked += 1
+            assert checked >= 5
+
+
+def test_verified_planning_reads_headers_and_small_tables_only(fs, desi_pair):
+    """With checksums on, planning still reads no pixel HDU; the chunk read verifies the images it reads, never RESOLUTION."""
+    from skybatch.pipeline.ingest_checks import _reader_for
+
+    cfs = CountingFS(fs)
+    r = _reader_for(fs, desi_pair.coadd, "desi", verify_checksums=True)
+    assert r.verify_checksums and not get_reader("desi").verify_checksums  # a copy: the shared reader is unchanged
+    offsets = corrupt.hdu_offsets(desi_pair.coadd)
+    size = Path(desi_pair.coadd).stat().st_size
+    info = r.inspect(cfs, desi_pair.coadd)
+    pixel_hdus = [n for n in offsets if n.split("_")[-1] in ("FLUX", "IVAR", "MASK", "RESOLUTION")]
+    for name in pixel_hdus:
+        _, d0, nb = offsets[name]
+        assert cfs.touched(desi_pair.coadd, d0, d0 + nb) == 0, f"planning read data of {name}"
+    assert cfs.bytes_read(desi_pair.coadd) < 0.02 * size
+    cfs.reads.clear()
+    nw = r.grid.n
+    bufs = (np.empty((2, nw), np.float32), np.empty((2, nw), np.float32), np.empty((2, nw), np.uint32))
+    from skybatch.sources import desi as desi_mod
+
+    desi_mod._VERIFIED.clear()
+    r.read_into(cfs, info, 7, 9, *bufs)
+    for name in pixel_hdus:
+        _, d0, nb = offsets[name]
+        got = cfs.touched(desi_pair.coadd, d0, d0 + nb)
+        assert got == (0 if name.endswith("RESOLUTION") else nb), name  # images read whole once, to verify them
+    cfs.reads.clear()
+    r.read_into(cfs, info, 7, 9, *bufs)  # verified already in this process: only the rows
+    assert cfs.bytes_read(desi_pair.coadd) < 0.1 * size
