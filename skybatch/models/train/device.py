@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,3 +99,97 @@ def _prepare_batch(
     return out
 
 
+
+
+class DeviceFeed:
+    """The training batches, checked and already on the devices: a thread runs ``depth`` batches ahead.
+
+    batches: the host iterator (``make_batches(start_step)``), one dict of arrays per step.
+    placement: where batches go (:meth:`_Placement.put_batch`); batch_size: the leading size every
+    batch must have; start_step: the step of the first batch (named in error messages).
+
+    While step ``n`` computes, the thread takes batch ``n + 1`` from ``batches``, checks it and calls
+    ``jax.device_put``, so reading, gathering and the host-to-device copy overlap the compute. An
+    error raised for a batch (bad shape, keys, dtype, or by the data side) is raised by ``next`` at
+    that batch's step; the end of ``batches`` ends this iterator. :meth:`close` stops the thread and
+    closes ``batches`` (from the thread that iterates it).
+    """
+
+    _END = object()
+
+    def __init__(self, batches: Iterator[Any], placement: _Placement, batch_size: int, start_step: int,
+                 depth: int = 1):
+        self._source = batches
+        self._placement = placement
+        self._batch_size = batch_size
+        self._step = start_step
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="skybatch-device-feed", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        keys: tuple[str, ...] | None = None
+        step = self._step
+        try:
+            for raw in self._source:
+                if self._stop.is_set():
+                    break
+                batch = _prepare_batch(raw, self._batch_size, keys, where=f"batch of step {step}")
+                keys = tuple(sorted(batch))
+                self._put(self._placement.put_batch(batch))
+                step += 1
+            else:
+                self._put(self._END)
+        except BaseException as err:  # noqa: BLE001 - raised again by __next__ at this step
+            self._put(_Failed(err))
+        finally:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+    def __iter__(self) -> DeviceFeed:
+        return self
+
+    def __next__(self) -> dict[str, jax.Array]:
+        if self._done:
+            raise StopIteration
+        while True:
+            try:
+                item = self._q.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive() and self._q.empty():
+                    self._done = True
+                    raise StopIteration from None
+        if item is self._END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, _Failed):
+            self._done = True
+            raise item.error
+        return item
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread (it closes ``batches``) and wait for it at most ``timeout`` seconds."""
+        self._stop.set()
+        self._done = True
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._q.get_nowait()
+        self._thread.join(timeout)
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error

@@ -35,7 +35,7 @@ from skybatch.models.train.config import (
     TrainConfig,
     _opt_settings,
 )
-from skybatch.models.train.device import _Placement, _prepare_batch
+from skybatch.models.train.device import DeviceFeed, _Placement
 from skybatch.models.train.plots import _downsample_curve, plot_loss_curves
 from skybatch.models.train.step import (
     _eval_step,
@@ -220,7 +220,6 @@ def fit(
     last_ckpt: Path | None = found[1] if found is not None else None
     last_val_step = history["val"]["step"][-1] if history["val"].get("step") else -1
     pending: list[tuple[int, Any]] = []
-    batch_keys: tuple[str, ...] | None = None
     bar = None
     if config.progress and start_step < config.steps:
         from tqdm.auto import tqdm
@@ -267,12 +266,14 @@ def fit(
         last_val_step = step
         return metrics
 
+    feed: DeviceFeed | None = None
     try:
         if step < config.steps:
-            batches = iter(make_batches(start_step))
+            # batches are checked and put on the devices one step ahead, in a thread (device.py)
+            feed = DeviceFeed(iter(make_batches(start_step)), placement, config.batch_size, start_step)
             while step < config.steps:
                 try:
-                    raw = next(batches)
+                    batch = next(feed)
                 except StopIteration:
                     warnings.warn(
                         f"make_batches({start_step}) ran out after step {step} of {config.steps}; "
@@ -280,10 +281,8 @@ def fit(
                         stacklevel=2,
                     )
                     break
-                batch = _prepare_batch(raw, config.batch_size, batch_keys, where=f"batch of step {step}")
-                batch_keys = tuple(sorted(batch))
                 model, opt_state, obj_state, metrics = train_step(
-                    model, opt_state, obj_state, placement.put_batch(batch), jnp.int32(step), train_key
+                    model, opt_state, obj_state, batch, jnp.int32(step), train_key
                 )
                 pending.append((step + 1, metrics))  # recorded under the count of steps done
                 step += 1
@@ -311,6 +310,8 @@ def fit(
                 pass
         raise
     finally:
+        if feed is not None:
+            feed.close()
         if bar is not None:
             bar.close()
 
