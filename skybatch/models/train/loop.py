@@ -192,27 +192,35 @@ def fit(
                     "out_dir to start over"
                 )
 
-    base_key = jax.random.PRNGKey(config.seed)
-    init_key, train_key, val_key = jax.random.split(base_key, 3)
-    static = _Static(objective, _opt_settings(config), placement.replicated)
-    model, obj_state, opt_state = _init_all(static, init_key)
-    history: dict[str, dict[str, list[float]]] = {"train": {}, "val": {}}
-    start_step = 0
-    if found is not None:
-        step0, path = found
-        skeleton = (model, opt_state, obj_state, train_key)
-        try:
-            model, opt_state, obj_state, train_key = eqx.tree_deserialise_leaves(path / "state.eqx", skeleton)
-        except Exception as err:
-            raise ValueError(
-                f"checkpoint {path} does not fit the model built by objective {objective.name!r} "
-                f"(architecture changed?): {err}"
-            ) from err
-        history = _history_from_npz(path / "history.npz")
-        start_step = step0
-        log.info("resuming %s from step %d (%s)", objective.name, step0, path)
-
-    model, opt_state, obj_state, train_key = placement.put_replicated((model, opt_state, obj_state, train_key))
+    start_step = found[0] if found is not None else 0
+    feed: DeviceFeed | None = None
+    if start_step < config.steps:
+        # batches are checked and put on the devices one step ahead, in a thread (device.py); started
+        # now, the first chunk reads overlap building (or restoring) the model
+        feed = DeviceFeed(iter(make_batches(start_step)), placement, config.batch_size, start_step)
+    try:
+        base_key = jax.random.PRNGKey(config.seed)
+        init_key, train_key, val_key = jax.random.split(base_key, 3)
+        static = _Static(objective, _opt_settings(config), placement.replicated)
+        model, obj_state, opt_state = _init_all(static, init_key)
+        history: dict[str, dict[str, list[float]]] = {"train": {}, "val": {}}
+        if found is not None:
+            step0, path = found
+            skeleton = (model, opt_state, obj_state, train_key)
+            try:
+                model, opt_state, obj_state, train_key = eqx.tree_deserialise_leaves(path / "state.eqx", skeleton)
+            except Exception as err:
+                raise ValueError(
+                    f"checkpoint {path} does not fit the model built by objective {objective.name!r} "
+                    f"(architecture changed?): {err}"
+                ) from err
+            history = _history_from_npz(path / "history.npz")
+            log.info("resuming %s from step %d (%s)", objective.name, step0, path)
+        model, opt_state, obj_state, train_key = placement.put_replicated((model, opt_state, obj_state, train_key))
+    except BaseException:
+        if feed is not None:
+            feed.close()
+        raise
     train_step = partial(_train_step, static)
     eval_step = partial(_eval_step, static) if val_batches is not None else None
 
@@ -266,11 +274,8 @@ def fit(
         last_val_step = step
         return metrics
 
-    feed: DeviceFeed | None = None
     try:
-        if step < config.steps:
-            # batches are checked and put on the devices one step ahead, in a thread (device.py)
-            feed = DeviceFeed(iter(make_batches(start_step)), placement, config.batch_size, start_step)
+        if feed is not None:
             while step < config.steps:
                 try:
                     batch = next(feed)
