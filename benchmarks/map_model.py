@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=None, help="training steps (default 200)")
     p.add_argument("--rounds", type=int, default=1, help="repeat each measurement N times; report the best")
+    p.add_argument("--only", choices=("map", "fit"), default=None, help="run one of the two comparisons")
     p.add_argument("--profile", action="store_true", help="print where the time goes (map_model per-chunk "
                    "timings, a cProfile of one streaming fit)")
     a = p.parse_args(argv)
@@ -184,15 +185,17 @@ def main(argv: list[str] | None = None) -> int:
             map_store(warm, model, B, client, "latent")
             train_bare(obj, mem, tb, 2)
             train_store(obj, store, tb, 2, os.path.join(tmp, "train-warm"))
-            for r in range(a.rounds):
-                mem_map.append(n / map_in_memory(model, mem, n, B))
-                sec, rep = map_store(store, model, B, client, f"latent{r}")
-                store_map.append(n / sec)
-                reports.append(rep)
-                mem_fit.append(steps / train_bare(obj, mem, tb, steps))
-                store_fit.append(steps / train_store(obj, store, tb, steps, os.path.join(tmp, f"train{r}")))
+            for r in range(a.rounds):  # interleaved, so that load changes hit both sides alike
+                if a.only != "fit":
+                    mem_map.append(n / map_in_memory(model, mem, n, B))
+                    sec, rep = map_store(store, model, B, client, f"latent{r}")
+                    store_map.append(n / sec)
+                    reports.append(rep)
+                if a.only != "map":
+                    mem_fit.append(steps / train_bare(obj, mem, tb, steps))
+                    store_fit.append(steps / train_store(obj, store, tb, steps, os.path.join(tmp, f"train{r}")))
             prof = None
-            if a.profile:
+            if a.profile and a.only != "map":
                 prof = cProfile.Profile()
                 prof.enable()
                 train_store(obj, store, tb, min(steps, 100), os.path.join(tmp, "train-profile"))
@@ -202,16 +205,22 @@ def main(argv: list[str] | None = None) -> int:
               f"{t_make:.0f} s), MLP {NWAVE}-1000-800-600-500-300-8, batch {B}; best of {a.rounds} round(s); "
               f"load {load0[0]:.1f} -> {load1[0]:.1f}")
         for r in range(a.rounds):
-            print(f"  round {r + 1}: map {store_map[r]:.0f} / {mem_map[r]:.0f} = {store_map[r] / mem_map[r]:.2f}; "
-                  f"fit {store_fit[r]:.2f} / {mem_fit[r]:.2f} = {store_fit[r] / mem_fit[r]:.2f}")
-        bm, bs = max(mem_map), max(store_map)
-        print(f"  in memory (jit vmap):       {bm:10.0f} spectra/s")
-        print(f"  map_model over Zarr store:  {bs:10.0f} spectra/s   ratio {bs / bm:.2f} (goal >= 0.8)")
-        print(f"training, VAE {NWAVE}-256-256-8, batch {tb}, {steps} steps:")
-        fm, fs = max(mem_fit), max(store_fit)
-        print(f"  bare in-memory loop:        {fm:10.2f} steps/s")
-        print(f"  fit() streaming from store: {fs:10.2f} steps/s   ratio {fs / fm:.2f} (goal >= 0.8)")
-        if a.profile:
+            parts = []
+            if store_map:
+                parts.append(f"map {store_map[r]:.0f} / {mem_map[r]:.0f} = {store_map[r] / mem_map[r]:.2f}")
+            if store_fit:
+                parts.append(f"fit {store_fit[r]:.2f} / {mem_fit[r]:.2f} = {store_fit[r] / mem_fit[r]:.2f}")
+            print(f"  round {r + 1}: " + "; ".join(parts))
+        if store_map:
+            bm, bs = max(mem_map), max(store_map)
+            print(f"  in memory (jit vmap):       {bm:10.0f} spectra/s")
+            print(f"  map_model over Zarr store:  {bs:10.0f} spectra/s   ratio {bs / bm:.2f} (goal >= 0.8)")
+        if store_fit:
+            print(f"training, VAE {NWAVE}-256-256-8, batch {tb}, {steps} steps:")
+            fm, fs = max(mem_fit), max(store_fit)
+            print(f"  bare in-memory loop:        {fm:10.2f} steps/s")
+            print(f"  fit() streaming from store: {fs:10.2f} steps/s   ratio {fs / fm:.2f} (goal >= 0.8)")
+        if a.profile and store_map:
             best = reports[int(np.argmax(store_map))]
             tt = best.timings
             total = sum(tt.values()) or 1.0
@@ -219,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{best.seconds:.1f} s):")
             for k in ("read", "wait", "compute", "write"):
                 print(f"    {k:8s} {tt.get(k, 0.0):8.1f} s  {100 * tt.get(k, 0.0) / total:5.1f} %")
+        if prof is not None:
             print("fit() streaming, cProfile of the main thread (cumulative):")
             print(_top(prof))
     finally:

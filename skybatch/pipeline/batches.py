@@ -179,7 +179,8 @@ class StoreBatches:
         if self.label is not None:
             shapes["label"] = ((self.batch_size,), np.dtype(np.int32))
         B = self.batch_size
-        with Prefetcher(load, self._pieces(start_step * B), depth=depth, workers=depth) as chunks:
+        # one reader thread: reads stay ahead, and at most one thread competes with the model for the cores
+        with Prefetcher(load, self._pieces(start_step * B), depth=depth, workers=1) as chunks:
             cur: tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray] | None = None
             pos = 0
             while True:

@@ -43,7 +43,7 @@ from skybatch.store.spectra_store import (
     write_rows,
 )
 
-__all__ = ["PreprocessConfig", "PreprocessReport", "run", "run_with_client", "preprocess"]
+__all__ = ["PreprocessConfig", "PreprocessReport", "preprocess", "run", "run_with_client"]
 
 _OUT_COLUMNS = {"norm_scale": "float64", "preprocess_flags": "int32"}
 
@@ -127,12 +127,17 @@ def _out_grid(recipe: PreprocessRecipe, in_grid: Grid, wl: np.ndarray) -> Grid:
     return Grid("explicit", float(wl[0]), 0.0, n, "explicit")
 
 
+_GPU_OK: list[bool] = []  # per process: is a CUDA device usable (probed once, not per chunk)
+
+
 def _use_gpu(device: str) -> bool:
     if device == "cpu":
         return False
-    from skybatch.xp import gpu_available
+    if not _GPU_OK:
+        from skybatch.xp import gpu_available
 
-    ok = gpu_available()
+        _GPU_OK.append(gpu_available())
+    ok = _GPU_OK[0]
     if device == "gpu" and not ok:
         raise RuntimeError("device='gpu' but this worker has no usable CUDA GPU; use --device auto or cpu")
     return ok

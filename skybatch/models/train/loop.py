@@ -17,7 +17,6 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
@@ -287,7 +286,7 @@ def fit(
                     )
                     break
                 model, opt_state, obj_state, metrics = train_step(
-                    model, opt_state, obj_state, batch, jnp.int32(step), train_key
+                    model, opt_state, obj_state, batch, np.asarray(step, np.int32), train_key
                 )
                 pending.append((step + 1, metrics))  # recorded under the count of steps done
                 step += 1
