@@ -39,7 +39,7 @@ import numpy as np
 
 from skybatch.models.registry import model_fingerprint
 from skybatch.pipeline.chunk_reader import ChunkReader
-from skybatch.pipeline.chunkrun import chunk_ranges
+from skybatch.pipeline.chunkrun import chunk_ranges, keep_arrays_on_heap
 from skybatch.pipeline.jobcore import Chunk, StoreJob, reset_markers, run_chunks
 from skybatch.store.manifest import chunk_fingerprint
 from skybatch.store.schema import SCHEMA_NAME
@@ -184,6 +184,7 @@ _COMPUTE = threading.Lock()
 
 def _map_chunk(task: Chunk, store, store_options, model, method, inputs, outputs, batch_size, run_id):
     k, a, b, fp = task.chunk, task.start, task.stop, task.fingerprint
+    keep_arrays_on_heap()  # see chunkrun.keep_arrays_on_heap: Dask workers' malloc settings
     t0 = time.perf_counter()
     reader = ChunkReader(store, store_options, tuple(inputs))
     xs = list(reader.read(a, b).values())  # whole chunk (shard) per input, float as float32
