@@ -1,7 +1,9 @@
-"""Training batches streamed from a store: shuffled chunks, prefetched by Dask, split by HEALPix.
+"""Training batches streamed from a store: shuffled chunks read ahead in threads, split by HEALPix.
 
-The dataset never has to fit in memory: the driver holds the chunk being
-consumed plus ``prefetch`` chunks that Dask workers are reading meanwhile.
+The dataset never has to fit in memory: the training process holds the chunk being
+gathered from plus ``prefetch`` chunks being read meanwhile (whole chunks or shards, into
+reused buffers, by :class:`~skybatch.pipeline.chunk_reader.ChunkReader`). The reads run
+in this process, next to the model, so no chunk is serialised between processes.
 
 The row stream is deterministic given the seed: epoch ``e`` visits the
 training chunks in a permutation drawn from ``(seed, e)`` and the training rows
@@ -84,8 +86,8 @@ class StoreBatches:
     val_fraction: fraction of HEALPix pixels held out for validation.
     split_nside: HEALPix nside of the split (64 = the stored ``healpix`` column).
     seed: shuffling and split seed.
-    prefetch: chunks read ahead by Dask while the current one is consumed.
-    client: a ``distributed.Client`` (``None``: read in a local thread).
+    prefetch: chunks read ahead (and batches kept ready) while the current one is consumed.
+    client: accepted for compatibility; chunks are read in this process's threads either way.
     """
 
     store: str
