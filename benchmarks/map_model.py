@@ -1,20 +1,29 @@
-"""map_model benchmark: a desisky-sky-VAE-sized MLP encoder mapped over a Zarr store vs in memory.
+"""Feeding the models: map_model and streaming fit() against the same work on data already in memory.
 
-Prints, all measured in this run:
-- spectra/s of ``skybatch.map_model`` over a store (reading flux from Zarr, writing the latent back)
-  and of the same jitted ``vmap`` on the same data already in memory, with the ratio (goal >= 0.8);
-- training steps/s of ``skybatch.models.fit`` fed by ``StoreBatches`` (shuffled chunks prefetched by
-  Dask) and of a bare in-memory Equinox/optax loop on the same model and batch size, with the ratio.
+Prints, all measured in this run (issue 17 item 4; goals >= 0.8):
+- spectra/s of ``skybatch.map_model`` over a store (reading flux from Zarr on a Dask worker, writing the
+  latent back) and of the same jitted ``vmap`` on in-memory batches of the same size, with the ratio;
+- training steps/s of ``skybatch.models.fit`` fed by ``StoreBatches`` (whole chunks read ahead in
+  threads, a gather thread forming the shuffled batches, the device copy one step ahead) and of a bare
+  in-memory Equinox/optax loop on the same model, optimiser and batch size, with the ratio.
 
-The encoder has the desisky sky-VAE encoder widths: 7781 -> 1000 -> 800 -> 600 -> 500 -> 300 -> 8.
+The encoder has the desisky sky-VAE encoder widths: 7781 -> 1000 -> 800 -> 600 -> 500 -> 300 -> 8. The
+in-memory side cycles over the store's first ``--mem-rows`` spectra (so the run does not hold the whole
+store in memory); the model does the same arithmetic for every spectrum. ``--rounds N`` repeats both
+measurements N times (interleaved) and reports the best of each, to fight the noise of a shared machine.
 
-    python benchmarks/map_model.py [--quick] [--n N] [--batch-size B]
+    python benchmarks/map_model.py                      (10^5 spectra mapped, 200 training steps)
+    python benchmarks/map_model.py --quick              (CI size: 8192 spectra, 40 steps)
+    python benchmarks/map_model.py --rounds 2 --profile (best of 2; where the time goes)
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import os
+import pstats
 import shutil
 import sys
 import tempfile
@@ -22,65 +31,70 @@ import time
 
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 
-import equinox as eqx  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import equinox as eqx
+import jax
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _sky_encoder import NWAVE, SkyEncoder  # noqa: E402  (a user's own model module, shipped to workers)
+from _sky_encoder import NWAVE, SkyEncoder
+
+CHUNK = 2048
 
 
-def make_store(path: str, n: int, chunk: int, seed: int = 0) -> np.ndarray:
+def make_store(path: str, n: int, chunk: int, keep: int, seed: int = 0) -> np.ndarray:
+    """Write a spectra store of ``n`` noisy spectra; return its first ``keep`` rows of flux (in memory)."""
     from skybatch.sources.base import Grid
-    from skybatch.store.spectra_store import consolidate, create_spectra_store, resize_spectra_store, write_rows
+    from skybatch.store.spectra_store import (
+        consolidate,
+        create_spectra_store,
+        resize_spectra_store,
+        write_rows,
+    )
 
     rng = np.random.default_rng(seed)
     g = create_spectra_store(path, Grid("linear", 3600.0, 0.8, NWAVE, "desi-brz"), chunk,
                              {"skybatch_version": "bench", "formats": ["bench"], "manifest": "", "provenance": {}})
     resize_spectra_store(g, n)
-    flux = np.empty((n, NWAVE), np.float32)
+    kept = np.empty((min(keep, n), NWAVE), np.float32)
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
-        block = (1.0 + 0.1 * rng.standard_normal((b - a, NWAVE))).astype(np.float32)
-        flux[a:b] = block
+        block = rng.standard_normal((b - a, NWAVE), np.float32)
+        block *= 0.1
+        block += 1.0
+        if a < len(kept):
+            kept[a : min(b, len(kept))] = block[: min(b, len(kept)) - a]
         write_rows(g, a, {"flux": block, "ivar": np.ones_like(block),
                           "healpix": rng.integers(0, 64, b - a).astype(np.int64),
                           "targetid": np.arange(a, b, dtype=np.int64)})
     consolidate(path)
-    return flux
+    return kept
 
 
-def bench_map(store: str, flux: np.ndarray, model, batch: int, client) -> tuple[float, float]:
-    from skybatch.pipeline.map_model import _jitted, map_model
+def map_in_memory(model, mem: np.ndarray, n: int, batch: int) -> float:
+    """Seconds for the jitted vmap over ``n`` spectra in batches of ``batch``, cycling over ``mem``."""
+    from skybatch.pipeline.map_model import _jitted
 
     fn = _jitted()
-    n = len(flux)
-    pad = (-n) % batch
-    x = np.concatenate([flux, np.zeros((pad, NWAVE), np.float32)]) if pad else flux
-    jax.block_until_ready(fn(model, None, x[:batch]))  # compile
     t0 = time.perf_counter()
-    for a in range(0, len(x), batch):
-        np.asarray(fn(model, None, x[a : a + batch]))
-    t_mem = time.perf_counter() - t0
+    for a in range(0, n, batch):
+        at = a % (len(mem) - batch + 1)
+        np.asarray(fn(model, None, mem[at : at + batch]))
+    return time.perf_counter() - t0
 
-    small = store + "-warm"
-    make_store(small, batch, batch)
-    map_model(small, model, outputs=("latent",), batch_size=batch, client=client, progress=False)  # worker compile
+
+def map_store(store: str, model, batch: int, client, name: str):
+    from skybatch.pipeline.map_model import map_model
+
     t0 = time.perf_counter()
-    rep = map_model(store, model, outputs=("latent",), batch_size=batch, client=client, progress=False)
-    t_store = time.perf_counter() - t0
+    rep = map_model(store, model, outputs=(name,), batch_size=batch, client=client, progress=False)
     assert rep.exit_code == 0, rep.summary()
-    return n / t_mem, n / t_store
+    return time.perf_counter() - t0, rep
 
 
-def bench_train(store: str, flux: np.ndarray, batch: int, steps: int, client, out: str) -> tuple[float, float]:
+def train_bare(obj, mem: np.ndarray, batch: int, steps: int) -> float:
+    """Seconds for ``steps`` steps of a bare jitted Equinox/optax loop on in-memory batches (compiled before)."""
     import optax
 
-    from skybatch import models as M
-    from skybatch.pipeline.batches import StoreBatches
-
-    obj = M.VAEObjective(NWAVE, latent_dim=8, width=256, depth=2)
-    # bare loop: same objective, model, optimiser and batch size, data in memory
     model = obj.init_model(jax.random.PRNGKey(0))
     opt = optax.adamw(1e-3)
     state = opt.init(eqx.filter(model, eqx.is_inexact_array))
@@ -96,59 +110,127 @@ def bench_train(store: str, flux: np.ndarray, batch: int, steps: int, client, ou
 
     ones = np.ones((batch, NWAVE), np.float32)
     key = jax.random.PRNGKey(1)
-    model, state, _ = step(model, state, flux[:batch], ones, key)  # compile
+    model, state, v = step(model, state, mem[:batch], ones, key)  # compile
+    jax.block_until_ready(v)
     t0 = time.perf_counter()
     for s in range(steps):
-        a = (s * batch) % (len(flux) - batch)
-        model, state, v = step(model, state, flux[a : a + batch], ones, jax.random.fold_in(key, s))
+        a = (s * batch) % (len(mem) - batch)
+        model, state, v = step(model, state, mem[a : a + batch], ones, jax.random.fold_in(key, s))
     jax.block_until_ready(v)
-    t_mem = time.perf_counter() - t0
+    return time.perf_counter() - t0
 
-    batches = StoreBatches(store, batch_size=batch, val_fraction=0.1, client=client, prefetch=2)
-    warm = M.TrainConfig(steps=2, batch_size=batch, checkpoint_every=1000)
-    M.fit(obj, batches.make_batches, warm, out + "-warm")  # compile
+
+def train_store(obj, store: str, batch: int, steps: int, out: str) -> float:
+    """Seconds of ``fit()`` streaming ``steps`` steps from the store (compiled by an earlier call)."""
+    from skybatch import models as M
+    from skybatch.pipeline.batches import StoreBatches
+
+    batches = StoreBatches(store, batch_size=batch, val_fraction=0.1, prefetch=2)
     cfg = M.TrainConfig(steps=steps, batch_size=batch, checkpoint_every=10**6)
     t0 = time.perf_counter()
     M.fit(obj, batches.make_batches, cfg, out)
-    t_store = time.perf_counter() - t0
-    return steps / t_mem, steps / t_store
+    return time.perf_counter() - t0
+
+
+def _top(prof: cProfile.Profile, n: int = 14) -> str:
+    s = io.StringIO()
+    pstats.Stats(prof, stream=s).strip_dirs().sort_stats("cumulative").print_stats(n)
+    lines = s.getvalue().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
+    return "\n".join("    " + line for line in lines[start:] if line.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--n", type=int, default=None, help="spectra in the store")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="CI size: 8192 spectra, 40 training steps")
+    p.add_argument("--n", type=int, default=None, help="spectra in the store and mapped (default 100352)")
+    p.add_argument("--mem-rows", type=int, default=16384, help="spectra held in memory for the in-memory side")
+    p.add_argument("--batch-size", type=int, default=1024, help="map_model batch size")
+    p.add_argument("--train-batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 200)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat each measurement N times; report the best")
+    p.add_argument("--only", choices=("map", "fit"), default=None, help="run one of the two comparisons")
+    p.add_argument("--profile", action="store_true", help="print where the time goes (map_model per-chunk "
+                   "timings, a cProfile of one streaming fit)")
     a = p.parse_args(argv)
-    n = a.n or (4096 if a.quick else 16384)
-    steps = a.steps or (20 if a.quick else 100)
+    n = a.n or (8192 if a.quick else 49 * CHUNK)
+    steps = a.steps or (40 if a.quick else 200)
+    B, tb = a.batch_size, a.train_batch_size
+    n = max(B, n // B * B)
     from distributed import Client, LocalCluster
+
+    from skybatch import models as M
 
     # the model's module must be importable on the workers (as an installed package would be); note that
     # client.upload_file re-imports it there, which breaks equinox's pytree registration of the class
     here = os.path.dirname(os.path.abspath(__file__))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
-
+    load0 = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="skybatch-bench-map-")
     try:
         store = os.path.join(tmp, "s.zarr")
-        flux = make_store(store, n, 2048)
+        t = time.perf_counter()
+        mem = make_store(store, n, CHUNK, max(a.mem_rows, 2 * B, 2 * tb))
+        t_make = time.perf_counter() - t
         model = SkyEncoder(key=jax.random.PRNGKey(0))
+        obj = M.VAEObjective(NWAVE, latent_dim=8, width=256, depth=2)
+        mem_map, store_map, mem_fit, store_fit, reports = [], [], [], [], []
         # one worker process with 2 threads: the best JAX layout on 2 cores (stack-notes 2e)
         with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
                           dashboard_address="127.0.0.1:0") as cl, Client(cl) as client:
-            mem_rate, store_rate = bench_map(store, flux, model, a.batch_size, client)
-            tb = 128
-            mem_steps, store_steps = bench_train(store, flux, tb, steps, client, os.path.join(tmp, "train"))
-        print(f"map_model benchmark: {n} spectra x {NWAVE} px, MLP {NWAVE}-1000-800-600-500-300-8, "
-              f"batch {a.batch_size}")
-        print(f"  in memory (jit vmap):       {mem_rate:10.0f} spectra/s")
-        print(f"  map_model over Zarr store:  {store_rate:10.0f} spectra/s   ratio {store_rate / mem_rate:.2f} "
-              "(goal >= 0.8)")
-        print(f"training, VAE 7781-256-256-8, batch {tb}, {steps} steps:")
-        print(f"  bare in-memory loop:        {mem_steps:10.1f} steps/s")
-        print(f"  fit() streaming from store: {store_steps:10.1f} steps/s   ratio {store_steps / mem_steps:.2f}")
+            # warm-up: compile in this process and on the worker, for both jobs
+            map_in_memory(model, mem, B, B)
+            warm = store + "-warm"
+            make_store(warm, B, B, 0)
+            map_store(warm, model, B, client, "latent")
+            train_bare(obj, mem, tb, 2)
+            train_store(obj, store, tb, 2, os.path.join(tmp, "train-warm"))
+            for r in range(a.rounds):  # interleaved, so that load changes hit both sides alike
+                if a.only != "fit":
+                    mem_map.append(n / map_in_memory(model, mem, n, B))
+                    sec, rep = map_store(store, model, B, client, f"latent{r}")
+                    store_map.append(n / sec)
+                    reports.append(rep)
+                if a.only != "map":
+                    mem_fit.append(steps / train_bare(obj, mem, tb, steps))
+                    store_fit.append(steps / train_store(obj, store, tb, steps, os.path.join(tmp, f"train{r}")))
+            prof = None
+            if a.profile and a.only != "map":
+                prof = cProfile.Profile()
+                prof.enable()
+                train_store(obj, store, tb, min(steps, 100), os.path.join(tmp, "train-profile"))
+                prof.disable()
+        load1 = os.getloadavg()
+        print(f"map_model benchmark: {n} spectra x {NWAVE} px in chunks of {CHUNK} (store written in "
+              f"{t_make:.0f} s), MLP {NWAVE}-1000-800-600-500-300-8, batch {B}; best of {a.rounds} round(s); "
+              f"load {load0[0]:.1f} -> {load1[0]:.1f}")
+        for r in range(a.rounds):
+            parts = []
+            if store_map:
+                parts.append(f"map {store_map[r]:.0f} / {mem_map[r]:.0f} = {store_map[r] / mem_map[r]:.2f}")
+            if store_fit:
+                parts.append(f"fit {store_fit[r]:.2f} / {mem_fit[r]:.2f} = {store_fit[r] / mem_fit[r]:.2f}")
+            print(f"  round {r + 1}: " + "; ".join(parts))
+        if store_map:
+            bm, bs = max(mem_map), max(store_map)
+            print(f"  in memory (jit vmap):       {bm:10.0f} spectra/s")
+            print(f"  map_model over Zarr store:  {bs:10.0f} spectra/s   ratio {bs / bm:.2f} (goal >= 0.8)")
+        if store_fit:
+            print(f"training, VAE {NWAVE}-256-256-8, batch {tb}, {steps} steps:")
+            fm, fs = max(mem_fit), max(store_fit)
+            print(f"  bare in-memory loop:        {fm:10.2f} steps/s")
+            print(f"  fit() streaming from store: {fs:10.2f} steps/s   ratio {fs / fm:.2f} (goal >= 0.8)")
+        if a.profile and store_map:
+            best = reports[int(np.argmax(store_map))]
+            tt = best.timings
+            total = sum(tt.values()) or 1.0
+            print(f"map_model, chunk tasks summed over {best.chunks_written} chunks (2 worker threads; wall "
+                  f"{best.seconds:.1f} s):")
+            for k in ("read", "wait", "compute", "write"):
+                print(f"    {k:8s} {tt.get(k, 0.0):8.1f} s  {100 * tt.get(k, 0.0) / total:5.1f} %")
+        if prof is not None:
+            print("fit() streaming, cProfile of the main thread (cumulative):")
+            print(_top(prof))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -1,7 +1,9 @@
-"""Training batches streamed from a store: shuffled chunks, prefetched by Dask, split by HEALPix.
+"""Training batches streamed from a store: shuffled chunks read ahead in threads, split by HEALPix.
 
-The dataset never has to fit in memory: the driver holds the chunk being
-consumed plus ``prefetch`` chunks that Dask workers are reading meanwhile.
+The dataset never has to fit in memory: the training process holds the chunk being
+gathered from plus ``prefetch`` chunks being read meanwhile (whole chunks or shards, into
+reused buffers, by :class:`~skybatch.pipeline.chunk_reader.ChunkReader`). The reads run
+in this process, next to the model, so no chunk is serialised between processes.
 
 The row stream is deterministic given the seed: epoch ``e`` visits the
 training chunks in a permutation drawn from ``(seed, e)`` and the training rows
@@ -18,13 +20,14 @@ hash of its number falls below ``val_fraction``.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from skybatch.pipeline.chunk_reader import ChunkReader
+from skybatch.pipeline.prefetch import BackgroundIterator, BufferPool, Prefetcher
 from skybatch.store.spectra_store import open_group
 
 __all__ = ["StoreBatches", "healpix_split", "split_pixels"]
@@ -61,22 +64,14 @@ def healpix_split(ra: np.ndarray, dec: np.ndarray, healpix: np.ndarray, nside: i
     return split_pixels(pix, val_fraction, seed)
 
 
-def _read_rows(store: str, options: dict | None, start: int, stop: int, rows: np.ndarray,
-               inputs: tuple[str, ...], label: str | None, label_map: dict[str, int] | None) -> dict[str, np.ndarray]:
-    """Read ``rows`` (absolute indices within [start, stop)) of a chunk; runs on a Dask worker."""
-    g = open_group(store, options, mode="r")
-    local = np.asarray(rows, np.int64) - start
-    out = {}
-    for name in inputs:
-        a = np.asarray(g[name][start:stop])[local]
-        out[name] = a.astype(np.float32) if a.dtype.kind == "f" else a
-    if label is not None:
-        values = np.asarray(g[label][start:stop])[local]
-        if label_map is not None:
-            out["label"] = np.array([label_map.get(str(v).strip().upper(), -1) for v in values], np.int32)
-        else:
-            out["label"] = values.astype(np.int32)
-    return out
+def _label_codes(values: np.ndarray, label_map: dict[str, int] | None) -> np.ndarray:
+    """int32 class index per row: ``label_map`` of the stripped upper-cased string (unknown -> -1),
+    or the values themselves when there is no map."""
+    if label_map is None:
+        return np.asarray(values).astype(np.int32)
+    uniq, inv = np.unique(np.asarray(values), return_inverse=True)
+    codes = np.array([label_map.get(str(v).strip().upper(), -1) for v in uniq], np.int32)
+    return codes[inv.reshape(-1)]
 
 
 @dataclass
@@ -91,8 +86,8 @@ class StoreBatches:
     val_fraction: fraction of HEALPix pixels held out for validation.
     split_nside: HEALPix nside of the split (64 = the stored ``healpix`` column).
     seed: shuffling and split seed.
-    prefetch: chunks read ahead by Dask while the current one is consumed.
-    client: a ``distributed.Client`` (``None``: read in a local thread).
+    prefetch: chunks read ahead (and batches kept ready) while the current one is consumed.
+    client: accepted for compatibility; chunks are read in this process's threads either way.
     """
 
     store: str
@@ -134,7 +129,7 @@ class StoreBatches:
                 self._chunks.append((a, b, rows))
         self._val_rows = np.flatnonzero(val & usable)
         self.n_train = int(train.sum())
-        self.n_val = int(len(self._val_rows))
+        self.n_val = len(self._val_rows)
         if self.n_train < self.batch_size:
             raise ValueError(
                 f"{self.store}: only {self.n_train} training spectra for batch_size {self.batch_size}; "
@@ -142,41 +137,72 @@ class StoreBatches:
             )
 
     # -- reading ---------------------------------------------------------------------------
-    def _submit(self, a: int, b: int, rows: np.ndarray):
-        args = (self.store, self.storage_options, a, b, rows, tuple(self.inputs), self.label, self.label_map)
-        if self.client is not None:
-            return self.client.submit(_read_rows, *args, pure=False)
-        import concurrent.futures
+    def _reader(self) -> ChunkReader:
+        return ChunkReader(self.store, self.storage_options, tuple(self.inputs))
 
-        if not hasattr(self, "_pool"):
-            self._pool = concurrent.futures.ThreadPoolExecutor(max(1, self.prefetch))
-        return self._pool.submit(_read_rows, *args)
+    def _labels(self, group: Any, a: int, b: int) -> np.ndarray:
+        return _label_codes(np.asarray(group[self.label][a:b]), self.label_map)
 
     def _pieces(self, start_row: int) -> Iterator[tuple[int, int, np.ndarray]]:
         """(chunk start, stop, rows) pieces of the infinite row stream from ``start_row`` on."""
         return shuffled_pieces(self._chunks, self.n_train, self.seed, start_row)
 
-    def make_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """Batches from step ``start_step`` on (the n-th item is the batch of step start_step + n)."""
-        pieces = self._pieces(start_step * self.batch_size)
-        pending: deque = deque()
-        for _ in range(self.prefetch + 1):
-            a, b, rows = next(pieces)
-            pending.append(self._submit(a, b, rows))
-        carry: dict[str, np.ndarray] | None = None
-        while True:
-            fut = pending.popleft()
-            a, b, rows = next(pieces)
-            pending.append(self._submit(a, b, rows))  # keep `prefetch` chunks in flight
-            data = fut.result()
-            if carry is not None:
-                data = {k: np.concatenate([carry[k], data[k]]) for k in data}
-            n = len(next(iter(data.values())))
-            at = 0
-            while n - at >= self.batch_size:
-                yield {k: v[at : at + self.batch_size] for k, v in data.items()}
-                at += self.batch_size
-            carry = {k: v[at:] for k, v in data.items()}
+    def make_batches(self, start_step: int = 0) -> BackgroundIterator[dict[str, np.ndarray]]:
+        """Batches from step ``start_step`` on (the n-th item is the batch of step start_step + n).
+
+        Whole store chunks are read ``prefetch`` ahead on a thread pool into reused buffers; a
+        gather thread copies each batch's rows out of them (one copy per row, no concatenation)
+        and keeps ``prefetch`` batches ready. Close the iterator (``close()``) to stop the threads
+        before it is exhausted (:func:`skybatch.models.fit` does).
+        """
+        return BackgroundIterator(lambda: self._gather(start_step), depth=max(1, self.prefetch),
+                                  name="skybatch-batches")
+
+    def _gather(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+        reader = self._reader()
+        depth = max(1, self.prefetch)
+        # at most `depth` reads in flight plus the chunk being gathered from: the pool never runs dry
+        pool: BufferPool[dict[str, np.ndarray]] = BufferPool(reader.new_buffers, depth + 2)
+        group = open_group(self.store, self.storage_options, mode="r") if self.label is not None else None
+
+        def load(piece: tuple[int, int, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+            a, b, rows = piece
+            buf = pool.acquire()
+            try:
+                data = dict(reader.read(a, b, out=buf))
+                if group is not None:
+                    data["label"] = self._labels(group, a, b)
+            except BaseException:
+                pool.release(buf)
+                raise
+            return buf, data, np.asarray(rows, np.int64) - a
+
+        shapes = {k: ((self.batch_size,) + reader.row_shapes[k], reader.dtypes[k]) for k in self.inputs}
+        if self.label is not None:
+            shapes["label"] = ((self.batch_size,), np.dtype(np.int32))
+        B = self.batch_size
+        # one reader thread: reads stay ahead, and at most one thread competes with the model for the cores
+        with Prefetcher(load, self._pieces(start_step * B), depth=depth, workers=1) as chunks:
+            cur: tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray] | None = None
+            pos = 0
+            while True:
+                batch = {k: np.empty(shape, dt) for k, (shape, dt) in shapes.items()}
+                at = 0
+                while at < B:
+                    if cur is None or pos == len(cur[2]):
+                        if cur is not None:
+                            pool.release(cur[0])
+                            cur = None
+                        cur = next(chunks)
+                        pos = 0
+                    _, data, local = cur
+                    m = min(B - at, len(local) - pos)
+                    idx = local[pos : pos + m]
+                    for k, out in batch.items():
+                        np.take(data[k], idx, axis=0, out=out[at : at + m])
+                    at += m
+                    pos += m
+                yield batch
 
     def val_batches(self, max_rows: int | None = None) -> list[dict[str, np.ndarray]]:
         """The validation rows (first ``max_rows``) in fixed-size batches (last one padded by
@@ -199,18 +225,22 @@ class StoreBatches:
         return out
 
     def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Read arbitrary rows (sorted internally, returned in the given order)."""
+        """Read arbitrary rows (sorted internally, returned in the given order): whole chunks, rows picked in memory."""
         rows = np.asarray(rows, np.int64)
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
-        g = open_group(self.store, self.storage_options, mode="r")
-        chunk = int(g.attrs.get("chunk_spectra", g["flux"].chunks[0]))
+        reader = self._reader()
+        group = open_group(self.store, self.storage_options, mode="r") if self.label is not None else None
+        buf = reader.new_buffers()
         parts = []
-        for c in np.unique(srt // chunk):
-            sel = srt[(srt // chunk) == c]
-            a, b = int(c * chunk), int(min((c + 1) * chunk, g["flux"].shape[0]))
-            parts.append(_read_rows(self.store, self.storage_options, a, b, sel, tuple(self.inputs), self.label,
-                                    self.label_map))
+        for c in np.unique(srt // reader.chunk_rows):
+            a, b = reader.chunk_bounds(int(c) * reader.chunk_rows)
+            local = srt[(srt >= a) & (srt < b)] - a
+            data = reader.read(a, b, out=buf)
+            part = {k: v[local] for k, v in data.items()}
+            if group is not None:
+                part["label"] = self._labels(group, a, b)[local]
+            parts.append(part)
         data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))

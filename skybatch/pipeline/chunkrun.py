@@ -15,7 +15,36 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ChunkOutcome", "run_chunk_tasks", "chunk_ranges"]
+__all__ = ["ChunkOutcome", "chunk_ranges", "keep_arrays_on_heap", "run_chunk_tasks"]
+
+_HEAP_SET: list[bool] = []
+#: glibc's M_MMAP_THRESHOLD (mallopt parameter -3) and the largest value it accepts on 64-bit Linux.
+_M_MMAP_THRESHOLD, _HEAP_ARRAY_BYTES = -3, 32 * 2**20
+
+
+def keep_arrays_on_heap() -> bool:
+    """Serve NumPy temporaries up to 32 MiB from the heap in this process (glibc; once per process).
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes glibc's
+    mmap threshold at 128 KiB: every array temporary of a chunk task is then a fresh ``mmap`` whose
+    pages fault in on first touch and go back to the OS on free. On a 1024 x 7781 chunk,
+    ``preprocess_block`` takes ~13x the page faults and 1.6-3.8x the CPU time it takes in a plain
+    process. Setting the mmap threshold explicitly restores the plain-process behaviour; the heap
+    top is still trimmed as Dask asks. Returns True when the setting was applied (False elsewhere).
+    """
+    if _HEAP_SET:
+        return _HEAP_SET[0]
+    ok = False
+    try:
+        import ctypes
+        import sys
+
+        if sys.platform.startswith("linux"):
+            ok = bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _HEAP_ARRAY_BYTES))
+    except (OSError, AttributeError):
+        ok = False
+    _HEAP_SET.append(ok)
+    return ok
 
 
 def chunk_ranges(n: int, chunk: int) -> list[tuple[int, int, int]]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 import skybatch
-from skybatch.pipeline.chunkrun import chunk_ranges
+from skybatch.pipeline.chunkrun import chunk_ranges, keep_arrays_on_heap
 from skybatch.pipeline.jobcore import Chunk, StoreJob, exit_status, run_chunks
 from skybatch.sources.base import Grid
 from skybatch.spectra import PreprocessRecipe, preprocess_block, target_wavelength
@@ -43,7 +43,7 @@ from skybatch.store.spectra_store import (
     write_rows,
 )
 
-__all__ = ["PreprocessConfig", "PreprocessReport", "run", "run_with_client", "preprocess"]
+__all__ = ["PreprocessConfig", "PreprocessReport", "preprocess", "run", "run_with_client"]
 
 _OUT_COLUMNS = {"norm_scale": "float64", "preprocess_flags": "int32"}
 
@@ -99,6 +99,9 @@ class PreprocessReport:
     failed_chunks: list[dict[str, Any]]
     flag_counts: dict[str, int]
     seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds summed over the chunks written: ``read`` (input chunk), ``compute`` (preprocess_block),
+    ``write`` (output arrays and the copied per-spectrum columns)."""
 
     @property
     def exit_code(self) -> int:
@@ -127,12 +130,17 @@ def _out_grid(recipe: PreprocessRecipe, in_grid: Grid, wl: np.ndarray) -> Grid:
     return Grid("explicit", float(wl[0]), 0.0, n, "explicit")
 
 
+_GPU_OK: list[bool] = []  # per process: is a CUDA device usable (probed once, not per chunk)
+
+
 def _use_gpu(device: str) -> bool:
     if device == "cpu":
         return False
-    from skybatch.xp import gpu_available
+    if not _GPU_OK:
+        from skybatch.xp import gpu_available
 
-    ok = gpu_available()
+        _GPU_OK.append(gpu_available())
+    ok = _GPU_OK[0]
     if device == "gpu" and not ok:
         raise RuntimeError("device='gpu' but this worker has no usable CUDA GPU; use --device auto or cpu")
     return ok
@@ -140,6 +148,8 @@ def _use_gpu(device: str) -> bool:
 
 def _preprocess_chunk(task: Chunk, store, out, options, recipe_dict, columns, device, run_id):
     k, a, b, fp = task.chunk, task.start, task.stop, task.fingerprint
+    keep_arrays_on_heap()  # Dask workers' malloc settings make every large temporary page-fault (chunkrun.py)
+    t0 = time.perf_counter()
     recipe = PreprocessRecipe.from_dict(recipe_dict)
     gin = open_group(store, options, mode="r")
     flux = np.asarray(gin["flux"][a:b], np.float32)
@@ -148,6 +158,7 @@ def _preprocess_chunk(task: Chunk, store, out, options, recipe_dict, columns, de
     wl = np.asarray(gin["wavelength"][:], np.float64)
     z = np.asarray(gin["z"][a:b], np.float64)
     zwarn = np.asarray(gin["zwarn"][a:b], np.int64)
+    t1 = time.perf_counter()
     if _use_gpu(device):  # the same pure code on CuPy arrays
         import cupy as cp  # type: ignore[import-not-found]
 
@@ -161,15 +172,18 @@ def _preprocess_chunk(task: Chunk, store, out, options, recipe_dict, columns, de
         "mask": np.asarray(res.mask, np.uint32),
         "norm_scale": np.asarray(res.scale, np.float64), "preprocess_flags": np.asarray(res.flags, np.int32),
     }
+    t2 = time.perf_counter()
     for name in columns:
         if name not in data:
             data[name] = np.asarray(gin[name][a:b])
     gout = open_group(out, options)
     write_rows(gout, a, data)
     flags = data["preprocess_flags"]
+    t3 = time.perf_counter()
     return {"chunk": k, "start": a, "stop": b, "fingerprint": fp, "run_id": run_id,
             "flag_bits": [int(np.count_nonzero(flags & (1 << i))) for i in range(16)],
-            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": {"read": t1 - t0, "compute": t2 - t1, "write": t3 - t2}}
 
 
 def run_with_client(config: PreprocessConfig, client) -> PreprocessReport:
@@ -245,8 +259,16 @@ def run_with_client(config: PreprocessConfig, client) -> PreprocessReport:
     return PreprocessReport(
         store=config.store, out=config.out, n_spectra=n, chunks_written=len(tasks) - len(res.failed),
         chunks_skipped=len(ranges) - len(tasks), chunks_total=len(ranges), failed_chunks=res.failed,
-        flag_counts=flag_counts, seconds=time.perf_counter() - t0,
+        flag_counts=flag_counts, seconds=time.perf_counter() - t0, timings=_sum_timings(res.records),
     )
+
+
+def _sum_timings(records: list[dict[str, Any]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for rec in records:
+        for key, sec in (rec.get("seconds") or {}).items():
+            total[key] = total.get(key, 0.0) + float(sec)
+    return total
 
 
 def run(config: PreprocessConfig) -> PreprocessReport:

@@ -26,7 +26,7 @@ from skybatch.models import (
     load,
     reconstruct_batch,
 )
-from skybatch.models import train as train_mod
+from skybatch.models.train import step as train_mod
 from tests.models.models_synth import VAE_KW, VAE_TRAIN_KW, batch_stream, smooth_family
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ _TWO_DEVICE_KILLABLE = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     import jax
     from skybatch.models import TrainConfig, VAEObjective, fit
-    from skybatch.models.train import _Placement
+    from skybatch.models.train.device import _Placement
     from tests.models.models_synth import VAE_KW, VAE_TRAIN_KW, batch_stream
 
     cfg = TrainConfig(steps=60, checkpoint_every=10, log_every=1, **VAE_TRAIN_KW)
