@@ -236,7 +236,7 @@ def estimate_psf(
         noise = noise[good_star]
         ci = ci[good_star]
     stack = _combine_stamps(xp, st, np.ascontiguousarray(noise))[1:-1, 1:-1]
-    psf = _clean_psf(xp, stack)
+    psf = _clean_psf(xp, _smooth_wings(xp, stack, fwhm_meas))
     return PSFEstimate(psf, "stack", int(ci.size), psf_fwhm(psf), "")
 
 
@@ -292,6 +292,31 @@ def _median_axis0(xp: ModuleType, a: Array) -> Array:
     s = xp.sort(a, axis=0)
     n = a.shape[0]
     return s[n // 2, ...] if n % 2 else 0.5 * (s[n // 2 - 1, ...] + s[n // 2, ...])
+
+
+def _smooth_wings(xp: ModuleType, stack: Array, fwhm: float) -> Array:
+    """Replace the stack's wings by their azimuthal mean, blended in from 1 to 2 FWHM.
+
+    Out there the stack is dominated by its own noise (and faint neighbours): a bright star
+    differenced with it leaves a ring at the level of that noise times the star's flux
+    (~0.1 % of the flux per pixel is already many sigma for a star of S/N 1000). Averaging
+    over azimuth cuts that noise by ~sqrt(2 pi r) where PSFs are close to circular anyway;
+    the core, where any ellipticity lives, is kept as stacked.
+    """
+    a = np.asarray(to_numpy(stack), dtype=np.float64)
+    my, mx = a.shape
+    yy, xx = np.mgrid[: my, : mx]
+    r = np.hypot(yy - my // 2, xx - mx // 2)
+    edges = np.arange(0.0, r.max() + 1.0, 0.5)
+    idx = np.digitize(r.ravel(), edges) - 1
+    cnt = np.bincount(idx, minlength=edges.size)
+    mean_r = np.bincount(idx, weights=r.ravel(), minlength=edges.size)
+    mean_v = np.bincount(idx, weights=a.ravel(), minlength=edges.size)
+    has = cnt > 0
+    prof = np.interp(r, mean_r[has] / cnt[has], mean_v[has] / cnt[has])
+    t = np.clip((r - 1.0 * fwhm) / fwhm, 0.0, 1.0)
+    out = (1.0 - t) * a + t * prof
+    return xp.asarray(out.astype(np.float32 if stack.dtype == xp.float32 else np.float64))
 
 
 def _clean_psf(xp: ModuleType, stack: Array) -> Array:
