@@ -162,7 +162,8 @@ def test_realbogus_scores_the_catalogue(run, sample, tmp_path):
     cat = read_candidates(run.out)
     assert res["n_candidates"] == len(cat) == len(before)
     assert cat.realbogus_score.between(0, 1).all() and cat.realbogus_real.dtype == bool
-    assert (cat.drop(columns=["realbogus_score", "realbogus_real"]).equals(before))
+    assert (cat.drop(columns=["realbogus_score", "realbogus_real", "anomaly_score"]).equals(before))
+    assert np.isfinite(cat.anomaly_score).all()
     real = cat[cat.injected & (cat.snr > 10)]
     assert real.realbogus_score.median() > 0.9 and real.realbogus_real.mean() > 0.8
     stars = pd.read_parquet(sample.truth.replace("transients", "stars"))
