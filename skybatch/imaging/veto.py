@@ -57,8 +57,8 @@ class Veto:
 
 def _disc(mask: np.ndarray, x: float, y: float, r: float) -> None:
     ny, nx = mask.shape
-    y0, y1 = max(int(math.floor(y - r)), 0), min(int(math.ceil(y + r)) + 1, ny)
-    x0, x1 = max(int(math.floor(x - r)), 0), min(int(math.ceil(x + r)) + 1, nx)
+    y0, y1 = max(math.floor(y - r), 0), min(math.ceil(y + r) + 1, ny)
+    x0, x1 = max(math.floor(x - r), 0), min(math.ceil(x + r) + 1, nx)
     if y0 >= y1 or x0 >= x1:
         return
     yy, xx = np.mgrid[y0:y1, x0:x1]

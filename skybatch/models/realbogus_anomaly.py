@@ -25,7 +25,7 @@ import optax
 
 from skybatch.models.realbogus import _robust_sigma
 
-__all__ = ["triplet_shapes", "triplet_anomaly"]
+__all__ = ["triplet_anomaly", "triplet_shapes"]
 
 
 def triplet_shapes(triplets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
