@@ -111,28 +111,34 @@ def bright_star_veto(
     ignore = sat if bad is None else (sat | np.asarray(to_numpy(bad), bool))
 
     if sat.any():
+        # per saturated region (bleeds included), inside its bounding box grown by the margin:
+        # cheap even on large images with a few saturated stars
         lab, n = ndi.label(sat, structure=np.ones((3, 3), bool))
-        area = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
-        edge = ndi.binary_dilation(sat, iterations=1) & ~sat
-        level = np.full(n + 1, np.nan)
-        dist, near = ndi.distance_transform_edt(~sat, return_indices=True)
-        for img, sg in zip(imgs, sigmas):
-            # the level reached next to the region, in sigma; the larger over the two images
-            on = edge & np.isfinite(img)
-            ids = lab[near[0][on], near[1][on]]
-            if ids.size:
-                med = ndi.median(img[on] / float(sg), ids, np.arange(1, n + 1))
-                level[1:] = np.fmax(level[1:], np.asarray(med, np.float64))
-        r_sat = np.sqrt(area / math.pi)
-        lev = np.where(np.isfinite(level) & (level > 1.0), level, 1.0)
-        grow = np.maximum(np.sqrt(r_sat**2 + 2.0 * s_psf**2 * np.log(lev)) - r_sat + pd_fwhm, min_growth)
-        mask |= dist <= grow[lab[near[0], near[1]]]
-        com = ndi.center_of_mass(sat, lab, np.arange(1, n + 1))
-        for k, (cy, cx) in enumerate(com, start=1):
-            rows["x"].append(float(cx))
-            rows["y"].append(float(cy))
+        boxes = ndi.find_objects(lab)
+        pad = int(math.ceil(pd_fwhm + max(min_growth, 0.0) + 3.0 * s_psf * math.sqrt(2.0 * math.log(1e6)))) + 2
+        for k, sl in enumerate(boxes, start=1):
+            if sl is None:
+                continue
+            y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, ny)
+            x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, nx)
+            own = lab[y0:y1, x0:x1] == k
+            edge = ndi.binary_dilation(own, iterations=1) & ~own
+            level = 1.0
+            for img, sg in zip(imgs, sigmas):
+                v = img[y0:y1, x0:x1][edge]
+                v = v[np.isfinite(v)]
+                if v.size:  # the level reached next to the region, in sigma; the larger of the images
+                    level = max(level, float(np.median(v)) / float(sg))
+            level = min(level, 1e6)  # (the box margin holds the growth up to this level)
+            r_sat = math.sqrt(float(own.sum()) / math.pi)
+            grow = max(math.sqrt(r_sat**2 + 2.0 * s_psf**2 * math.log(level)) - r_sat + pd_fwhm, min_growth)
+            dist = ndi.distance_transform_edt(~own)
+            mask[y0:y1, x0:x1] |= dist <= grow
+            cy, cx = np.argwhere(own).mean(axis=0)
+            rows["x"].append(float(cx + x0))
+            rows["y"].append(float(cy + y0))
             rows["snr"].append(math.inf)
-            rows["radius"].append(float(r_sat[k] + grow[k]))
+            rows["radius"].append(float(r_sat + grow))
             rows["saturated"].append(True)
 
     if accuracy > 0:
