@@ -115,11 +115,24 @@ def cli_timing(p, floor_s: float, pair_s: float) -> None:
         m = re.search(r"candidates: (\d+)", res.stdout)
         tp = re.search(r"time: ([0-9.]+) s", res.stdout)
         inner = float(tp.group(1)) if tp else float("nan")
+
+        def phase(name: str) -> float:
+            g = re.search(name + r" ([0-9.]+) s", res.stdout)
+            return float(g.group(1)) if g else float("nan")
+
+        t_pairs, t_cat, t_plan = phase("pairs"), phase("catalogue"), phase("planning")
+        t1 = time.perf_counter()
+        subprocess.run([exe, "--help"], capture_output=True, text=True)
+        t_start = time.perf_counter() - t1
         print(f"  whole CLI (plain FITS, noise from the images; fresh process, Prefect + local Dask): {t:.1f} s = "
               f"{t / floor_s:.0f}x FFT floor = {t / pair_s:.1f}x pair/estimated; exit code {res.returncode}, "
               f"{m.group(1) if m else '?'} candidates")
         print(f"    of which differencing + catalogue (report time): {inner:.1f} s = {inner / floor_s:.0f}x FFT floor = "
               f"{inner / pair_s:.1f}x pair/estimated (the rest: Prefect, cluster start, planning)")
+        rest = t - inner - t_plan - t_start
+        print(f"    where the time goes: process start + CLI imports {t_start:.1f} s (skybatch --help), planning "
+              f"{t_plan:.1f} s, pairs {t_pairs:.1f} s, catalogue/cutouts/PNG {t_cat:.1f} s, and {rest:.1f} s of "
+              "Prefect flow/task engine + local Dask cluster start/stop")
         if res.returncode not in (0, 3):
             print(res.stderr[-2000:])
 

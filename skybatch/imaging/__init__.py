@@ -13,18 +13,38 @@ Main entry points:
 - :func:`detect_candidates`, :func:`cutout_triplets`: candidates and their stamps.
 - :func:`plan_subtiles`, :func:`zogy_subtiles`: spatially varying PSFs.
 - :func:`inject_point_sources`, :func:`recovery`: completeness and false positives.
+- :func:`bright_star_veto`: flux-based veto discs around bright and saturated stars.
 """
 
 from __future__ import annotations
 
 from skybatch.imaging.align import Aligned, align_to_grid, pixel_map, same_grid
-from skybatch.imaging.background import Background, estimate_background, noise_map, subtract_background
+from skybatch.imaging.background import (
+    Background,
+    estimate_background,
+    noise_map,
+    subtract_background,
+)
 from skybatch.imaging.classic import ClassicResult, classic_subtract
 from skybatch.imaging.cutouts import cutout_triplets, cutouts
-from skybatch.imaging.detect import CANDIDATE_COLUMNS, detect_candidates, expected_false_positives
+from skybatch.imaging.detect import (
+    CANDIDATE_COLUMNS,
+    detect_candidates,
+    expected_false_positives,
+)
 from skybatch.imaging.difference import DifferenceOutput, difference_pair
-from skybatch.imaging.flux_ratio import FluxRatio, FluxRatioWarning, fit_flux_ratio, robust_ratio
-from skybatch.imaging.inject import Recovery, expected_snr, inject_point_sources, recovery
+from skybatch.imaging.flux_ratio import (
+    FluxRatio,
+    FluxRatioWarning,
+    fit_flux_ratio,
+    robust_ratio,
+)
+from skybatch.imaging.inject import (
+    Recovery,
+    expected_snr,
+    inject_point_sources,
+    recovery,
+)
 from skybatch.imaging.psf import (
     PSFEstimate,
     PSFFallbackWarning,
@@ -34,7 +54,13 @@ from skybatch.imaging.psf import (
     moffat_psf,
     psf_fwhm,
 )
-from skybatch.imaging.subtiles import StitchedZogy, SubTile, plan_subtiles, zogy_subtiles
+from skybatch.imaging.subtiles import (
+    StitchedZogy,
+    SubTile,
+    plan_subtiles,
+    zogy_subtiles,
+)
+from skybatch.imaging.veto import Veto, bright_star_veto
 from skybatch.imaging.zogy import ZogyPlan, ZogyResult, zogy
 
 __all__ = [
@@ -52,7 +78,9 @@ __all__ = [
     "SubTile",
     "ZogyPlan",
     "ZogyResult",
+    "Veto",
     "align_to_grid",
+    "bright_star_veto",
     "classic_subtract",
     "cutout_triplets",
     "cutouts",

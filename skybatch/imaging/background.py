@@ -33,6 +33,8 @@ class Background:
     rms : (ny, nx) background noise sigma (image units).
     global_background, global_rms : scalar summaries (medians of the mesh).
     method : "sep" or "xp-mesh".
+    sources : (ny, nx) bool, the source pixels masked in the second pass (None without one);
+        reuse them to measure another background of the same image without a new extraction.
     """
 
     background: Array
@@ -40,6 +42,7 @@ class Background:
     global_background: float
     global_rms: float
     method: str
+    sources: Array | None = None
 
 
 def estimate_background(
@@ -95,6 +98,7 @@ def estimate_background(
     clean = xp.where(bad, 0.0, img)
     one_pass = _sep_background if use_sep else _mesh_background
     back, rms = one_pass(xp, clean, bad, box, filter_size, dt)
+    src = None
     if mask_sources:
         src = _source_mask(xp, clean - back, rms, bad, source_threshold, use_sep)
         bad = bad | src
@@ -107,7 +111,7 @@ def estimate_background(
     med = median(xp, resid)
     g_rms = 1.4826 * median(xp, xp.abs(resid - med))
     g_back = median(xp, back[::8, ::8])  # a smooth map: a coarse sample is exact enough
-    return Background(back, rms, float(g_back), float(g_rms), "sep" if use_sep else "xp-mesh")
+    return Background(back, rms, float(g_back), float(g_rms), "sep" if use_sep else "xp-mesh", src)
 
 
 def _sep_background(xp, clean, bad, box, filter_size, dt):

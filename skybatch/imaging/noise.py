@@ -61,7 +61,9 @@ def image_noise(image: Array, *, gain: float | None = None, read_noise: float | 
     bkg = estimate_background(img, mask=bad, box=box)
     # the RMS of the background-subtracted image: a sky gradient inside a mesh box would
     # otherwise count as noise (10-15 % too much for a 30 % gradient across the image)
-    flat = estimate_background(xp.where(bad, 0.0, img - bkg.background), mask=bad, box=box)
+    # (the sources found for the first background are masked again: no second extraction)
+    src = bad if bkg.sources is None else (bad | bkg.sources)
+    flat = estimate_background(xp.where(bad, 0.0, img - bkg.background), mask=src, box=box, mask_sources=False)
     rms = xp.asarray(flat.rms, dtype=xp.float32)
     floor = 0.0
     if gain and read_noise and gain > 0 and read_noise > 0:

@@ -50,3 +50,28 @@ def test_separates_real_from_every_bogus_kind_and_is_calibrated(trained, tmp_pat
     assert (again.temperature, again.threshold, again.stamp) == (model.temperature, model.threshold, 15)
     big = np.pad(te.triplets[:5], ((0, 0), (0, 0), (3, 3), (3, 3)), constant_values=0.0)
     np.testing.assert_allclose(again.score(big), again.score(te.triplets[:5]), rtol=1e-5, atol=1e-6)
+
+
+def test_triplet_anomaly_ranks_unusual_transients_at_the_top():
+    """Extended and very elongated transients among ordinary real ones: the autoencoder ranks them first."""
+    from skybatch.models.realbogus_anomaly import triplet_anomaly
+    from skybatch.sample.realbogus import _gauss
+
+    ts = make_realbogus_set(600, size=21, real_fraction=1.0, seed=3)
+    t = ts.triplets.copy()
+    rng = np.random.default_rng(0)
+    odd = np.flatnonzero(ts.snr > 15)[:8]
+    for k, j in enumerate(odd):
+        g = _gauss(21, 0, 0, 4.5) if k % 2 == 0 else _gauss(21, 0, 0, 5.0, 0.9)
+        t[j, 2] = g / g.max() * np.nanmax(t[j, 2]) + rng.standard_normal((21, 21))
+    s = triplet_anomaly(t)
+    assert s.shape == (600,) and np.isfinite(s).all()
+    top = set(np.argsort(-s)[:16].tolist())
+    assert len(top & set(odd.tolist())) >= 6, (sorted(top), odd, s[odd])
+    # ordinary candidates sit near zero (a robust z-score against the training set)
+    assert abs(np.median(np.delete(s, odd))) < 0.5
+    # trained on ordinary candidates only, the same unusual ones stand out
+    s2 = triplet_anomaly(t[odd], train=np.delete(t, odd, axis=0))
+    assert np.median(s2) > np.percentile(s, 90)
+    with pytest.raises(ValueError, match="triplets"):
+        triplet_anomaly(t[:, :2])

@@ -26,6 +26,13 @@ _SCIENCE_FIELDS = (
     "default_fwhm", "flux_ratio", "noise", "gain", "saturation", "mask_bits", "background_box",
     "astrometric_sigma", "inject", "inject_snr", "inject_seed", "hdu",
 )  # fmt: skip
+#: fractional accuracy assumed for estimated PSFs by the bright-star veto (see
+#: :mod:`skybatch.imaging.veto`); recorded with the science settings. Not yet a CLI flag
+#: (the flow's parameters are fixed elsewhere).
+PSF_ACCURACY = 0.005
+#: mask-map bit of pixels vetoed around bright and saturated stars (beside the store's
+#: bad = 1 and saturated = 2): detections there are counted per pair, not catalogued
+MASK_BRIGHT_VETO = 4
 _SNR_BINS = (0.0, 3.0, 5.0, 8.0, 12.0, 20.0, 50.0, math.inf)
 
 
@@ -209,6 +216,9 @@ class DifferenceConfig(StorageSettings):
         """The settings that shape the outputs (recorded in the store; a resumed store must match)."""
         d = {k: getattr(self, k) for k in _SCIENCE_FIELDS}
         d["inject_snr"] = list(d["inject_snr"])
+        # bright and saturated stars get veto discs (bit 4 of the mask map; detections there are
+        # counted per pair as n_vetoed, not catalogued), assuming PSFs accurate to this fraction
+        d["psf_accuracy"] = PSF_ACCURACY
         return d
 
     def identity(self) -> str:

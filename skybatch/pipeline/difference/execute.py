@@ -251,6 +251,7 @@ def execute_difference(plan: DifferencePlan, client) -> DifferenceReport:
         fut.release()
     if bar is not None:
         bar.close()
+    t_pairs = time.perf_counter() - t0
     new_aside = set_aside[len(plan.set_aside):]
     if new_aside:
         Manifest(config.out, st_opts, stage=STAGE).add_quarantine(new_aside, plan.run_id + "-pairs")
@@ -267,5 +268,6 @@ def execute_difference(plan: DifferencePlan, client) -> DifferenceReport:
         n_dropped=int(fin["n_dropped"]), catalogue=paths["catalogue"],
         png=paths["png"] if config.plot_top else None,
         recovery_json=paths["recovery_json"] if config.inject else None, recovery=fin["recovery"],
-        seconds=time.perf_counter() - t0, run_id=plan.run_id,
+        seconds=time.perf_counter() - t0, run_id=plan.run_id, plan_seconds=float(plan.seconds),
+        pairs_seconds=t_pairs, catalogue_seconds=time.perf_counter() - t0 - t_pairs,
     )

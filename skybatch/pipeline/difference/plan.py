@@ -65,6 +65,7 @@ class DifferencePlan:
     unused_references: list[dict[str, Any]]
     n_science: int
     n_reference: int
+    seconds: float = 0.0  # wall time of planning
 
 # -- frames ------------------------------------------------------------------------------------
 
@@ -255,6 +256,7 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
     Writes the store's layout (groups, pair axis, static per-pair coordinates), the pair plan
     (``OUT.manifest/pairs.parquet``) and the quarantine. Safe to repeat.
     """
+    t_start = time.perf_counter()
     from skybatch.store import difference_store as ds
 
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
@@ -404,4 +406,5 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
     return DifferencePlan(
         config=config, run_id=run_id, store_uuid=store_uuid, table=table, todo=todo, n_done=n_done,
         set_aside=set_aside, unused_references=unused, n_science=len(sci), n_reference=len(ref),
+        seconds=time.perf_counter() - t_start,
     )

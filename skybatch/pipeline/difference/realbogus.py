@@ -13,12 +13,16 @@ __all__ = ["classify_difference_store"]
 
 
 def classify_difference_store(out: str, model: Any, storage_options: dict[str, Any] | None = None,
-                              batch: int = 2048) -> dict[str, Any]:
+                              batch: int = 2048, anomaly: bool = True) -> dict[str, Any]:
     """Score every candidate's cutout triplet of the store ``out`` with ``model`` (a
     :class:`~skybatch.models.realbogus.RealBogusModel` or its directory) and write
     ``realbogus_score`` (calibrated P(real)) and ``realbogus_real`` (score >= the model's
-    threshold for its stated completeness) into ``OUT.candidates.parquet``. Re-running replaces
-    the two columns. Returns counts and the threshold.
+    threshold for its stated completeness) into ``OUT.candidates.parquet``. With ``anomaly``
+    (default) also ``anomaly_score``: how unusual each candidate's triplet is among the
+    store's candidates (:func:`skybatch.models.realbogus_anomaly.triplet_anomaly`, learnt from
+    the candidates the model calls real when there are at least 32 of them, else from all),
+    so unusual real transients can be ranked first. Re-running replaces the columns.
+    Returns counts and the threshold.
     """
     from skybatch.models.realbogus import RealBogusModel
     from skybatch.store.difference_store import open_candidates, outputs, read_candidates
@@ -29,15 +33,29 @@ def classify_difference_store(out: str, model: Any, storage_options: dict[str, A
     cat = read_candidates(out, storage_options)
     n = len(cat)
     scores = np.zeros(n)
+    odd = np.zeros(n)
     if n:
         cut = open_candidates(out, storage_options)["cutouts"]
         if int(cut.sizes["candidate"]) != n:
             raise ValueError(f"{out}: {cut.sizes['candidate']} cutouts but {n} catalogue rows; run the difference "
                              "again to finish the store")
+        trip = []
         for i in range(0, n, batch):
-            scores[i : i + batch] = model.score(np.asarray(cut[i : i + batch].values, np.float32))
+            t = np.asarray(cut[i : i + batch].values, np.float32)
+            scores[i : i + batch] = model.score(t)
+            if anomaly:
+                trip.append(t)
+        if anomaly:
+            from skybatch.models.realbogus_anomaly import triplet_anomaly
+
+            allt = np.concatenate(trip)
+            real = scores >= model.threshold
+            odd = triplet_anomaly(allt, train=allt[real] if real.sum() >= 32 else None)
+    cat = cat.drop(columns=[c for c in ("realbogus_score", "realbogus_real", "anomaly_score") if c in cat])
     cat["realbogus_score"] = scores.astype(np.float64)
     cat["realbogus_real"] = scores >= model.threshold
+    if anomaly:
+        cat["anomaly_score"] = odd.astype(np.float64)
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(cat, preserve_index=False), buf)
     path = outputs(out)["catalogue"]

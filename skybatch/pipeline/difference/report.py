@@ -43,6 +43,9 @@ class DifferenceReport:
     recovery: dict[str, Any] | None
     seconds: float
     run_id: str
+    plan_seconds: float = 0.0
+    pairs_seconds: float = 0.0
+    catalogue_seconds: float = 0.0
 
     @property
     def exit_code(self) -> int:
@@ -89,7 +92,8 @@ class DifferenceReport:
         for f in self.failed:
             lines.append(f"FAILED pair {f['pair_id']}: {f['error']} -- re-run the same command to retry")
         lines.append(f"manifest: {self.manifest}")
-        lines.append(f"time: {self.seconds:.1f} s differencing and cataloguing (planning not included)")
+        lines.append(f"time: {self.seconds:.1f} s differencing and cataloguing (pairs {self.pairs_seconds:.1f} s, "
+                     f"catalogue {self.catalogue_seconds:.1f} s; planning {self.plan_seconds:.1f} s not included)")
         return "\n".join(lines)
 
 def _recovery_summary(inj: pd.DataFrame, cand: pd.DataFrame, records: pd.DataFrame,

@@ -13,7 +13,7 @@ import pandas as pd
 from skybatch.store.fsutil import atomic_write_bytes, filesystem, join
 from skybatch.store.manifest import Manifest
 
-from .config import STAGE, _PARTS
+from .config import _PARTS, MASK_BRIGHT_VETO, STAGE
 from .plan import PairTask, _table_bytes
 from .prepare import _Prepared, _SetAside, _gauss_size, _prepare
 
@@ -48,6 +48,14 @@ def _difference_window(prep: _Prepared | _SetAside, window: tuple,
     z = out.zogy
     bad = np.asarray(out.bad) | (np.asarray(z.bad) if z.bad is not None else False)
     bad &= ~sat  # saturated pixels are flagged (and dilated for detection) on their own
+    from skybatch.imaging.veto import bright_star_veto
+
+    pd_fwhm = float(psf_fwhm(z.P_D))
+    veto = bright_star_veto(
+        [out.new, out.ref], [float(z.new_sigma), float(z.ref_sigma)], max(out.new_psf.fwhm, out.ref_psf.fwhm),
+        pd_fwhm, saturated=sat, bad=bad, accuracy=float(settings.get("psf_accuracy", 0.005)),
+        threshold=float(settings["threshold"]), min_growth=float(2 * (max(z.P_D.shape) // 2)),
+    )
     nan = np.float32(np.nan)
     return {
         "interior": (iy0, iy1, ix0, ix1),
@@ -55,7 +63,7 @@ def _difference_window(prep: _Prepared | _SetAside, window: tuple,
         "F_psf": np.asarray(z.F_psf, np.float32)[inner], "F_psf_err": np.asarray(z.F_psf_err, np.float32)[inner],
         "new": np.where(bad | sat, nan, np.asarray(out.new, np.float32))[inner],
         "ref": np.where(bad | sat, nan, np.asarray(out.ref, np.float32))[inner],
-        "bad": bad[inner], "saturated": sat[inner], "P_D": np.asarray(z.P_D, np.float32),
+        "bad": bad[inner], "saturated": sat[inner], "veto": veto.mask[inner], "P_D": np.asarray(z.P_D, np.float32),
         "flux_ratio": float(z.flux_ratio), "flux_ratio_err": float(z.flux_ratio_err),
         "flux_ratio_method": str(z.flux_ratio_method), "new_psf_method": str(out.new_psf.method),
         "ref_psf_method": str(out.ref_psf.method), "new_fwhm": float(psf_fwhm(out.new_psf.psf)),
@@ -99,6 +107,7 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
     maps = {k: np.full((ny, nx), np.nan, np.float32) for k in ("D", "S_corr", "F_psf", "F_psf_err", "new", "ref")}
     bad = np.zeros((ny, nx), bool)
     sat = np.zeros((ny, nx), bool)
+    veto = np.zeros((ny, nx), bool)
     centre, best = windows[0], math.inf
     for w in windows:
         y0, y1, x0, x1 = w["interior"]
@@ -106,13 +115,22 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
             maps[k][y0:y1, x0:x1] = w[k]
         bad[y0:y1, x0:x1] = w["bad"]
         sat[y0:y1, x0:x1] = w["saturated"]
+        veto[y0:y1, x0:x1] = w.get("veto", w["saturated"])
         d = (0.5 * (x0 + x1) - nx / 2) ** 2 + (0.5 * (y0 + y1) - ny / 2) ** 2
         if d < best:
             best, centre = d, w
     aligned, wcs_header = aligned_wcs
     wcs = wcs_from_header(wcs_header)
     res = _Stitched(maps, centre["P_D"], bad)
-    det = detect_candidates(res, settings["threshold"], mask=bad, saturated=sat, sign=settings["sign"], wcs=wcs)
+    # the veto holds the saturated pixels grown by their flux-based radius (at least the old
+    # dilation); detections inside it are counted, not catalogued. Bad (NaN, off-footprint)
+    # regions are grown by a whole P_D width: sources cut by their edge leave residuals that far.
+    grow = 2 * (max(np.asarray(centre["P_D"]).shape) // 2)
+    det = detect_candidates(res, settings["threshold"], mask=bad, saturated=veto | sat, saturated_dilate=0,
+                            mask_dilate=grow, sign=settings["sign"], wcs=wcs)
+    n_all = len(detect_candidates(res, settings["threshold"], mask=bad, saturated=sat, saturated_dilate=0,
+                                  mask_dilate=grow, sign=settings["sign"]))
+    n_vetoed = max(n_all - len(det), 0)
     n_detected = len(det)
     det = det.head(settings["max_candidates"]).reset_index(drop=True)
     if "ra" not in det:
@@ -151,6 +169,7 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
     out, opts = ctx["out"], ctx["store_options"]
     g = ds.open_difference_group(out, opts)
     flags = np.where(bad, ds.MASK_BAD, 0).astype(np.uint8) | np.where(sat, ds.MASK_SATURATED, 0).astype(np.uint8)
+    flags |= np.where(veto & ~sat, MASK_BRIGHT_VETO, 0).astype(np.uint8)
     ds.write_pair_maps(g[task.group], task.index, {**{k: maps[k] for k in ds.MAP_VARIABLES}, "mask": flags})
     fs = filesystem(out, opts)
     parts = join(Manifest(out, opts).url, _PARTS)
@@ -166,7 +185,8 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
         "chunk": task.pair, "start": task.pair, "stop": task.pair + 1, "fingerprint": task.fingerprint,
         "status": "done", "pair": task.pair, "pair_id": task.pair_id, "group": task.group, "pair_index": task.index,
         "n_candidates": int(len(det)), "n_detected": int(n_detected), "n_injected": n_inj, "n_false": n_false,
-        "area": float(ny * nx), "flux_ratio": float(np.median(ratio)),
+        "area": float(ny * nx), "n_vetoed": int(n_vetoed), "veto_fraction": float(veto.mean()),
+        "flux_ratio": float(np.median(ratio)),
         "flux_ratio_err": float(np.median([w["flux_ratio_err"] for w in windows])),
         "flux_ratio_method": _method([w["flux_ratio_method"] for w in windows]),
         "new_psf_method": _method([w["new_psf_method"] for w in windows]),

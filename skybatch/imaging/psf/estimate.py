@@ -26,24 +26,21 @@ from typing import Any
 
 import numpy as np
 
-from skybatch.imaging._util import as_image, dilate, float_dtype, gather, local_maxima
+from skybatch.imaging._util import as_image, float_dtype, gather
+from skybatch.imaging.psf.models import (
+    FWHM_PER_SIGMA,
+    _grid,
+    default_psf_size,
+    gaussian_psf,
+    psf_fwhm,
+    shift_stamps,
+)
+from skybatch.imaging.psf.stars import find_stars
 from skybatch.xp import get_namespace, is_numpy_namespace, to_numpy
 
 Array = Any
 
-__all__ = [
-    "PSFEstimate",
-    "PSFFallbackWarning",
-    "estimate_psf",
-    "find_stars",
-    "gaussian_psf",
-    "moffat_psf",
-    "psf_fwhm",
-    "shift_stamps",
-    "default_psf_size",
-]
-
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+__all__ = ["PSFEstimate", "PSFFallbackWarning", "estimate_psf"]
 
 
 class PSFFallbackWarning(UserWarning):
@@ -71,245 +68,6 @@ class PSFEstimate:
     message: str = ""
 
 
-# ------------------------------------------------------------------------ models
-def default_psf_size(fwhm: float) -> int:
-    """Odd stamp size that holds a PSF of this FWHM out to ~3 FWHM (min 11 px)."""
-    m = int(math.ceil(6.0 * fwhm)) | 1
-    return max(m, 11)
-
-
-def _grid(xp: ModuleType, size: int, dx: float, dy: float, dtype: Any):
-    h = size // 2
-    ax = xp.arange(-h, h + 1, dtype=dtype)
-    yy = xp.reshape(ax, (-1, 1)) - dy
-    xx = xp.reshape(ax, (1, -1)) - dx
-    return yy, xx
-
-
-def gaussian_psf(
-    fwhm: float,
-    size: int | None = None,
-    *,
-    xp: ModuleType = np,
-    dtype: Any = "float32",
-    dx: float = 0.0,
-    dy: float = 0.0,
-    ellipticity: float = 0.0,
-    angle: float = 0.0,
-) -> Array:
-    """Gaussian PSF stamp sampled at pixel centres, unit sum.
-
-    Parameters
-    ----------
-    fwhm : full width at half maximum, pixels (geometric mean of the axes).
-    size : odd stamp size (default :func:`default_psf_size`).
-    dx, dy : sub-pixel offset of the centre from the middle pixel (x = columns).
-    ellipticity : 1 - b/a; ``angle`` of the major axis in radians from +x.
-    """
-    dt = float_dtype(xp, dtype)
-    size = default_psf_size(fwhm) if size is None else int(size)
-    if size % 2 == 0:
-        raise ValueError(f"size={size}: PSF stamps must have an odd size")
-    yy, xx = _grid(xp, size, dx, dy, dt)
-    q = 1.0 - ellipticity
-    s = fwhm / FWHM_PER_SIGMA
-    sa, sb = s / math.sqrt(q), s * math.sqrt(q)
-    c, sn = math.cos(angle), math.sin(angle)
-    u = xx * c + yy * sn
-    v = -xx * sn + yy * c
-    p = xp.exp(-0.5 * ((u / sa) ** 2 + (v / sb) ** 2))
-    return p / xp.sum(p)
-
-
-def moffat_psf(
-    fwhm: float,
-    beta: float = 3.0,
-    size: int | None = None,
-    *,
-    xp: ModuleType = np,
-    dtype: Any = "float32",
-    dx: float = 0.0,
-    dy: float = 0.0,
-) -> Array:
-    """Circular Moffat PSF ``(1 + r^2/alpha^2)^-beta`` sampled at pixel centres, unit sum
-    over the stamp; ``alpha = fwhm / (2 sqrt(2^(1/beta) - 1))``."""
-    dt = float_dtype(xp, dtype)
-    size = default_psf_size(1.5 * fwhm) if size is None else int(size)
-    if size % 2 == 0:
-        raise ValueError(f"size={size}: PSF stamps must have an odd size")
-    yy, xx = _grid(xp, size, dx, dy, dt)
-    alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    p = (1.0 + (xx * xx + yy * yy) / (alpha * alpha)) ** (-beta)
-    return p / xp.sum(p)
-
-
-def psf_fwhm(psf: Array) -> float:
-    """FWHM in pixels of a centred stamp: least-squares fit of a pixel-sampled circular
-    Gaussian (free amplitude) to the stamp inside 70% of its half-width.
-
-    Exact for a Gaussian, valid when undersampled, and insensitive to noise in the
-    wings of an estimated PSF; for other profiles it is the core's Gaussian-equivalent.
-    """
-    p = np.asarray(to_numpy(psf), dtype=np.float64)
-    h_y, h_x = p.shape[0] // 2, p.shape[1] // 2
-    yy, xx = np.mgrid[-h_y : h_y + 1, -h_x : h_x + 1]
-    r2 = (yy * yy + xx * xx).astype(np.float64)
-    core = r2 <= (0.7 * (min(h_y, h_x) + 0.5)) ** 2
-    d, r2c = p[core], r2[core]
-
-    def cost(sig: float) -> float:
-        g = np.exp(-0.5 * r2c / (sig * sig))
-        a = float(d @ g) / float(g @ g)
-        return float(np.sum((d - a * g) ** 2))
-
-    grid = np.exp(np.linspace(math.log(0.2), math.log(max(min(h_y, h_x), 1.0)), 120))
-    costs = np.array([cost(s) for s in grid])
-    k = int(np.argmin(costs))
-    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
-    for _ in range(40):  # golden-section refinement
-        a = hi - (hi - lo) / 1.618033988749895
-        b = lo + (hi - lo) / 1.618033988749895
-        if cost(a) < cost(b):
-            hi = b
-        else:
-            lo = a
-    return float(FWHM_PER_SIGMA * 0.5 * (lo + hi))
-
-
-def shift_stamps(xp: ModuleType, stamps: Array, dx: Array, dy: Array) -> Array:
-    """Shift (n, m, m) stamps by sub-pixel (dx, dy) (n,) each with the Fourier shift theorem.
-
-    Positive ``dx`` moves the content towards larger x. Stamps are treated as periodic,
-    so their edges should be near zero (background-subtracted cut-outs are).
-    """
-    n, my, mx = stamps.shape
-    st_hat = xp.fft.rfftn(stamps, axes=(-2, -1)) if not is_numpy_namespace(xp) else np.fft.rfft2(stamps)
-    dt = stamps.dtype
-    ky = xp.reshape(xp.asarray(_fftfreq(my), dtype=dt), (1, -1, 1))
-    kx = xp.reshape(xp.asarray(np.arange(mx // 2 + 1) / mx, dtype=dt), (1, 1, -1))
-    dx = xp.reshape(xp.asarray(dx, dtype=dt), (-1, 1, 1))
-    dy = xp.reshape(xp.asarray(dy, dtype=dt), (-1, 1, 1))
-    phase = (kx * dx + ky * dy) * (-2.0 * math.pi)
-    ramp = xp.cos(phase) + xp.sin(phase) * 1j
-    st_hat = st_hat * ramp
-    if is_numpy_namespace(xp):
-        return np.fft.irfft2(st_hat, s=(my, mx)).astype(dt, copy=False)
-    return xp.fft.irfftn(st_hat, s=(my, mx), axes=(-2, -1))
-
-
-def _fftfreq(n: int) -> np.ndarray:
-    return np.fft.fftfreq(n)
-
-
-# ------------------------------------------------------------------------ stars
-def find_stars(
-    image: Array,
-    sigma: float | Array,
-    *,
-    threshold: float = 5.0,
-    mask: Array | None = None,
-    minarea: int = 5,
-) -> dict[str, np.ndarray]:
-    """Detect sources on a background-subtracted image; returns a host catalogue.
-
-    Parameters
-    ----------
-    image : (ny, nx) background-subtracted image.
-    sigma : background noise (scalar or (ny, nx) map), same units.
-    threshold : detection threshold in units of ``sigma``.
-    mask : optional boolean (ny, nx), True = ignore.
-
-    Returns
-    -------
-    dict of NumPy arrays: ``x``, ``y`` (0-based pixel coordinates, pixel centres on
-    integers), ``flux`` (isophotal), ``peak`` (maximum pixel), ``r_half`` (half-light
-    radius, px), ``flag`` (0 = clean; sep flags on the NumPy path).
-    """
-    xp = get_namespace(image)
-    if is_numpy_namespace(xp):
-        return _find_stars_sep(image, sigma, threshold, mask, minarea)
-    return _find_stars_xp(xp, image, sigma, threshold, mask)
-
-
-def _find_stars_sep(image, sigma, threshold, mask, minarea) -> dict[str, np.ndarray]:
-    import sep
-
-    data = np.ascontiguousarray(image, dtype=np.float32)
-    err = sigma if np.isscalar(sigma) else np.ascontiguousarray(sigma, dtype=np.float32)
-    m = None if mask is None else np.ascontiguousarray(mask, dtype=bool)
-    data = np.where(np.isfinite(data), data, 0.0).astype(np.float32)
-    objs = None
-    pixstack = sep.get_extract_pixstack()
-    for _ in range(4):
-        try:
-            objs = sep.extract(data, threshold, err=err, mask=m, minarea=minarea)
-            break
-        except Exception as exc:  # sep: "internal pixel buffer full" / deblend overflow
-            if "buffer full" in str(exc) or "pixstack" in str(exc):
-                pixstack *= 4
-                sep.set_extract_pixstack(pixstack)
-                continue
-            if "deblend" in str(exc):
-                sep.set_sub_object_limit(4 * sep.get_sub_object_limit())
-                continue
-            raise
-    if objs is None or len(objs) == 0:
-        return {k: np.zeros(0) for k in ("x", "y", "flux", "peak", "r_half", "flag")}
-    x = np.asarray(objs["x"], dtype=np.float64)
-    y = np.asarray(objs["y"], dtype=np.float64)
-    r_est = np.clip(3.0 * np.sqrt(objs["a"] * objs["b"]), 2.0, 50.0)
-    r_half, rflag = sep.flux_radius(data, x, y, 2.0 * r_est, 0.5, subpix=5)
-    return {
-        "x": x,
-        "y": y,
-        "flux": np.asarray(objs["flux"], dtype=np.float64),
-        "peak": np.asarray(objs["peak"], dtype=np.float64),
-        "r_half": np.asarray(r_half, dtype=np.float64),
-        "flag": (np.asarray(objs["flag"]).astype(np.int64) | np.asarray(rflag).astype(np.int64)),
-    }
-
-
-def _find_stars_xp(xp, image, sigma, threshold, mask) -> dict[str, np.ndarray]:
-    """Array-API fallback: peaks of the 3x3-smoothed S/N image, moments in 7x7 boxes."""
-    img = xp.where(xp.isfinite(image), image, 0.0)
-    ny, nx = img.shape
-    sm = xp.zeros_like(img)
-    sm[1:-1, 1:-1] = (
-        4 * img[1:-1, 1:-1]
-        + 2 * (img[:-2, 1:-1] + img[2:, 1:-1] + img[1:-1, :-2] + img[1:-1, 2:])
-        + (img[:-2, :-2] + img[:-2, 2:] + img[2:, :-2] + img[2:, 2:])
-    ) / 16.0
-    # noise of the 3x3 [1 2 1]^2/16 filter: sigma * sqrt(sum w^2) = sigma * 0.375
-    snr = sm / (xp.asarray(sigma, dtype=img.dtype) * 0.375)
-    valid = None if mask is None else ~dilate(xp, xp.asarray(mask), 1)
-    peaks = local_maxima(xp, snr, threshold, valid)
-    idx = np.flatnonzero(to_numpy(xp.reshape(peaks, (-1,))))
-    iy, ix = idx // nx, idx % nx
-    keep = (iy >= 3) & (iy < ny - 3) & (ix >= 3) & (ix < nx - 3)
-    iy, ix = iy[keep], ix[keep]
-    if iy.size == 0:
-        return {k: np.zeros(0) for k in ("x", "y", "flux", "peak", "r_half", "flag")}
-    offs = np.arange(-3, 4)
-    oy, ox = np.meshgrid(offs, offs, indexing="ij")
-    box = gather(xp, img, (iy[:, None, None] + oy).ravel(), (ix[:, None, None] + ox).ravel())
-    box = box.reshape(iy.size, 7, 7)
-    pos = np.clip(box, 0.0, None)
-    tot = pos.sum(axis=(1, 2)) + 1e-30
-    cy = (pos * oy).sum(axis=(1, 2)) / tot
-    cx = (pos * ox).sum(axis=(1, 2)) / tot
-    var = 0.5 * ((pos * (oy - cy[:, None, None]) ** 2).sum(axis=(1, 2)) + (pos * (ox - cx[:, None, None]) ** 2).sum(axis=(1, 2))) / tot
-    r_half = 1.1774 * np.sqrt(np.maximum(var, 1e-6))
-    return {
-        "x": ix + cx,
-        "y": iy + cy,
-        "flux": box.sum(axis=(1, 2)),
-        "peak": box.max(axis=(1, 2)),
-        "r_half": r_half,
-        "flag": np.zeros(iy.size, dtype=np.int64),
-    }
-
-
-# ------------------------------------------------------------------- estimation
 def _fallback(xp, dt, fwhm, size, method, message) -> PSFEstimate:
     warnings.warn(f"{message}; using a {method} Gaussian PSF of FWHM {fwhm:.2f} px", PSFFallbackWarning, stacklevel=3)
     size = default_psf_size(fwhm) if size is None else size
@@ -478,7 +236,7 @@ def estimate_psf(
         noise = noise[good_star]
         ci = ci[good_star]
     stack = _combine_stamps(xp, st, np.ascontiguousarray(noise))[1:-1, 1:-1]
-    psf = _clean_psf(xp, stack)
+    psf = _clean_psf(xp, _smooth_wings(xp, stack, fwhm_meas))
     return PSFEstimate(psf, "stack", int(ci.size), psf_fwhm(psf), "")
 
 
@@ -534,6 +292,31 @@ def _median_axis0(xp: ModuleType, a: Array) -> Array:
     s = xp.sort(a, axis=0)
     n = a.shape[0]
     return s[n // 2, ...] if n % 2 else 0.5 * (s[n // 2 - 1, ...] + s[n // 2, ...])
+
+
+def _smooth_wings(xp: ModuleType, stack: Array, fwhm: float) -> Array:
+    """Replace the stack's wings by their azimuthal mean, blended in from 1 to 2 FWHM.
+
+    Out there the stack is dominated by its own noise (and faint neighbours): a bright star
+    differenced with it leaves a ring at the level of that noise times the star's flux
+    (~0.1 % of the flux per pixel is already many sigma for a star of S/N 1000). Averaging
+    over azimuth cuts that noise by ~sqrt(2 pi r) where PSFs are close to circular anyway;
+    the core, where any ellipticity lives, is kept as stacked.
+    """
+    a = np.asarray(to_numpy(stack), dtype=np.float64)
+    my, mx = a.shape
+    yy, xx = np.mgrid[: my, : mx]
+    r = np.hypot(yy - my // 2, xx - mx // 2)
+    edges = np.arange(0.0, r.max() + 1.0, 0.5)
+    idx = np.digitize(r.ravel(), edges) - 1
+    cnt = np.bincount(idx, minlength=edges.size)
+    mean_r = np.bincount(idx, weights=r.ravel(), minlength=edges.size)
+    mean_v = np.bincount(idx, weights=a.ravel(), minlength=edges.size)
+    has = cnt > 0
+    prof = np.interp(r, mean_r[has] / cnt[has], mean_v[has] / cnt[has])
+    t = np.clip((r - 1.0 * fwhm) / fwhm, 0.0, 1.0)
+    out = (1.0 - t) * a + t * prof
+    return xp.asarray(out.astype(np.float32 if stack.dtype == xp.float32 else np.float64))
 
 
 def _clean_psf(xp: ModuleType, stack: Array) -> Array:
