@@ -24,7 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from skybatch.sample.spectra import _REF_WAVE, C_KMS, _add_gaussians, _star, _unknown_rest_lines
+from skybatch.sample.spectra import (
+    _REF_WAVE,
+    C_KMS,
+    _add_gaussians,
+    _star,
+    _unknown_rest_lines,
+)
 
 __all__ = ["DESI_RANGE", "ELR_LINES", "MIN_STAR_FRACTION", "QSO_EW_SIGMA", "apply_extra_anomalies", "draw_extra_anomalies"]
 
@@ -72,7 +78,7 @@ def draw_extra_anomalies(p: dict[str, np.ndarray], rng: np.random.Generator, str
     p["g_nii_ha"] = np.where(ex & (variant == 2), 1.5 * (1 + s), p["g_nii_ha"])
     p["g_oii_hb"] = np.where(ex & (variant == 3), 0.08 / (1 + s), p["g_oii_hb"])
     # every line of the odd ratio (and [OIII], Hb of a Seyfert 2) inside the coverage: redraw z
-    lo_obs, hi_obs = DESI_RANGE
+    hi_obs = DESI_RANGE[1]
     need_hi = np.array([max(v) for v in ELR_LINES])[np.clip(variant, 0, 3)]
     need_hi = np.where(ex, need_hi, np.where(sy, 5008.24, np.inf))
     zmax_cov = hi_obs / (need_hi + 30.0) - 1.0

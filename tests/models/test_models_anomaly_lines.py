@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from skybatch.models.anomaly_lines import GALAXY_LINES, QSO_LINES, line_features, measure_lines, qso_ew_reference
+from skybatch.models.anomaly_lines import (
+    GALAXY_LINES,
+    QSO_LINES,
+    line_features,
+    measure_lines,
+    qso_ew_reference,
+)
 
 WL = 10 ** np.arange(3.0, 3.95, 1e-4)
 

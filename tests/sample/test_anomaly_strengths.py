@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from skybatch.sample.anomalies import DESI_RANGE, ELR_LINES, MIN_STAR_FRACTION, QSO_EW_SIGMA
+from skybatch.sample.anomalies import (
+    DESI_RANGE,
+    ELR_LINES,
+    MIN_STAR_FRACTION,
+    QSO_EW_SIGMA,
+)
 from skybatch.sample.spectra import EXTRA_ANOMALY_KINDS, draw_population
 
 
