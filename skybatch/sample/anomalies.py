@@ -4,16 +4,44 @@
 ``background_oii`` and ``narrow_line``, and the per-anomaly ``anomaly_strength`` that scales every
 kind. :func:`draw_extra_anomalies` draws their parameters into a population;
 :func:`apply_extra_anomalies` renders them onto normalised model flux. Pure NumPy.
+
+Honest strengths: an anomaly that the normal population's own scatter can produce is not a fair
+target, so at every strength ``s >= 0.5`` (the weakest any benchmark survey draws)
+
+* ``qso_weak_lines`` / ``qso_strong_lines``: the broad-line equivalent-width scale lies
+  ``3 + 2 s`` population sigmas (log-normal sigma :data:`QSO_EW_SIGMA`) below / above the median,
+  i.e. beyond 4 sigma;
+* ``extreme_line_ratio`` / ``seyfert2``: the galaxy sits at a redshift where every line of the odd
+  ratio falls inside the DESI coverage (:data:`DESI_RANGE`), and the ratio lies outside the
+  normal population's 3-sigma range ([OIII]/Hb > 9.8, Ha/Hb < 2.86, [NII]/Ha > 0.5, [OII]/Hb < 0.6);
+* ``star_galaxy``: the star carries at least :data:`MIN_STAR_FRACTION` of the 6000-6400 A flux;
+* ``background_oii`` and ``narrow_line``: the line peaks at least 1 (resp. 1.5) times the continuum.
+
+``tests/sample/test_anomaly_strengths.py`` states these criteria.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from skybatch.sample.spectra import _REF_WAVE, C_KMS, _add_gaussians, _star, _unknown_rest_lines
+from skybatch.sample.spectra import (
+    _REF_WAVE,
+    C_KMS,
+    _add_gaussians,
+    _star,
+    _unknown_rest_lines,
+)
 
-__all__ = ["apply_extra_anomalies", "draw_extra_anomalies"]
+__all__ = ["DESI_RANGE", "ELR_LINES", "MIN_STAR_FRACTION", "QSO_EW_SIGMA", "apply_extra_anomalies", "draw_extra_anomalies"]
 
+#: log-normal sigma of normal quasars' line-strength scale (``q_ew_scale`` in :mod:`skybatch.sample.spectra`)
+QSO_EW_SIGMA = 0.3
+#: observed wavelength range (A) of DESI spectra: lines of a line-ratio anomaly must fall inside it
+DESI_RANGE = (3600.0, 9800.0)
+#: smallest share of the 6000-6400 A flux carried by the star of a ``star_galaxy`` composite
+MIN_STAR_FRACTION = 0.25
+#: the lines each ``extreme_line_ratio`` variant needs (rest A): [OIII]/Hb, Ha/Hb, [NII]/Ha, [OII]/Hb
+ELR_LINES = ((4862.68, 5008.24), (4862.68, 6564.61), (6564.61, 6585.27), (3727.09, 4862.68))
 _SEY2_LINES = ((3426.84, 0.5), (3869.86, 1.0), (4687.02, 0.4), (6302.05, 0.5))  # (rest Å, peak / continuum)
 
 
@@ -32,12 +60,13 @@ def draw_extra_anomalies(p: dict[str, np.ndarray], rng: np.random.Generator, str
     p["bal_depth"] = np.where(kinds == "bal", np.minimum(0.98, p["bal_depth"] * s), p["bal_depth"])
     p["x_amp"] = p["x_amp"] * np.where(kinds == "strong_emission", s, 1.0)
     weak, strong = kinds == "qso_weak_lines", kinds == "qso_strong_lines"
-    p["q_ew_scale"] = np.where(weak, np.exp(-1.5 * s), np.where(strong, np.exp(1.2 * s), p["q_ew_scale"]))
+    n_sig = QSO_EW_SIGMA * (3.0 + 2.0 * s)  # beyond 4 population sigmas at s >= 0.5
+    p["q_ew_scale"] = np.where(weak, np.exp(-n_sig), np.where(strong, np.exp(n_sig), p["q_ew_scale"]))
     gal_lines = np.isin(kinds, ("seyfert2", "extreme_line_ratio"))
     p["g_young"] = np.where(gal_lines, np.maximum(p["g_young"], 0.4), p["g_young"])
     p["g_ew_hb"] = np.where(gal_lines, rng.uniform(8.0, 25.0, n), p["g_ew_hb"])
     sy = kinds == "seyfert2"
-    p["g_oiii_hb"] = np.where(sy, rng.uniform(6.0, 12.0, n) * np.sqrt(s), p["g_oiii_hb"])
+    p["g_oiii_hb"] = np.where(sy, np.maximum(10.0, rng.uniform(8.0, 14.0, n) * np.sqrt(s)), p["g_oiii_hb"])
     p["g_nii_ha"] = np.where(sy, rng.uniform(0.8, 1.5, n), p["g_nii_ha"])
     p["g_sii_ha"] = np.where(sy, rng.uniform(0.3, 0.5, n), p["g_sii_ha"])
     p["g_ha_hb"] = np.where(sy, rng.uniform(3.1, 4.0, n), p["g_ha_hb"])
@@ -48,20 +77,34 @@ def draw_extra_anomalies(p: dict[str, np.ndarray], rng: np.random.Generator, str
     p["g_ha_hb"] = np.where(ex & (variant == 1), 2.2 / (1 + s), p["g_ha_hb"])
     p["g_nii_ha"] = np.where(ex & (variant == 2), 1.5 * (1 + s), p["g_nii_ha"])
     p["g_oii_hb"] = np.where(ex & (variant == 3), 0.08 / (1 + s), p["g_oii_hb"])
+    # every line of the odd ratio (and [OIII], Hb of a Seyfert 2) inside the coverage: redraw z
+    hi_obs = DESI_RANGE[1]
+    need_hi = np.array([max(v) for v in ELR_LINES])[np.clip(variant, 0, 3)]
+    need_hi = np.where(ex, need_hi, np.where(sy, 5008.24, np.inf))
+    zmax_cov = hi_obs / (need_hi + 30.0) - 1.0
+    move = (ex | sy) & (p["z_true"] > zmax_cov)
+    if move.any():
+        z_old = p["z_true"][move]
+        z_new = rng.uniform(0.03, zmax_cov[move])
+        stretch = (1 + z_new) / (1 + z_old)
+        p["z"][move] = z_new + (p["z"][move] - z_old) * stretch  # keep each object's catalogue error
+        p["zerr"][move] = p["zerr"][move] * stretch
+        p["z_true"][move] = z_new
     lrg = np.isin(kinds, ("background_oii", "star_galaxy"))
     p["g_young"] = np.where(lrg & (kinds == "background_oii"), rng.uniform(0.0, 0.1, n), p["g_young"])
     p["g_ew_hb"] = np.where(kinds == "background_oii", 0.0, p["g_ew_hb"])
     zmax = 9400.0 / 3728.48 - 1.0
     zbg = np.minimum(p["z_true"] + rng.uniform(0.15, 0.8, n), zmax)
     p["bg_z"] = np.where(kinds == "background_oii", zbg, np.nan)
-    p["bg_amp"] = np.where(kinds == "background_oii", rng.uniform(1.0, 3.0, n) * s, 0.0)
-    p["sg_frac"] = np.where(kinds == "star_galaxy", np.minimum(0.9, rng.uniform(0.3, 0.6, n) * s), 0.0)
+    p["bg_amp"] = np.where(kinds == "background_oii", np.maximum(1.0, rng.uniform(1.0, 3.0, n) * s), 0.0)
+    p["sg_frac"] = np.where(kinds == "star_galaxy",
+                            np.clip(rng.uniform(0.3, 0.6, n) * s, MIN_STAR_FRACTION, 0.9), 0.0)
     p["sg_teff"] = np.exp(rng.uniform(np.log(3500.0), np.log(7000.0), n))
     nl = kinds == "narrow_line"
     p["nl_wave"] = np.full(n, np.nan)
     for i in np.flatnonzero(nl):
         p["nl_wave"][i] = _unknown_rest_lines(rng, float(p["z_true"][i]))[0]
-    p["nl_amp"] = np.where(nl, rng.uniform(2.0, 6.0, n) * s, 0.0)
+    p["nl_amp"] = np.where(nl, np.maximum(1.5, rng.uniform(2.0, 6.0, n) * s), 0.0)
 
 
 def _narrow(wave: np.ndarray, rest: np.ndarray, z: np.ndarray, amp: np.ndarray, lsf: np.ndarray,
