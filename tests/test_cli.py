@@ -120,7 +120,7 @@ def test_cli_preprocess_in_process(prefect_server, survey, tmp_path, dask_client
     ingest(coadds(survey)[:1], store, chunk_spectra=32, client=dask_client, progress=False)
     out = str(tmp_path / "out.zarr")
     code = main(["run", "preprocess", "--store", store, "--out", out, "--grid", "loglam:3.56:3.99:1e-4",
-                 "--normalize", "median", "--cluster", "local", "--no-progress"])
+                 "--normalize", "median", "--cluster", dask_client.scheduler.address, "--no-progress"])
     assert code == 0, capsys.readouterr()
     ds = xr.open_zarr(out)
     assert ds.attrs["preprocessing"]["recipe"]["grid"].startswith("loglam")
@@ -140,14 +140,15 @@ def test_cli_train_then_score_classify_embed(prefect_server, survey, tmp_path, d
     ingest(coadds(survey), raw, chunk_spectra=64, client=dask_client, progress=False)
     preprocess(raw, store, client=dask_client, progress=False, grid="loglam:3.45:3.90:1e-3", rest_frame=True,
                bad_redshift="observed")
+    address = dask_client.scheduler.address  # the session cluster: no cluster start per command
     common = ["--store", store, "--steps", "30", "--batch-size", "32", "--checkpoint-every", "10",
-              "--cluster", "local", "--no-progress", "--val-fraction", "0.3", "--split-nside", "256"]
+              "--cluster", address, "--no-progress", "--val-fraction", "0.3", "--split-nside", "256"]
     assert main(["run", "train", "--model", "vae", "--out", str(tmp_path / "vae"), "--width", "32", *common]) == 0
     assert main(["run", "train", "--model", "classifier", "--out", str(tmp_path / "clf"), *common]) == 0
     out = capsys.readouterr().out
     assert "ece_after" in out
     for kind, model in (("score", "vae"), ("classify", "clf"), ("embed", "vae")):
-        code = main(["run", kind, "--store", store, "--model", str(tmp_path / model), "--cluster", "local",
+        code = main(["run", kind, "--store", store, "--model", str(tmp_path / model), "--cluster", address,
                      "--no-progress", "--batch-size", "64"])
         assert code == 0, capsys.readouterr()
     ds = xr.open_zarr(store)
@@ -155,7 +156,7 @@ def test_cli_train_then_score_classify_embed(prefect_server, survey, tmp_path, d
     assert ds.embedding.dims == ("spectrum", "embedding_dim")
     # a wrong model kind is a clear error, not a crash deep inside JAX
     capsys.readouterr()
-    assert main(["run", "classify", "--store", store, "--model", str(tmp_path / "vae"), "--cluster", "local"]) == 2
+    assert main(["run", "classify", "--store", store, "--model", str(tmp_path / "vae"), "--cluster", address]) == 2
     assert "spectrum_classifier" in capsys.readouterr().err
     # the registry refuses a tampered checkpoint
     w = tmp_path / "vae" / "model" / "weights.eqx"

@@ -8,12 +8,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 README = Path(__file__).parents[1] / "README.md"
-_BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
+_BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
 def readme_blocks() -> list[tuple[str, str]]:
@@ -54,9 +55,11 @@ def test_readme_blocks_run_as_printed(prefect_server, tmp_path):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
            "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
     outputs = []
-    for lang, code in readme_blocks():
+    for i, (lang, code) in enumerate(readme_blocks()):
         cmd = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
+        t0 = time.monotonic()
         r = _run(cmd, tmp_path, env, timeout=1200)
+        print(f"README block {i} ({lang}, {code.strip().splitlines()[0][:60]!r}): {time.monotonic() - t0:.1f} s")
         assert r.returncode == 0, f"README block failed ({r.returncode}):\n{code}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
         assert "Traceback" not in r.stderr, r.stderr
         outputs.append(r.stdout)
@@ -70,7 +73,7 @@ def check_anomaly_ranks(out: str) -> None:
     m = re.search(r"injected anomalies \((\d+)\) ranked among (\d+) spectra", out)
     assert m, out
     n_anom, n = int(m[1]), int(m[2])
-    ranks = [int(r) for r in re.findall(r"^\s+rank\s+(\d+)", out, re.M)]
+    ranks = [int(r) for r in re.findall(r"^\s+rank\s+(\d+)", out, re.MULTILINE)]
     assert len(ranks) == n_anom > 0
     k = max(round(0.01 * n), n_anom)
     assert all(r <= k for r in ranks), f"ranks {ranks} of {n}: not all in the top {k}"

@@ -27,44 +27,96 @@ def make_survey(out: Path, n_healpix: int = 2, per_file: int = 30, seed: int = 5
     return sorted(glob.glob(str(out / "desi" / "**" / "coadd-*.fits"), recursive=True))
 
 
+#: Modules the fork server imports once; each driver process forked from it starts without importing them.
+_PRELOAD = ["distributed", "skybatch.pipeline.ingest", "skybatch.pipeline.preprocess", "tests.faults.driver"]
+_CTX: list = []
+
+
+def _context():
+    """A multiprocessing 'forkserver' context whose server has imported :data:`_PRELOAD` (no threads yet, so
+    forking it is safe; JAX is not imported there)."""
+    if not _CTX:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        _CTX.append(ctx)
+    return _CTX[0]
+
+
+class Driver:
+    """A driver process (``driver.py``) forked from the fork server; its stdout / stderr go to files."""
+
+    def __init__(self, args: list[str], env: dict | None = None):
+        import tempfile
+
+        from tests.faults.driver import forked_main
+
+        d = tempfile.mkdtemp(prefix="driver-")
+        self.out, self.err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
+        self.args = [PY, DRIVER, *args]
+        self.proc = _context().Process(target=forked_main, args=(list(args), dict(env or {}), self.out, self.err))
+        self.proc.start()
+
+    def stdout(self) -> str:
+        try:
+            with open(self.out) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def stderr(self) -> str:
+        try:
+            with open(self.err) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_line(self, prefix: str, timeout: float = 300) -> bool:
+        """Wait until a stdout line starts with ``prefix`` (True) or the process ended / timed out (False)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(line.startswith(prefix) for line in self.stdout().splitlines()):
+                return True
+            if self.proc.exitcode is not None:
+                return any(line.startswith(prefix) for line in self.stdout().splitlines())
+            time.sleep(0.01)
+        return False
+
+    def wait(self, timeout: float | None = None) -> subprocess.CompletedProcess:
+        self.proc.join(timeout)
+        if self.proc.exitcode is None:
+            self.proc.kill()
+            self.proc.join(30)
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return subprocess.CompletedProcess(self.args, self.proc.exitcode, self.stdout(), self.stderr())
+
+
 def run_driver(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the driver to the end; returns the finished process (stdout/stderr captured)."""
-    e = {**os.environ, **(env or {})}
-    return subprocess.run([PY, DRIVER, *args], capture_output=True, text=True, env=e, timeout=timeout)
+    return Driver(list(args), env).wait(timeout)
 
 
 def kill_driver_at(args: list[str], delay: float, env: dict | None = None) -> str:
     """Start the driver, wait for START, SIGKILL it ``delay`` s later; returns what it printed."""
-    e = {**os.environ, **(env or {})}
-    p = subprocess.Popen([PY, DRIVER, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=e)
-    line = ""
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line or line.startswith("START"):
-            break
+    p = Driver(args, env)
+    p.wait_for_line("START", timeout=300)
     time.sleep(delay)
-    finished = p.poll() is not None
-    p.send_signal(signal.SIGKILL)
-    rest = p.stdout.read()
-    p.wait(30)
+    finished = p.proc.exitcode is not None
+    os.kill(p.proc.pid, signal.SIGKILL)
+    p.proc.join(30)
+    rest = p.stdout()
     return "finished before the kill" if finished or "END" in rest else f"killed {delay:.2f} s after START"
 
 
 def timed_run(args: list[str], env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
     """Run the driver to the end and measure START -> END (wall seconds)."""
-    e = {**os.environ, **(env or {})}
-    p = subprocess.Popen([PY, DRIVER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
-    t_start = None
-    out = []
-    for line in p.stdout:
-        out.append(line)
-        if line.startswith("START"):
-            t_start = time.time()
-    err = p.stderr.read()
-    p.wait()
-    dur = time.time() - (t_start or time.time())
-    return subprocess.CompletedProcess(p.args, p.returncode, "".join(out), err), dur
+    p = Driver(args, env)
+    p.wait_for_line("START", timeout=300)
+    t_start = time.time()
+    p.wait_for_line("END", timeout=600)
+    dur = time.time() - t_start
+    return p.wait(60), dur
 
 
 def assert_same_store(a: str, b: str, skip: tuple[str, ...] = ()) -> None:

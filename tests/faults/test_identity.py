@@ -88,12 +88,14 @@ def test_difference_refuses_foreign_and_wrong_kind_targets(dask_client, survey, 
 
 
 @pytest.mark.slow
-def test_cli_refuses_foreign_store_exit_2(tmp_path, survey):
+def test_cli_refuses_foreign_store_exit_2(tmp_path, survey, prefect_server, dask_client):
     mine = str(tmp_path / "mine.zarr")
     _user_zarr(mine)
     before = _tree_digest(mine)
+    # the session's Prefect server (PREFECT_API_URL) and Dask cluster: no temporary server or cluster start
     p = subprocess.run([sys.executable, "-m", "skybatch.cli", "run", "ingest", "--source", survey[0], "--store", mine,
-                        "--no-progress", "--cluster", "local"], capture_output=True, text=True, timeout=600)
+                        "--no-progress", "--cluster", dask_client.scheduler.address], capture_output=True, text=True,
+                       timeout=600)
     print("CLI exit", p.returncode, "stderr:", p.stderr.strip().splitlines()[-1])
     assert p.returncode == 2 and "did not create" in p.stderr and "temperature" in p.stderr
     assert _tree_digest(mine) == before

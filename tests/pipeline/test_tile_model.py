@@ -77,10 +77,11 @@ def test_train_and_embed_tiles_from_store(dask_client, store, tmp_path):
 def test_cli_train_and_embed_tile_encoder(prefect_server, dask_client, store, tmp_path):
     from skybatch.cli import main
 
+    address = dask_client.scheduler.address  # the session cluster: no cluster start per command
     assert main(["run", "train", "--model", "tile-encoder", "--store", store, "--out", str(tmp_path / "enc"),
                  "--image-size", "16", "--region-arcsec", "6", "--width", "16", "--depth", "1", "--heads", "2",
-                 "--steps", "6", "--batch-size", "8", "--diagnostic-tiles", "16", "--cluster", "local",
+                 "--steps", "6", "--batch-size", "8", "--diagnostic-tiles", "16", "--cluster", address,
                  "--no-progress"]) == 0
-    assert main(["run", "embed", "--store", store, "--model", str(tmp_path / "enc"), "--cluster", "local",
+    assert main(["run", "embed", "--store", store, "--model", str(tmp_path / "enc"), "--cluster", address,
                  "--no-progress"]) == 0
     assert xr.open_zarr(store, group="embeddings").embedding.shape[:2] == (40, 10)
