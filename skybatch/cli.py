@@ -1,7 +1,8 @@
 """The ``skybatch`` command line: ``skybatch run JOB ...``, ``skybatch server ...``, ``skybatch cluster show PROFILE``.
 
-Thin by design: it parses flags (and ``--config`` YAML files), then calls the
-Prefect flows in ``flows/``, which call :mod:`skybatch.pipeline`.
+Thin by design: it parses flags (and ``--config`` YAML files) into a job's config
+(:mod:`skybatch.jobs`), then runs the job's Prefect flow (:mod:`skybatch.orchestrate`),
+which calls the job's ``run_with_client``.
 
 Exit codes: 0 done; 1 failed (re-run to retry what failed); 2 bad usage or
 settings; 3 done, but some inputs were set aside (listed, and in the manifest);
@@ -158,7 +159,7 @@ def _error(msg: str, debug: bool, exc: BaseException | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows._common import set_default_env
+    from skybatch.orchestrate._common import set_default_env
 
     set_default_env()
     argv = sys.argv[1:] if argv is None else list(argv)

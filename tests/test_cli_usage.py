@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import skybatch.orchestrate.ingest  # Prefect imported at collection, outside any test's captured stderr
 from skybatch.cli import main
 
 
@@ -37,15 +38,13 @@ def test_unknown_config_key_named(tmp_path, capsys):
 
 def test_ingest_passes_every_setting_to_the_flow(tmp_path, monkeypatch, capsys):
     """source_options, store_options and retries from --config reach the flow (none silently dropped)."""
-    import flows.ingest
-
     seen = {}
 
-    def fake_flow(**kw):  # stands in for the Prefect flow only: records what the CLI hands over
-        seen.update(kw)
+    def fake_flow(config, **kw):  # stands in for the Prefect flow only: records what the CLI hands over
+        seen.update(config)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(flows.ingest, "ingest_flow", fake_flow)
+    monkeypatch.setattr(skybatch.orchestrate.ingest, "ingest_flow", fake_flow)
     cfg = tmp_path / "run.yaml"
     cfg.write_text("sources: ['s3://bucket/x/']\nstore: out.zarr\nretries: 7\n"
                    "source_options: {anon: true, client_kwargs: {region_name: eu-west-1}}\n"

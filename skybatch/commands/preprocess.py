@@ -87,14 +87,13 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(PreprocessConfig, {**settings, "recipe": recipe}, flags)
     if chosen:
         print(chosen, flush=True)
-    from flows.preprocess import preprocess_flow
+    from skybatch.orchestrate import run_flow
+    from skybatch.orchestrate._common import flow_params
+    from skybatch.orchestrate.preprocess import preprocess_flow
 
-    from skybatch.commands._runflow import run_flow
-
-    rep = PreprocessReport(**run_flow(
-        preprocess_flow, store=config.store, out=config.out, recipe=config.recipe.to_dict(), device=config.device,
-        cluster=config.cluster, endpoint_url=config.endpoint_url, anon=config.anon, progress=config.progress,
-    ))
+    params = flow_params(config)
+    params["recipe"] = config.recipe.to_dict()  # a plain mapping in the flow run's parameters
+    rep = PreprocessReport(**run_flow(preprocess_flow, params))
     print(rep.summary())
     print(open_hint(config.out))
     return rep.exit_code
