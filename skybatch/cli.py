@@ -60,7 +60,10 @@ def _show_defaults(p: argparse.ArgumentParser, defaults: dict[str, object]) -> N
         a.help = f"{a.help} (default: {value})"
 
 
-def _parser(with_defaults: bool = True) -> argparse.ArgumentParser:
+def _parser(with_defaults: bool = True, job: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser. Flags derived from a job's config class (``CONFIG`` of its command module) are
+    added for ``job`` (the one being run) and, with ``with_defaults`` (``--help``), for every job: building
+    them imports the job's pipeline module."""
     p = argparse.ArgumentParser(prog="skybatch", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own log on the terminal")
@@ -83,6 +86,10 @@ def _parser(with_defaults: bool = True) -> argparse.ArgumentParser:
         jp.add_argument("--cluster-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="change one profile setting for this run, e.g. account=m1234, qos=debug, cores=1 (repeat)")
         mod.add_arguments(jp)
+        if hasattr(mod, "CONFIG") and (with_defaults or name == job):
+            from skybatch.commands._flags import add_config_flags
+
+            add_config_flags(jp, mod.CONFIG())
         if with_defaults:  # reads the config classes (imports the pipeline): only for --help
             _show_defaults(jp, _defaults_of(mod))
         jp.set_defaults(_job=mod, _parser=jp)
@@ -163,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
 
     set_default_env()
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = _parser(with_defaults=bool({"-h", "--help"} & set(argv)) or not argv)
+    job = argv[argv.index("run") + 1] if "run" in argv[:-1] else None
+    parser = _parser(with_defaults=bool({"-h", "--help"} & set(argv)) or not argv, job=job)
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     if args.version:

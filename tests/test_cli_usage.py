@@ -61,6 +61,23 @@ def test_ingest_passes_every_setting_to_the_flow(tmp_path, monkeypatch, capsys):
     assert unstash(seen["store_options"])["secret"] == "hush"
 
 
+def test_flags_derived_from_the_config_reach_the_flow(tmp_path, monkeypatch, capsys):
+    """Settings without a hand-made flag get one from the config (--retries, --no-verify-checksums)."""
+    seen = {}
+
+    def fake_flow(config, **kw):  # stands in for the Prefect flow only: records what the CLI hands over
+        seen.update(config)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(skybatch.orchestrate.ingest, "ingest_flow", fake_flow)
+    assert main(["run", "ingest", "--source", str(tmp_path / "*.fits"), "--store", str(tmp_path / "s.zarr"),
+                 "--retries", "5", "--no-verify-checksums"]) == 1
+    assert seen["retries"] == 5 and seen["verify_checksums"] is False and seen["dedupe_files"] is True
+    with pytest.raises(SystemExit) as e:  # argparse's own error, as for every typed flag
+        main(["run", "ingest", "--source", "x", "--store", "y", "--retries", "many"])
+    assert e.value.code == 2 and "--retries: invalid int value" in capsys.readouterr().err
+
+
 def test_rest_frame_grid_covers_the_redshift_range():
     from skybatch.spectra.grids import rest_frame_grid
 

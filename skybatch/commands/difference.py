@@ -8,6 +8,13 @@ import dataclasses
 HELP = "difference science images against references with ZOGY: maps, candidates, cutouts (and injection-recovery)"
 
 
+def CONFIG():
+    """The job's config class: the CLI adds a flag for each of its settings not declared below."""
+    from skybatch.jobs.difference import Config
+
+    return Config
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--science", action="append", default=None, metavar="URL_OR_STORE",
                    help="science images: a path, glob, directory or s3:// URL/prefix of FITS / .npz tiles, or a tile "

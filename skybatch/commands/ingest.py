@@ -13,6 +13,13 @@ def CONFIGS():
     return (Config,)
 
 
+def CONFIG():
+    """The job's config class: the CLI adds a flag for each of its settings not declared below."""
+    from skybatch.jobs.ingest import Config
+
+    return Config
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", action="append", dest="sources", metavar="URL_OR_GLOB",
                    help="a path, glob, directory or s3:// URL/prefix; repeat for more (required)")
@@ -29,11 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from skybatch.commands._config import build_config, load_config
+    from skybatch.commands._flags import flag_values
     from skybatch.commands._show import open_hint
     from skybatch.jobs.ingest import Config, Report
 
-    flags = {k: getattr(args, k, None) for k in
-             ("sources", "store", "format", "chunk_spectra", "keep_nonscience", "endpoint_url", "anon", "progress", "cluster")}
+    flags = flag_values(args, Config)
     config = build_config(Config, load_config(args.config), flags)
     from skybatch.orchestrate import run_flow
     from skybatch.orchestrate._common import flow_params

@@ -6,14 +6,19 @@ import argparse
 
 HELP = "ingest Rubin / Euclid image tiles (.npz or FITS) into a chunked Zarr tile store"
 
-_FIELDS = ("sources", "store", "chunk_tiles", "instrument", "tile_pattern", "shard_planes", "endpoint_url", "anon",
-           "progress", "cluster")
 
 
 def CONFIGS():
     from skybatch.jobs.tile_ingest import Config
 
     return (Config,)
+
+
+def CONFIG():
+    """The job's config class: the CLI adds a flag for each of its settings not declared below."""
+    from skybatch.jobs.tile_ingest import Config
+
+    return Config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,9 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from skybatch.commands._config import build_config, load_config
+    from skybatch.commands._flags import flag_values
     from skybatch.jobs.tile_ingest import Config, Report
 
-    flags = {k: getattr(args, k, None) for k in _FIELDS}
+    flags = flag_values(args, Config)
     config = build_config(Config, load_config(getattr(args, "config", None)), flags)
     from skybatch.orchestrate import run_flow
     from skybatch.orchestrate._common import flow_params

@@ -15,6 +15,13 @@ def CONFIGS():
     return (PreprocessRecipe, PreprocessConfig)
 
 
+def CONFIG():
+    """The job's config class: the CLI adds a flag for each of its settings not declared below."""
+    from skybatch.jobs.preprocess import Config
+
+    return Config
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="input spectra store (required)")
     p.add_argument("--out", help="output store, new or one to resume (required)")
@@ -71,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name, None)
         if v is not None:
             recipe_settings[name] = tuple(v) if name == "normalize_window" else v
-    flags = {k: getattr(args, k, None) for k in ("store", "out", "device", "cluster", "endpoint_url", "progress")}
+    flags = {k: getattr(args, k, None) for k in ("store", "out", "device", "cluster", "endpoint_url", "anon", "progress",
+                                                 "wait_lock")}
     chosen = None
     if recipe_settings.get("rest_frame") and recipe_settings.get("grid") in (None, "native"):
         # check the other settings first, so a typo is named before the store is read

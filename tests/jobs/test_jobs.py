@@ -92,3 +92,21 @@ def test_no_top_level_flows_package():
 
     spec = importlib.util.find_spec("flows")
     assert spec is None or "site-packages" not in str(spec.origin or ""), spec
+
+
+@pytest.mark.parametrize("command, module", [("ingest", "ingest"), ("ingest-tiles", "tile_ingest"),
+                                             ("difference", "difference"), ("score", "score"),
+                                             ("preprocess", "preprocess")])
+def test_every_setting_is_a_flag(command, module):
+    """Each setting of a job's config that a flag can carry (not a mapping or nested config) has one."""
+    import argparse
+
+    from skybatch.cli import _parser
+
+    p = _parser(with_defaults=False, job=command)
+    run = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    jp = next(a for a in run._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    dests = {a.dest for a in jp._actions}
+    cls = importlib.import_module(f"skybatch.jobs.{module}").Config
+    scalar = [n for n, s in settings_of(cls).items() if "dict" not in str(s.type) and n != "recipe"]
+    assert set(scalar) <= dests, sorted(set(scalar) - dests)
