@@ -37,7 +37,7 @@ def prepare(d: str, quick: bool) -> tuple[str, str]:
     """A preprocessed quick-start store and a classifier trained on it, under ``d`` (reused if there)."""
     from distributed import Client, LocalCluster
 
-    from flows.quickstart import QUICKSTART_RECIPE
+    from skybatch.orchestrate.quickstart import QUICKSTART_RECIPE
     from skybatch.pipeline.ingest import ingest
     from skybatch.pipeline.modeling import TrainJobConfig, train
     from skybatch.pipeline.preprocess import preprocess

@@ -1,7 +1,8 @@
 """The ``skybatch`` command line: ``skybatch run JOB ...``, ``skybatch server ...``, ``skybatch cluster show PROFILE``.
 
-Thin by design: it parses flags (and ``--config`` YAML files), then calls the
-Prefect flows in ``flows/``, which call :mod:`skybatch.pipeline`.
+Thin by design: it parses flags (and ``--config`` YAML files) into a job's config
+(:mod:`skybatch.jobs`), then runs the job's Prefect flow (:mod:`skybatch.orchestrate`),
+which calls the job's ``run_with_client``.
 
 Exit codes: 0 done; 1 failed (re-run to retry what failed); 2 bad usage or
 settings; 3 done, but some inputs were set aside (listed, and in the manifest);
@@ -59,7 +60,10 @@ def _show_defaults(p: argparse.ArgumentParser, defaults: dict[str, object]) -> N
         a.help = f"{a.help} (default: {value})"
 
 
-def _parser(with_defaults: bool = True) -> argparse.ArgumentParser:
+def _parser(with_defaults: bool = True, job: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser. Flags derived from a job's config class (``CONFIG`` of its command module) are
+    added for ``job`` (the one being run) and, with ``with_defaults`` (``--help``), for every job: building
+    them imports the job's pipeline module."""
     p = argparse.ArgumentParser(prog="skybatch", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own log on the terminal")
@@ -82,6 +86,10 @@ def _parser(with_defaults: bool = True) -> argparse.ArgumentParser:
         jp.add_argument("--cluster-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="change one profile setting for this run, e.g. account=m1234, qos=debug, cores=1 (repeat)")
         mod.add_arguments(jp)
+        if hasattr(mod, "CONFIG") and (with_defaults or name == job):
+            from skybatch.commands._flags import add_config_flags
+
+            add_config_flags(jp, mod.CONFIG())
         if with_defaults:  # reads the config classes (imports the pipeline): only for --help
             _show_defaults(jp, _defaults_of(mod))
         jp.set_defaults(_job=mod, _parser=jp)
@@ -158,11 +166,12 @@ def _error(msg: str, debug: bool, exc: BaseException | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows._common import set_default_env
+    from skybatch.orchestrate._common import set_default_env
 
     set_default_env()
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = _parser(with_defaults=bool({"-h", "--help"} & set(argv)) or not argv)
+    job = argv[argv.index("run") + 1] if "run" in argv[:-1] else None
+    parser = _parser(with_defaults=bool({"-h", "--help"} & set(argv)) or not argv, job=job)
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     if args.version:

@@ -37,6 +37,8 @@ __all__ = [
     "describe",
     "start_cluster",
     "cluster_client",
+    "current_client",
+    "client_for",
     "parse_options",
     "cli_overrides",
     "slurm_options",
@@ -315,11 +317,62 @@ def start_cluster(profile: ClusterProfile):
     return None
 
 
+def current_client() -> Any | None:
+    """The Dask client this code is running under, or ``None``.
+
+    Dask's convention: inside ``with Client(...):`` (or after ``Client(...)`` made itself the default),
+    ``distributed.Client.current()`` is that client. Closed clients do not count. Importing
+    ``distributed`` is skipped when it was never imported (then there can be no client).
+    """
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import Client
+
+    try:
+        client = Client.current(allow_global=True)
+    except ValueError:  # no client
+        return None
+    return None if getattr(client, "status", "closed") in ("closed", "closing") else client
+
+
+@contextlib.contextmanager
+def client_for(client: Any | None = None, cluster: str | ClusterProfile | None = "auto", *,
+               quiet: bool = False) -> Iterator[Any]:
+    """The client a Python entry point works on: ``client`` if given, else :func:`current_client`, else a
+    cluster started from the profile ``cluster`` (closed on exit). Only a cluster started here is closed."""
+    if client is None:
+        client = current_client()
+    if client is not None:
+        yield client
+        return
+    with cluster_client(cluster, quiet=quiet) as c:
+        yield c
+
+
+def _close_cluster_workers(cluster: Any) -> None:
+    """Retire and close the workers of a cluster we started, before its scheduler is closed.
+
+    Closing the scheduler first leaves the workers heartbeating into a closed port; on a loaded machine a
+    worker then logs "Failed to communicate with scheduler during heartbeat" with a traceback to stderr
+    before its nanny stops it. Retiring the workers first (``scale(0)``, waited for) ends them cleanly.
+    """
+    try:
+        from distributed.deploy.spec import SpecCluster
+
+        if isinstance(cluster, SpecCluster) and not cluster.asynchronous and cluster.workers:
+            cluster.scale(0)
+            cluster.sync(cluster._correct_state)  # waits for the workers to be retired and closed
+    except Exception:  # noqa: BLE001 - a failed graceful step still ends in cluster.close()
+        pass
+
+
 @contextlib.contextmanager
 def cluster_client(profile: str | ClusterProfile | None = None, *, quiet: bool = False, **overrides: Any) -> Iterator[Any]:
-    """Context manager yielding a ``distributed.Client`` for a profile; closes what it started.
+    """Context manager yielding a ``distributed.Client`` for a profile; closes what it started
+    (workers first, then the scheduler).
 
-    Prints the Dask dashboard link at start unless ``quiet``.
+    Prints the Dask dashboard link at start unless ``quiet``. To reuse a client the caller already has,
+    see :func:`client_for`.
     """
     from distributed import Client
 
@@ -348,6 +401,8 @@ def cluster_client(profile: str | ClusterProfile | None = None, *, quiet: bool =
                 sys.stdout.flush()
             yield client
         finally:
+            if cluster is not None:
+                _close_cluster_workers(cluster)
             client.close()
     finally:
         if cluster is not None:

@@ -105,11 +105,14 @@ def test_prefect_yaml_declares_loadable_deployments():
 
     spec = yaml.safe_load((Path(__file__).parents[1] / "flows" / "prefect.yaml").read_text())
     names = {d["name"] for d in spec["deployments"]}
-    assert {"ingest", "quickstart"} <= names
+    assert {"ingest", "quickstart", "difference", "score"} <= names
     for d in spec["deployments"]:
+        assert d["entrypoint"].startswith("skybatch.orchestrate."), d["entrypoint"]
         flow = load_flow_from_entrypoint(d["entrypoint"])
         params = inspect.signature(flow.fn).parameters
         assert set(d.get("parameters", {})) <= set(params), d["name"]
+        if d["name"] != "quickstart":  # every job flow takes its job's config as its one parameter
+            assert list(params) == ["config"], d["name"]
 
 
 @pytest.mark.prefect

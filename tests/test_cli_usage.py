@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import skybatch.orchestrate.ingest  # Prefect imported at collection, outside any test's captured stderr
 from skybatch.cli import main
 
 
@@ -37,15 +38,13 @@ def test_unknown_config_key_named(tmp_path, capsys):
 
 def test_ingest_passes_every_setting_to_the_flow(tmp_path, monkeypatch, capsys):
     """source_options, store_options and retries from --config reach the flow (none silently dropped)."""
-    import flows.ingest
-
     seen = {}
 
-    def fake_flow(**kw):  # stands in for the Prefect flow only: records what the CLI hands over
-        seen.update(kw)
+    def fake_flow(config, **kw):  # stands in for the Prefect flow only: records what the CLI hands over
+        seen.update(config)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(flows.ingest, "ingest_flow", fake_flow)
+    monkeypatch.setattr(skybatch.orchestrate.ingest, "ingest_flow", fake_flow)
     cfg = tmp_path / "run.yaml"
     cfg.write_text("sources: ['s3://bucket/x/']\nstore: out.zarr\nretries: 7\n"
                    "source_options: {anon: true, client_kwargs: {region_name: eu-west-1}}\n"
@@ -60,6 +59,23 @@ def test_ingest_passes_every_setting_to_the_flow(tmp_path, monkeypatch, capsys):
     assert seen["source_options"]["config_kwargs"]["connect_timeout"] <= 5
     assert isinstance(seen["store_options"], str) and "hush" not in seen["store_options"]
     assert unstash(seen["store_options"])["secret"] == "hush"
+
+
+def test_flags_derived_from_the_config_reach_the_flow(tmp_path, monkeypatch, capsys):
+    """Settings without a hand-made flag get one from the config (--retries, --no-verify-checksums)."""
+    seen = {}
+
+    def fake_flow(config, **kw):  # stands in for the Prefect flow only: records what the CLI hands over
+        seen.update(config)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(skybatch.orchestrate.ingest, "ingest_flow", fake_flow)
+    assert main(["run", "ingest", "--source", str(tmp_path / "*.fits"), "--store", str(tmp_path / "s.zarr"),
+                 "--retries", "5", "--no-verify-checksums"]) == 1
+    assert seen["retries"] == 5 and seen["verify_checksums"] is False and seen["dedupe_files"] is True
+    with pytest.raises(SystemExit) as e:  # argparse's own error, as for every typed flag
+        main(["run", "ingest", "--source", "x", "--store", "y", "--retries", "many"])
+    assert e.value.code == 2 and "--retries: invalid int value" in capsys.readouterr().err
 
 
 def test_rest_frame_grid_covers_the_redshift_range():

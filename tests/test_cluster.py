@@ -165,7 +165,9 @@ def test_dockerfiles_build_context_installs_a_complete_skybatch(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "skybatch/profiles/kubernetes.yaml" in names and "skybatch/profiles/slurm.yaml" in names
     assert any(n.startswith("skybatch/schemas/") and n.endswith(".json") for n in names)
-    assert "flows/ingest.py" in names and "skybatch/cluster_check.py" in names
+    assert "skybatch/orchestrate/ingest.py" in names and "skybatch/cluster_check.py" in names
+    assert "skybatch/__init__.pyi" in names and "skybatch/py.typed" in names
+    assert not any(n.startswith("flows/") for n in names), "a top-level `flows` package is installed"
 
 
 def test_address_profile_from_argument_and_env(monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 
 
 def test_report_markdown_table_redacts():
-    from flows._common import report_markdown
+    from skybatch.orchestrate._common import report_markdown
 
     md = report_markdown("skybatch ingest", {
         "store": "/abs/s.zarr", "n_spectra": 10, "seconds": 1.5, "flag_counts": {"NORM_FAILED": 2},
@@ -24,10 +24,10 @@ def test_report_markdown_table_redacts():
 def test_ingest_with_sources_set_aside_ends_in_a_named_state(prefect_server, tmp_path, dask_client):
     from prefect.client.orchestration import get_client
 
-    from flows.ingest import ingest_flow
+    from skybatch.orchestrate.ingest import ingest_flow
 
-    state = ingest_flow(sources=[str(tmp_path / "nothing-here" / "*.fits")], store=str(tmp_path / "s.zarr"),
-                        cluster=dask_client.scheduler.address, progress=False, return_state=True)
+    state = ingest_flow({"sources": [str(tmp_path / "nothing-here" / "*.fits")], "store": str(tmp_path / "s.zarr"),
+                         "cluster": dask_client.scheduler.address, "progress": False}, return_state=True)
     assert state.is_completed() and state.name == "Completed with sources set aside"
     assert "1 source(s) set aside (not-found: 1)" in state.message
     report = state.result()

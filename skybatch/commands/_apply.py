@@ -1,8 +1,10 @@
-"""Shared CLI plumbing of `skybatch run score | classify | embed`."""
+"""Shared CLI plumbing of `skybatch run score | classify | embed` (configs: :mod:`skybatch.jobs.score`,
+:mod:`~skybatch.jobs.classify`, :mod:`~skybatch.jobs.embed`)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 
 
 def add_arguments(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -14,14 +16,31 @@ def add_arguments(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True, help="no progress bar")
 
 
-def run(kind: str, args: argparse.Namespace) -> int:
-    from flows.models import apply_flow
+def config(kind: str, args: argparse.Namespace):
+    """The job config of ``skybatch run KIND`` from its flags (and ``--config`` file)."""
+    from skybatch.commands._config import build_config, load_config
 
-    extra = {"select": args.select} if getattr(args, "select", None) else {}
-    if getattr(args, "method", "vae") != "vae":
-        extra["method"] = args.method
-    out = apply_flow(kind=kind, store=args.store, model=args.model, cluster=args.cluster or "auto",
-                     top=getattr(args, "top", 100), batch_size=args.batch_size, progress=args.progress, **extra)
+    job = importlib.import_module(f"skybatch.jobs.{kind}")
+    flags = {k: getattr(args, k, None) for k in ("store", "model", "batch_size", "top", "select", "method", "progress",
+                                                 "cluster")}
+    if flags.get("select"):
+        flags["select"] = list(flags["select"])
+    return build_config(job.Config, load_config(getattr(args, "config", None)), flags)
+
+
+def run(kind: str, args: argparse.Namespace) -> int:
+    cfg = config(kind, args)
+    from skybatch.jobs.kinds import kind_of_model
+
+    mk = kind_of_model(cfg.model)
+    if kind == "classify" and mk is not None and mk.name == "realbogus":  # in this process: no cluster, no flow
+        from skybatch.commands.realbogus import run_classify
+
+        return run_classify(cfg.store, cfg.model)
+    from skybatch.orchestrate import flow_for, run_flow
+    from skybatch.orchestrate._common import flow_params
+
+    out = run_flow(flow_for(kind), flow_params(cfg))
     if "map_model" not in out:  # tile embeddings
         print(f"store: {out['store']}\nmodel: {out['model']}\nwrote: embeddings/embedding (tile, band_key, "
               f"embedding_dim) for {out['n_tiles']} tiles; open with xr.open_zarr(store, group='embeddings')")

@@ -48,14 +48,17 @@ def load_config(path: str | None) -> dict[str, Any]:
 def build_config(cls, file_settings: dict[str, Any], flags: dict[str, Any], where: str = "--config"):
     """``cls(**settings)`` where flags given on the command line override the file's values.
 
-    Unknown keys raise ConfigError naming the key and listing the valid ones; a missing required
+    Unknown keys raise ConfigError naming the key, the nearest valid one and listing the valid ones; a missing required
     setting raises UsageError naming its flag; invalid values raise ConfigError with the dataclass's
     own message.
     """
+    from skybatch.jobs.settings import SettingsError, check_keys
+
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(file_settings) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {unknown}; valid settings are {sorted(fields)}")
+    try:
+        check_keys(set(file_settings), set(fields), where)
+    except SettingsError as e:
+        raise ConfigError(str(e)) from None
     merged = {**file_settings, **{k: v for k, v in flags.items() if v is not None and k in fields}}
     missing = [n for n, f in fields.items() if n not in merged
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

@@ -8,6 +8,13 @@ import dataclasses
 HELP = "difference science images against references with ZOGY: maps, candidates, cutouts (and injection-recovery)"
 
 
+def CONFIG():
+    """The job's config class: the CLI adds a flag for each of its settings not declared below."""
+    from skybatch.jobs.difference import Config
+
+    return Config
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--science", action="append", default=None, metavar="URL_OR_STORE",
                    help="science images: a path, glob, directory or s3:// URL/prefix of FITS / .npz tiles, or a tile "
@@ -64,16 +71,12 @@ def run(args: argparse.Namespace) -> int:
     if flags.get("inject_snr") is not None:
         flags["inject_snr"] = tuple(flags["inject_snr"])
     config = build_config(DifferenceConfig, load_config(getattr(args, "config", None)), flags)
-    from flows.difference import difference_flow
+    from skybatch.orchestrate import run_flow
+    from skybatch.orchestrate._common import flow_params
+    from skybatch.orchestrate.difference import difference_flow
 
-    params = {k: getattr(config, k) for k in names if k not in ("source_options", "store_options")}
-    if config.source_options or config.store_options:
-        from skybatch.commands._config import ConfigError
-
-        raise ConfigError("source_options / store_options cannot be given to the flow; use --endpoint-url / --anon "
-                          "or the AWS environment")
     try:
-        rep = DifferenceReport(**difference_flow(**params))
+        rep = DifferenceReport(**run_flow(difference_flow, flow_params(config)))
     except DifferenceSettingsError as e:  # names the setting: a usage error (exit code 2), not a crash
         from skybatch.commands._config import ConfigError
 

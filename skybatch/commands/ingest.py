@@ -8,9 +8,16 @@ HELP = "ingest DESI / SDSS / sky-VAC FITS files into a chunked Zarr spectra stor
 
 
 def CONFIGS():
-    from skybatch.pipeline.ingest import IngestConfig
+    from skybatch.jobs.ingest import Config
 
-    return (IngestConfig,)
+    return (Config,)
+
+
+def CONFIG():
+    """The job's config class: the CLI adds a flag for each of its settings not declared below."""
+    from skybatch.jobs.ingest import Config
+
+    return Config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,25 +36,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from skybatch.commands._config import build_config, load_config
-    from skybatch.commands._opts import storage_options_param
+    from skybatch.commands._flags import flag_values
     from skybatch.commands._show import open_hint
-    from skybatch.pipeline.ingest import IngestConfig, IngestReport
+    from skybatch.jobs.ingest import Config, Report
 
-    flags = {k: getattr(args, k, None) for k in
-             ("sources", "store", "format", "chunk_spectra", "keep_nonscience", "endpoint_url", "anon", "progress", "cluster")}
-    config = build_config(IngestConfig, load_config(args.config), flags)
-    from flows.ingest import ingest_flow
+    flags = flag_values(args, Config)
+    config = build_config(Config, load_config(args.config), flags)
+    from skybatch.orchestrate import run_flow
+    from skybatch.orchestrate._common import flow_params
+    from skybatch.orchestrate.ingest import ingest_flow
 
-    from skybatch.commands._runflow import run_flow
-
-    rep = run_flow(
-        ingest_flow, sources=config.sources, store=config.store, format=config.format, chunk_spectra=config.chunk_spectra,
-        keep_nonscience=config.keep_nonscience, cluster=config.cluster, endpoint_url=config.endpoint_url,
-        anon=config.anon, progress=config.progress, retries=config.retries,
-        source_options=storage_options_param(config.source_options, config.sources),
-        store_options=storage_options_param(config.store_options, [config.store]),
-    )
-    report = IngestReport(**rep)
+    report = Report(**run_flow(ingest_flow, flow_params(config)))
     print(report.summary())
     print(open_hint(config.store))
     return report.exit_code

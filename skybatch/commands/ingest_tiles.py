@@ -6,14 +6,19 @@ import argparse
 
 HELP = "ingest Rubin / Euclid image tiles (.npz or FITS) into a chunked Zarr tile store"
 
-_FIELDS = ("sources", "store", "chunk_tiles", "instrument", "tile_pattern", "shard_planes", "endpoint_url", "anon",
-           "progress", "cluster")
 
 
 def CONFIGS():
-    from skybatch.pipeline.tile_ingest import TileIngestConfig
+    from skybatch.jobs.tile_ingest import Config
 
-    return (TileIngestConfig,)
+    return (Config,)
+
+
+def CONFIG():
+    """The job's config class: the CLI adds a flag for each of its settings not declared below."""
+    from skybatch.jobs.tile_ingest import Config
+
+    return Config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,23 +40,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from skybatch.commands._config import build_config, load_config
-    from skybatch.commands._opts import storage_options_param
-    from skybatch.pipeline.tile_ingest import TileIngestConfig, TileIngestReport
+    from skybatch.commands._flags import flag_values
+    from skybatch.jobs.tile_ingest import Config, Report
 
-    flags = {k: getattr(args, k, None) for k in _FIELDS}
-    config = build_config(TileIngestConfig, load_config(getattr(args, "config", None)), flags)
-    from flows.tile_ingest import tile_ingest_flow
+    flags = flag_values(args, Config)
+    config = build_config(Config, load_config(getattr(args, "config", None)), flags)
+    from skybatch.orchestrate import run_flow
+    from skybatch.orchestrate._common import flow_params
+    from skybatch.orchestrate.tile_ingest import tile_ingest_flow
 
-    from skybatch.commands._runflow import run_flow
-
-    rep = run_flow(
-        tile_ingest_flow, sources=config.sources, store=config.store, chunk_tiles=config.chunk_tiles, instrument=config.instrument,
-        tile_pattern=config.tile_pattern, shard_planes=config.shard_planes, cluster=config.cluster,
-        endpoint_url=config.endpoint_url, anon=config.anon, progress=config.progress, retries=config.retries,
-        source_options=storage_options_param(config.source_options, config.sources),
-        store_options=storage_options_param(config.store_options, [config.store]),
-    )
-    report = TileIngestReport(**rep)
+    report = Report(**run_flow(tile_ingest_flow, flow_params(config)))
     print(report.summary())
     from skybatch.commands._show import open_hint
 

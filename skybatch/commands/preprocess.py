@@ -15,6 +15,13 @@ def CONFIGS():
     return (PreprocessRecipe, PreprocessConfig)
 
 
+def CONFIG():
+    """The job's config class: the CLI adds a flag for each of its settings not declared below."""
+    from skybatch.jobs.preprocess import Config
+
+    return Config
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="input spectra store (required)")
     p.add_argument("--out", help="output store, new or one to resume (required)")
@@ -71,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name, None)
         if v is not None:
             recipe_settings[name] = tuple(v) if name == "normalize_window" else v
-    flags = {k: getattr(args, k, None) for k in ("store", "out", "device", "cluster", "endpoint_url", "progress")}
+    flags = {k: getattr(args, k, None) for k in ("store", "out", "device", "cluster", "endpoint_url", "anon", "progress",
+                                                 "wait_lock")}
     chosen = None
     if recipe_settings.get("rest_frame") and recipe_settings.get("grid") in (None, "native"):
         # check the other settings first, so a typo is named before the store is read
@@ -87,14 +95,13 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(PreprocessConfig, {**settings, "recipe": recipe}, flags)
     if chosen:
         print(chosen, flush=True)
-    from flows.preprocess import preprocess_flow
+    from skybatch.orchestrate import run_flow
+    from skybatch.orchestrate._common import flow_params
+    from skybatch.orchestrate.preprocess import preprocess_flow
 
-    from skybatch.commands._runflow import run_flow
-
-    rep = PreprocessReport(**run_flow(
-        preprocess_flow, store=config.store, out=config.out, recipe=config.recipe.to_dict(), device=config.device,
-        cluster=config.cluster, endpoint_url=config.endpoint_url, anon=config.anon, progress=config.progress,
-    ))
+    params = flow_params(config)
+    params["recipe"] = config.recipe.to_dict()  # a plain mapping in the flow run's parameters
+    rep = PreprocessReport(**run_flow(preprocess_flow, params))
     print(rep.summary())
     print(open_hint(config.out))
     return rep.exit_code

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("n_healpix", "spectra_per_file", "steps", "top"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1")
-    from flows.quickstart import quickstart_flow
+    from skybatch.orchestrate.quickstart import quickstart_flow
     from skybatch.pipeline.ingest import IngestReport
 
     out = quickstart_flow(

@@ -1,11 +1,28 @@
-"""`skybatch run realbogus`: train the real/bogus classifier on generated triplets, or score a difference store."""
+"""`skybatch run realbogus` (the older spelling of `skybatch run train --model realbogus` and `skybatch run
+classify --store DIFF --model M`): train the real/bogus classifier on generated triplets, or score a
+difference store's candidates (:mod:`skybatch.jobs.realbogus`)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 HELP = ("real/bogus: --train --out M trains on generated triplets; --store DIFF --model M writes realbogus_score "
-        "into DIFF's candidate catalogue")
+        "into DIFF's candidate catalogue (also: run train --model realbogus, run classify)")
+
+#: realbogus training settings that are flags of `skybatch run train` too
+TRAIN_SETTINGS = ("examples", "epochs", "stamp", "completeness")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The real/bogus flags of `skybatch run train --model realbogus` (--out, --store, --seed are shared)."""
+    p.add_argument("--examples", type=int, default=None, metavar="N", help="realbogus: generated training triplets "
+                   "(12000)")
+    p.add_argument("--epochs", type=int, default=None, help="realbogus: passes over the training triplets (12)")
+    p.add_argument("--stamp", type=int, default=None, metavar="PX", help="realbogus: training stamp size (21; store "
+                   "cutouts are cropped to it)")
+    p.add_argument("--completeness", type=float, default=None,
+                   help="realbogus: completeness the threshold is chosen for (0.98)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,44 +38,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def run(args: argparse.Namespace) -> int:
-    import os
+def run_train(args: argparse.Namespace, settings: dict[str, Any] | None = None) -> int:
+    """Train from flags (and ``--config`` settings) into ``--out``; prints the held-out figures."""
+    from skybatch.commands._config import ConfigError, build_config
+    from skybatch.jobs import realbogus
 
+    flags = {k: getattr(args, k, None) for k in ("out", "store", "seed", *TRAIN_SETTINGS)}
+    cfg = build_config(realbogus.TrainConfig, settings or {}, flags)
+    try:
+        rep = realbogus.train(cfg)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    print(rep.summary())
+    return rep.exit_code
+
+
+def run_classify(store: str, model: str) -> int:
+    """Score ``store``'s candidates with ``model``; prints the counts."""
+    from skybatch.commands._config import ConfigError
+    from skybatch.jobs import realbogus
+
+    try:
+        rep = realbogus.classify(realbogus.ClassifyConfig(store=store, model=model))
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    print(rep.summary())
+    return rep.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
     from skybatch.commands._config import ConfigError
 
     if args.train:
         if not args.out:
             raise ConfigError("out: give --out MODEL_DIR to train into")
-        if os.path.exists(args.out) and os.listdir(args.out):
-            raise ConfigError(f"out: {args.out} is not empty; choose a new directory for the model")
-        import numpy as np
-
-        from skybatch.models.calibration import expected_calibration_error
-        from skybatch.models.realbogus import train_realbogus, triplet_features
-        from skybatch.sample.realbogus import make_realbogus_set
-
-        tr = make_realbogus_set(args.examples, size=args.stamp, seed=args.seed)
-        model = train_realbogus(tr.triplets, tr.label, epochs=args.epochs, seed=args.seed,
-                                completeness=args.completeness)
-        te = make_realbogus_set(max(2000, args.examples // 4), size=args.stamp, seed=args.seed + 1)
-        p = model.score(te.triplets, triplet_features(te.triplets))
-        y = te.label
-        ece = expected_calibration_error(np.stack([1 - p, p], 1), y)
-        fn, fp = float(np.mean(p[y == 1] < model.threshold)), float(np.mean(p[y == 0] >= model.threshold))
-        model.save(args.out, {"data": {"generated": args.examples, "stamp": args.stamp, "seed": args.seed},
-                              "metrics": {"held_out_ece": ece, "held_out_fn": fn, "held_out_fp": fp}})
-        print(f"model: {args.out} (temperature {model.temperature:.3f}, threshold {model.threshold:.4f} for "
-              f"{model.completeness:.0%} completeness)")
-        print(f"held-out generated triplets: ECE {ece:.4f}, false negatives {fn:.4f}, false positives {fp:.4f}")
-        return 0
+        return run_train(argparse.Namespace(**{**vars(args), "store": None}))  # --store is what --train ignores
     if not (args.store and args.model):
         raise ConfigError("give --train --out MODEL_DIR, or --store DIFF_STORE --model MODEL_DIR")
-    from skybatch.pipeline.difference.realbogus import classify_difference_store
-
-    try:
-        r = classify_difference_store(args.store, args.model)
-    except FileNotFoundError as e:
-        raise ConfigError(str(e)) from None
-    print(f"scored {r['n_candidates']} candidates: {r['n_real']} real at threshold {r['threshold']:.4f} "
-          f"({r['completeness']:.0%} completeness); columns realbogus_score, realbogus_real in {r['catalogue']}")
-    return 0
+    return run_classify(args.store, args.model)

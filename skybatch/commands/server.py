@@ -243,7 +243,7 @@ def enable_for_cli(say=print) -> None:
 
 
 def on_flow_import() -> None:
-    """Hook run by ``flows._common`` when a flow module is imported (does nothing outside the CLI)."""
+    """Hook run by ``skybatch.orchestrate._common`` when a flow module is imported (does nothing outside the CLI)."""
     say = _ENABLED.pop("say", None)
     if say is not None:
         use_shared_server(say=say)

@@ -27,15 +27,17 @@ def add_tile_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace, settings: dict[str, Any], flags: dict[str, Any]) -> int:
     from skybatch.commands._config import build_config
-    from skybatch.pipeline.tile_model import TileTrainConfig
+    from skybatch.jobs.tile_train import Config
 
     settings = {k: v for k, v in settings.items() if k != "model"}
     flags = {k: v for k, v in flags.items() if k != "model"}
-    config = build_config(TileTrainConfig, settings, flags)
-    from flows.models import tile_train_flow
+    config = build_config(Config, settings, flags)
+    from skybatch.orchestrate import run_flow
+    from skybatch.orchestrate._common import flow_params
+    from skybatch.orchestrate.models import tile_train_flow
 
-    out = tile_train_flow(store=config.store, out=config.out, cluster=config.cluster, progress=config.progress,
-                          settings={k: getattr(config, k) for k in _TILE_SETTINGS})
+    out = run_flow(tile_train_flow, flow_params(config))
+    out["model_dir"] = out.get("model_dir") or out["model"]
     m = out["metrics"]
     print(f"model: {out['model_dir']}\nsteps: {out['steps']} (resumed from {out['start_step']})\n"
           f"sky region: {out['region_arcsec']:.2f} arcsec on a {out['grid_scale_arcsec']:.3f} arcsec/px grid; "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "train a spectral VAE or classifier (or the tile encoder) on a store; checkpoints and resumes"
+HELP = ("train a model on a store (spectral VAE or classifier, tile encoder, sky models, real/bogus on a difference "
+        "store); checkpoints and resumes")
 
 _SETTINGS = ("steps", "batch_size", "learning_rate", "optimizer", "weight_decay", "checkpoint_every",
              "validate_every", "seed", "val_fraction", "split_nside", "latent_dim", "width", "depth", "label",
@@ -20,7 +21,9 @@ def CONFIGS():
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="the store to train on (preprocessed spectra, or a tile store)")
-    p.add_argument("--model", help="vae | classifier | tile-encoder | sky-broadband | sky-ldm (required)")
+    from skybatch.jobs.kinds import KINDS
+
+    p.add_argument("--model", help=" | ".join(KINDS) + " (required)")
     p.add_argument("--out", help="model directory (checkpoints, loss curves, model/)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -43,37 +46,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--selection", default=None, help="sky-ldm: dark | moon | twilight")
     p.add_argument("--vae", default=None, metavar="MODEL_DIR", help="sky-ldm: the VAE whose latents it models")
     p.add_argument("--conditions", default=None, help="sky models: comma-separated condition columns")
+    from skybatch.commands.realbogus import add_train_arguments
+
+    add_train_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
 def run(args: argparse.Namespace) -> int:
-    from skybatch.commands._config import build_config, load_config
+    from skybatch.commands._config import ConfigError, build_config, load_config
+    from skybatch.jobs.kinds import kind
 
     settings = load_config(args.config)
     flags = {k: getattr(args, k, None) for k in ("store", "model", "out", "cluster", "progress", *_SETTINGS)}
     model = flags.get("model") or settings.get("model")
-    if model in ("sky-broadband", "sky-ldm"):
+    if model is None:
+        from skybatch.commands._config import UsageError
+
+        raise UsageError("missing --model (or `model:` in --config)")
+    try:
+        mk = kind(model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if mk.train_job == "sky_train":
         from skybatch.commands.generate import run_sky_train
 
         return run_sky_train(args, settings)
-    if model == "tile-encoder":
+    if mk.train_job == "tile_train":
         from skybatch.commands.tiles import _TILE_SETTINGS, run_train
 
         flags = {k: getattr(args, k, None) for k in ("store", "out", "cluster", "progress", *_TILE_SETTINGS)}
         return run_train(args, settings, flags)
-    from skybatch.pipeline.modeling import TrainJobConfig, TrainJobReport
+    if mk.train_job == "realbogus":
+        from skybatch.commands.realbogus import run_train as run_realbogus
 
-    config = build_config(TrainJobConfig, settings, flags)
-    from flows.models import train_flow
+        return run_realbogus(args, {k: v for k, v in settings.items() if k != "model"})
+    from skybatch.jobs.train import Config, Report
 
-    from skybatch.commands._opts import storage_options_param
+    config = build_config(Config, settings, flags)
+    from skybatch.orchestrate import run_flow
+    from skybatch.orchestrate._common import flow_params
+    from skybatch.orchestrate.models import train_flow
 
-    settings = {k: getattr(config, k) for k in _SETTINGS}
-    if config.storage_options:
-        settings["storage_options"] = storage_options_param(config.storage_options, [config.store])
-    rep = TrainJobReport(**train_flow(
-        store=config.store, model=config.model, out=config.out, cluster=config.cluster, progress=config.progress,
-        settings=settings,
-    ))
+    rep = Report(**run_flow(train_flow, flow_params(config)))
     print(rep.summary())
     return rep.exit_code

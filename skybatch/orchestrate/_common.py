@@ -1,4 +1,5 @@
-"""Helpers shared by the flows: retry rules and quiet defaults (no logic of the jobs here)."""
+"""Helpers shared by the flows: retry rules, quiet defaults, configs from flow parameters, reports as
+Prefect states and artifacts (no logic of the jobs here)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,16 @@ def final_state(result: dict, exit_code: int, what: str):
     return Completed(data=result, message=f"{what}: done")
 
 
+def _in_deployment() -> bool:
+    """True inside a flow run started from a deployment (by a worker or ``serve``)."""
+    try:
+        from prefect.runtime import deployment
+
+        return bool(deployment.id)
+    except Exception:  # noqa: BLE001 - outside a flow run
+        return False
+
+
 def check_deployment_paths(**paths) -> None:
     """Refuse relative local paths when the flow runs as a deployment.
 
@@ -131,3 +142,41 @@ def check_deployment_paths(**paths) -> None:
     if bad:
         raise ValueError(f"deployment parameters must be absolute paths or s3:// URLs (the worker runs in "
                          f"{os.getcwd()}): " + ", ".join(bad))
+
+
+#: Config fields that may hold credentials: the CLI hands them over by reference (:func:`skybatch.secrets.stash`).
+OPTION_FIELDS = ("source_options", "store_options", "storage_options")
+
+
+def flow_params(config) -> dict:
+    """A job config as a flow's ``config`` parameter: its settings, with storage options that hold
+    credentials replaced by a reference to this process's memory, so that Prefect never records them."""
+    from skybatch.commands._opts import storage_options_param
+    from skybatch.jobs.settings import config_params
+
+    params = config_params(config)
+    urls = [u for k in ("sources", "science", "reference") for u in (params.get(k) or [])]
+    urls += [params[k] for k in ("store", "out") if isinstance(params.get(k), str)]
+    for k in OPTION_FIELDS:
+        if params.get(k):
+            params[k] = storage_options_param(params[k], urls)
+    return params
+
+
+def job_config(cls, value, where: str):
+    """The flow parameter ``value`` (a config, or a mapping of its settings) as a ``cls`` instance:
+    unknown keys are errors naming the nearest valid one; option references are resolved."""
+    from dataclasses import fields, replace
+
+    from skybatch.jobs.settings import config_from
+    from skybatch.secrets import unstash
+
+    if isinstance(value, dict):
+        value = {k: (unstash(v) or {}) if k in OPTION_FIELDS else v for k, v in value.items()}
+        if "progress" not in value and _in_deployment() and "progress" in {f.name for f in fields(cls)}:
+            value["progress"] = False  # a worker's log is no terminal for progress bars
+    config = config_from(cls, value, where)
+    names = {f.name for f in fields(config)}
+    refs = {k: unstash(getattr(config, k)) or {} for k in OPTION_FIELDS if k in names
+            and isinstance(getattr(config, k), str)}
+    return replace(config, **refs) if refs else config

@@ -8,7 +8,7 @@ absolute, so the flow runs the same from the CLI and from a deployment.
 
 from __future__ import annotations
 
-from flows._common import set_default_env
+from skybatch.orchestrate._common import set_default_env
 
 set_default_env()
 
@@ -18,9 +18,9 @@ from dataclasses import asdict  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from flows.ingest import plan, report, write  # noqa: E402
 from skybatch.cluster import cluster_client  # noqa: E402
-from skybatch.pipeline import ingest as job  # noqa: E402
+from skybatch.jobs import ingest as job  # noqa: E402
+from skybatch.orchestrate.ingest import report, run_ingest  # noqa: E402
 
 #: Rest frame 1230-10000 Å on a 5e-4 dex grid: what DESI covers for stars and galaxies at z ~ 0 up to
 #: QSOs at z ~ 3 (BAL troughs blueward of C IV / Si IV, every galaxy and star line), with the Lyα
@@ -44,28 +44,28 @@ def generate(out_dir: str, n_healpix: int, spectra_per_file: int, n_sdss: int, a
 
 @task(name="preprocess", cache_policy=NO_CACHE)
 def preprocess_task(store: str, out: str, client, progress: bool) -> dict:
-    from skybatch.pipeline.preprocess import PreprocessConfig, run_with_client
+    from skybatch.jobs.preprocess import Config, run_with_client
     from skybatch.spectra import PreprocessRecipe
 
-    config = PreprocessConfig(store=store, out=out, recipe=PreprocessRecipe.from_dict(QUICKSTART_RECIPE),
+    config = Config(store=store, out=out, recipe=PreprocessRecipe.from_dict(QUICKSTART_RECIPE),
                               progress=progress)
     return asdict(run_with_client(config, client))
 
 
 @task(name="train-vae", cache_policy=NO_CACHE)
 def train_task(store: str, out: str, steps: int, client, progress: bool) -> dict:
-    from skybatch.pipeline.modeling import TrainJobConfig, train
+    from skybatch.jobs import train
 
     # split_nside 256: the sample's few healpix pixels still give a held-out validation split
-    return asdict(train(TrainJobConfig(store=store, model="vae", out=out, steps=steps, batch_size=128,
-                                       split_nside=256, progress=progress), client))
+    return asdict(train.run_with_client(train.Config(store=store, model="vae", out=out, steps=steps, batch_size=128,
+                                                     split_nside=256, progress=progress), client))
 
 
 @task(name="score", cache_policy=NO_CACHE)
 def score_task(store: str, model: str, top: int, client, progress: bool) -> dict:
-    from skybatch.pipeline.modeling import score
+    from skybatch.jobs import score
 
-    return score(store, model, top=top, client=client, progress=progress)
+    return score.run_with_client(score.Config(store=store, model=model, top=top, progress=progress), client).to_dict()
 
 
 def anomaly_ranks(store: str, truth_path: str) -> list[dict]:
@@ -112,11 +112,11 @@ def quickstart_flow(
     with cluster_client(cluster) as client:
         surveys = [("desi", "desi/**/coadd-*.fits")] + ([("sdss", "sdss/**/spec-*.fits")] if n_sdss else [])
         for survey, pattern in surveys:
-            config = job.IngestConfig(
+            config = job.Config(
                 sources=[os.path.join(data, pattern)], store=os.path.join(out_dir, f"spectra-{survey}.zarr"),
                 format=survey, chunk_spectra=chunk_spectra, cluster=cluster, progress=progress,
             )
-            r = write(plan(config, client), client)
+            r = run_ingest(config, client)
             report(r)
             out[survey] = asdict(r)
         if only_ingest:

@@ -1,0 +1,29 @@
+"""The spectra ingest job: typed config, ``run(cfg)`` / ``run_with_client(cfg, client)`` and its report.
+
+The config and report are :mod:`skybatch.pipeline.ingest`'s own classes (re-exported here, not copied).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skybatch.jobs._core import run_job
+from skybatch.pipeline.ingest import IngestConfig as Config
+from skybatch.pipeline.ingest import IngestReport as Report
+
+__all__ = ["Config", "Report", "run", "run_with_client"]
+
+#: the ``skybatch run`` subcommand of this job
+COMMAND = "ingest"
+
+
+def run_with_client(cfg: Config, client: Any) -> Report:
+    """Run the spectra ingest on an existing Dask client (the store's writer lock is held throughout)."""
+    from skybatch.pipeline.ingest import run_with_client as _run
+
+    return _run(cfg, client)
+
+
+def run(cfg: Config, client: Any = None) -> Report:
+    """Run the spectra ingest on ``client``, else the current Dask client, else a cluster from ``cfg.cluster``."""
+    return run_job(run_with_client, cfg, client)
