@@ -34,7 +34,7 @@ def test_settings_carry_type_default_and_help():
     s = settings_of(ingest.Config)
     assert s["sources"].required and not s["chunk_spectra"].required
     assert s["chunk_spectra"].default == 2048 and s["chunk_spectra"].type is int
-    assert "spectra per Zarr chunk" in s["chunk_spectra"].help
+    assert "spectra per stored object" in s["chunk_spectra"].help
     assert "credentials" in settings_of(score.Config)["storage_options"].help
 
 
