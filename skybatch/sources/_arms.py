@@ -15,29 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from skybatch.spectra.camera_coadd import arm_runs
+
 from ._common import clean_nonfinite
 
-__all__ = ["arm_runs", "combine_arms_into"]
-
-
-def arm_runs(offsets: Sequence[int], widths: Sequence[int], n_wave: int) -> list[tuple[int, int, list[int]]]:
-    """Split [0, n_wave) into runs of pixels covered by the same arms (arms in wavelength order).
-
-    Returns (first pixel, stop pixel, arm indices) per run.
-    """
-    order = sorted(range(len(offsets)), key=lambda k: offsets[k])
-    spans = [(int(offsets[k]), int(offsets[k]) + int(widths[k]), k) for k in order]
-    edges = sorted({0, n_wave, *[a for a, _, _ in spans], *[b for _, b, _ in spans]})
-    out: list[tuple[int, int, list[int]]] = []
-    for a, b in zip(edges[:-1], edges[1:]):
-        if a >= n_wave or b <= 0 or a == b:
-            continue
-        arms = [k for (s, e, k) in spans if s <= a and b <= e]
-        if out and out[-1][2] == arms and out[-1][1] == a:
-            out[-1] = (out[-1][0], b, arms)
-        else:
-            out.append((a, b, arms))
-    return out
+__all__ = ["combine_arms_into"]
 
 
 def _as_u32(raw: np.ndarray) -> np.ndarray:

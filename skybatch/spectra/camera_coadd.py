@@ -94,12 +94,10 @@ def coadd_cameras(
         if off < 0 or off + f.shape[1] > n_wave:
             raise ValueError(f"arm {k} (offset {off}, {f.shape[1]} px) does not fit in the {n_wave}-pixel output grid")
 
-    order = sorted(range(len(offsets)), key=lambda k: offsets[k])
-    spans = [(int(offsets[k]), int(offsets[k]) + int(flux_arms[k].shape[1]), k) for k in order]
     flux = xp.zeros((n_spec, n_wave), dtype=out_dtype)
     ivar = xp.zeros((n_spec, n_wave), dtype=out_dtype)
     mask = xp.zeros((n_spec, n_wave), dtype=xp.uint32)
-    for a, b, arms in _runs(spans, n_wave):
+    for a, b, arms in arm_runs(offsets, [f.shape[1] for f in flux_arms], n_wave):
         if not arms:  # no arm covers these pixels
             if nodata_bit is not None:
                 mask[:, a:b] = xp.full((n_spec, b - a), 1 << int(nodata_bit), dtype=xp.uint32)
@@ -131,8 +129,14 @@ def coadd_cameras(
     return flux, ivar, mask
 
 
-def _runs(spans: list[tuple[int, int, int]], n_wave: int) -> list[tuple[int, int, list[int]]]:
-    """Split [0, n_wave) into runs covered by the same set of arms (in wavelength order)."""
+def arm_runs(offsets: Sequence[int], widths: Sequence[int], n_wave: int) -> list[tuple[int, int, list[int]]]:
+    """Split [0, n_wave) into runs of pixels covered by the same arms (arms in wavelength order).
+
+    ``offsets``/``widths``: each arm's first output pixel and its number of pixels. Returns
+    (first pixel, stop pixel, arm indices) per run; a run no arm covers has no indices.
+    """
+    order = sorted(range(len(offsets)), key=lambda k: offsets[k])
+    spans = [(int(offsets[k]), int(offsets[k]) + int(widths[k]), k) for k in order]
     edges = sorted({0, n_wave, *[a for a, _, _ in spans], *[b for _, b, _ in spans]})
     out: list[tuple[int, int, list[int]]] = []
     for a, b in zip(edges[:-1], edges[1:]):
