@@ -157,6 +157,22 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subpro
     raise _Terminated()
 
 
+def _quiet_unraisable(hook):
+    """An ``sys.unraisablehook`` that drops a SIGTERM turned exception where Python cannot raise it (a
+    garbage-collector callback, a ``__del__``): Python would print its traceback, and the run unwinds
+    through ``_term_seen`` anyway. Anything else goes to ``hook``."""
+
+    def quiet(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":
+            global _TERM_RECEIVED
+            _TERM_RECEIVED = _TERM_RECEIVED or type(exc).__name__ == "TerminationSignal" or isinstance(exc, _Terminated)
+            return
+        hook(unraisable)
+
+    return quiet
+
+
 def _error(msg: str, debug: bool, exc: BaseException | None = None) -> None:
     if debug and exc is not None:
         import traceback
@@ -186,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).parent / "commands" / "cli_logging.yml"))
     old_term = signal.getsignal(signal.SIGTERM)
+    old_unraisable = sys.unraisablehook
+    sys.unraisablehook = _quiet_unraisable(old_unraisable)
     if threading_main():
         signal.signal(signal.SIGTERM, _on_sigterm)
         _watch_signals()
@@ -257,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         from skybatch.commands import server
 
         server.enable_for_cli(None)
+        sys.unraisablehook = old_unraisable
         if threading_main():
             signal.signal(signal.SIGTERM, old_term)
 
