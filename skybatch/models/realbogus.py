@@ -150,7 +150,7 @@ class RealBogusModel:
         return registry.save(path, self.net, c, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str) -> "RealBogusModel":
+    def load(cls, path: str) -> RealBogusModel:
         from skybatch.models import registry
 
         net, card = registry.load(path)
@@ -217,7 +217,7 @@ def train_realbogus(triplets: np.ndarray, labels: np.ndarray, *, features: np.nd
         return eqx.combine(p_tr, p_fixed), state, loss
 
     history: dict[str, list[float]] = {"loss": []}
-    for ep in range(epochs):
+    for _ep in range(epochs):
         order = rng.permutation(tr)
         losses = []
         for i in range(0, len(order) - batch + 1, batch):
@@ -274,7 +274,7 @@ class FeatureBaseline:
         return np.concatenate([np.ones((n, 1)), z, quad], axis=1)
 
     @classmethod
-    def fit(cls, features: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> "FeatureBaseline":
+    def fit(cls, features: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> FeatureBaseline:
         from scipy.optimize import minimize
 
         f = np.asarray(features, np.float64)

@@ -312,7 +312,7 @@ class StoreJob:
     lock: StoreLock | None = None
     notes: list[str] = field(default_factory=list)
 
-    def __enter__(self) -> "StoreJob":
+    def __enter__(self) -> StoreJob:
         wait = None if self.wait_lock is None else float(self.wait_lock)
         self.lock = StoreLock(self.store, self.storage_options, job=self.job or self.stage, wait=wait).acquire()
         try:

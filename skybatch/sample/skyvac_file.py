@@ -148,7 +148,7 @@ def sky_components(wave: np.ndarray, meta: dict[str, np.ndarray], rng: np.random
     all_lines = lines[0].copy()
     lines[0] = 0.0
     rest = np.ones(wave.size, bool)
-    for k, (name, windows) in enumerate(AIRGLOW_GROUPS.items(), start=1):
+    for k, (_name, windows) in enumerate(AIRGLOW_GROUPS.items(), start=1):
         sel = np.zeros(wave.size, bool)
         for lo, hi in windows:
             sel |= (wave >= lo) & (wave <= hi)
