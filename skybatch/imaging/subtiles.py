@@ -155,7 +155,7 @@ def zogy_subtiles(
     xp = get_namespace(new, ref)
     ny, nx = new.shape
     plan = plan_subtiles((ny, nx), tile, overlap)
-    maps = {k: None for k in ("D", "S", "S_corr", "F_psf", "F_psf_err")}
+    maps: dict[str, Any] = {k: None for k in ("D", "S", "S_corr", "F_psf", "F_psf_err")}
     bad_full = None
     tiles = []
     centre_tile, best = None, math.inf
