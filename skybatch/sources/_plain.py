@@ -64,6 +64,8 @@ def header_meta(headers: list[Any]) -> str:
     for name, keys in _KEYS.items():
         for h in headers:
             v = next((h.get(k) for k in keys if h.get(k) is not None), None)
+            if v is None:
+                continue
             try:
                 f = float(v)
             except (TypeError, ValueError):
