@@ -154,6 +154,9 @@ class RealBogusModel:
         from skybatch.models import registry
 
         net, card = registry.load(path)
+        if not isinstance(net, RealBogusNet):
+            raise ValueError(f"{path} holds a {card.get('kind')!r} model ({type(net).__name__}), not a real/bogus "
+                             "classifier; give the directory written by the real/bogus training")
         cal = card.get("calibration", {})
         return cls(net, float(cal.get("temperature", 1.0)), float(cal.get("threshold", 0.5)),
                    float(cal.get("completeness", 0.98)), dict(card.get("history", {})), int(card.get("stamp", 21)))
