@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
 HELP = "difference science images against references with ZOGY: maps, candidates, cutouts (and injection-recovery)"
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from skybatch.pipeline.difference import DifferenceConfig, DifferenceReport, DifferenceSettingsError
 
     names = [f.name for f in dataclasses.fields(DifferenceConfig)]
-    flags = {k: getattr(args, k, None) for k in names}
+    flags: dict[str, Any] = {k: getattr(args, k, None) for k in names}
     if flags.get("inject_snr") is not None:
         flags["inject_snr"] = tuple(flags["inject_snr"])
     config = build_config(DifferenceConfig, load_config(getattr(args, "config", None)), flags)

@@ -157,6 +157,7 @@ def score_population(store: str, storage_options: dict | None, *, model, card: d
     # the cells first (class x redshift bin), then the coefficients judged within their cell
     _, cell, _ = calibrate_terms({"pca_misfit": raw["pca_misfit"][good]}, spectype[good], z[good], min_bin=min_bin)
     raw["pca_coef"] = np.full(n, np.nan)
+    assert coef is not None  # keep.any() was checked above, so some chunk filled it
     raw["pca_coef"][good] = cell_coefficient_rarity(coef[good], cell)
     terms = {k: np.where(good, raw[k], np.nan) for k in _TERM_ARRAYS}
     zt, cell, table = calibrate_terms({k: terms[k][good] for k in terms}, spectype[good], z[good], min_bin=min_bin)

@@ -261,9 +261,11 @@ def zogy(
                 src = img_b * alpha if alpha != 0.0 else None
                 if w_hat is not None:
                     src = w_hat[b] if src is None else src + w_hat[b]
+                assert k2 is not None  # the source-noise kernels exist whenever need_v
                 term = src * k2[b]
                 v_b = term if v_b is None else v_b + term
         if need_ast:
+            assert SR_hat is not None  # allocated above whenever need_ast
             S_hat[b] = x_n * f.c_s[b]  # S_N^
             SR_hat[b] = x_r * f.c_s[b]  # S_R^
             N_hat[b] = x_n - x_r

@@ -39,7 +39,9 @@ def _submit(client, task: PairTask, settings: dict[str, Any], ctx: dict[str, Any
 
 
 def _read_parquet_files(paths: list[str], options: dict[str, Any]) -> pd.DataFrame:
-    fs = filesystem(paths[0], options) if paths else None
+    if not paths:
+        return pd.DataFrame()
+    fs = filesystem(paths[0], options)
     frames = []
     for p in paths:
         with fs.open(p, "rb") as f:

@@ -156,9 +156,9 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
         x, y, flux = injected["x"], injected["y"], injected["flux"]
         n_inj = int(len(x))
         snr = expected_snr(res, x, y, flux) if n_inj else np.zeros(0)
-        rec = recovery(det, x, y, flux, snr, area=float(ny * nx))
-        n_false = int(rec.n_false)
-        m = rec.matched
+        recov = recovery(det, x, y, flux, snr, area=float(ny * nx))
+        n_false = int(recov.n_false)
+        m = recov.matched
         det.loc[m.loc[m.recovered, "det_index"].to_numpy(), "injected"] = True
         inj_table = pd.DataFrame({
             "pair": task.pair, "pair_id": task.pair_id, "x": m["x"], "y": m["y"], "flux_true": m["flux_true"],

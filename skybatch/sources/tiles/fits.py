@@ -112,7 +112,7 @@ def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_p
         if len(shape) != 2 or 0 in shape:
             raise SourceError(url, "not-an-image", f"{img.name} has shape {shape}; expected a 2-D image")
         nshape = shape if nse is None else _image_shape(nse)
-        if nshape != shape:
+        if nse is not None and nshape != shape:
             raise SourceError(url, "shape-mismatch", f"{img.name} has shape {shape} but {nse.name} has shape {nshape}; "
                               "the noise must match the image pixel for pixel")
         msk = g.get("mask")
@@ -158,6 +158,7 @@ def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_p
             loc = (f"fits:{_plain.locator_name(lay, img)}|{_plain.locator_name(lay, nse)}|{kind}|"
                    f"{_plain.locator_name(lay, msk)}")
         else:
+            assert nse is not None  # a non-plain group without a noise extension was refused above
             loc = f"fits:{img.name}|{nse.name}|{kind}|{msk.name if msk is not None else ''}"
         meta = _plain.header_meta(headers)
         planes.append(TilePlaneInfo(tile, inst, band, shape[0], shape[1], loc, unit, meta))
