@@ -17,6 +17,7 @@ from skybatch.pipeline.ingest.plan import ingest_job, plan_locked
 from skybatch.pipeline.ingest.report import IngestReport
 from skybatch.pipeline.ingest_checks import duplicate_targets
 from skybatch.pipeline.jobcore import StoreJob, run_chunks
+from skybatch.pipeline.sourcejob import run_on_cluster
 from skybatch.store.fsutil import public_options
 from skybatch.store.spectra_store import consolidate, open_group
 
@@ -122,10 +123,7 @@ def run_with_client(config: IngestConfig, client) -> IngestReport:
 
 def run(config: IngestConfig) -> IngestReport:
     """Plan and execute an ingest on a cluster started from ``config.cluster``."""
-    from skybatch.cluster import cluster_client
-
-    with cluster_client(config.cluster) as client:
-        return run_with_client(config, client)
+    return run_on_cluster(run_with_client, config)
 
 
 def ingest(

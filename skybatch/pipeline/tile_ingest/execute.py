@@ -15,6 +15,7 @@ import numpy as np
 
 import skybatch
 from skybatch.pipeline.chunkrun import run_chunk_tasks
+from skybatch.pipeline.sourcejob import run_on_cluster
 from skybatch.sources.tiles import TilePlaneInfo, read_tile_planes
 from skybatch.store.fsutil import filesystem, public_options
 from skybatch.store.manifest import Manifest
@@ -180,10 +181,7 @@ def run_with_client(config: TileIngestConfig, client) -> TileIngestReport:
 
 def run(config: TileIngestConfig) -> TileIngestReport:
     """Plan and execute a tile ingest on a cluster started from ``config.cluster``."""
-    from skybatch.cluster import cluster_client
-
-    with cluster_client(config.cluster) as client:
-        return run_with_client(config, client)
+    return run_on_cluster(run_with_client, config)
 
 
 def ingest_tiles(
