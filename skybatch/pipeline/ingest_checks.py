@@ -50,10 +50,11 @@ def _reader_for(fs, url: str, fmt: str, verify_checksums: bool = False):
 
 def _verify(fs, info: SourceInfo) -> None:
     from skybatch.sources import _fits
+    from skybatch.sources import _fitssum
 
     with _fits.open_source(fs, info.url, info.size) as f:
         lay = _fits.scan_fits(f, info.url, info.size)
-        _fits.verify_checksums(f, lay, info.url)
+        _fitssum.verify_checksums(f, lay, info.url)
 
 
 def inspect_one(url: str, fmt: str, keep_nonscience: bool, options: dict[str, Any],
