@@ -10,7 +10,7 @@ from typing import Any, ClassVar, TypeVar
 from skybatch.pipeline.jobcore import exit_status
 from skybatch.store.fsutil import public_options
 
-__all__ = ["SourcesConfig", "SourcesReport", "run_on_cluster"]
+__all__ = ["SourcesConfig", "SourcesReport", "run_on_cluster", "source_provenance"]
 
 R = TypeVar("R")
 
@@ -85,3 +85,31 @@ def run_on_cluster(run_with_client: Callable[[Any, Any], R], config: Any) -> R:
 
     with cluster_client(config.cluster) as client:
         return run_with_client(config, client)
+
+
+def source_provenance(src: Any, columns: list[str], sources_table: str, config: Any, run_id: str,
+                      store_options: dict[str, Any], **counts: int) -> dict[str, Any]:
+    """The ``provenance`` attrs of a store after a run: how many sources (``src``, a DataFrame with a row
+    per source and a ``url`` and ``size`` column), a SHA-256 of their ``columns``, where the full table is
+    (``sources_table``), the settings (``config.public_dict()``) and storage options without credentials,
+    the run and the time (UTC). ``counts`` follow ``n_sources`` (e.g. ``n_planes``)."""
+    import hashlib
+    import json
+    import time
+
+    import skybatch
+
+    digest = hashlib.sha256(json.dumps(src[columns].values.tolist(), default=str).encode()).hexdigest()
+    return {
+        "n_sources": int(len(src)),
+        **counts,
+        "total_source_bytes": int(src["size"].sum()) if len(src) else 0,
+        "sources_sha256": digest,
+        "sources_table": sources_table,
+        "source_examples": src["url"].head(5).tolist(),
+        "skybatch_version": skybatch.__version__,
+        "settings": config.public_dict(),
+        "store_options": public_options(store_options),
+        "last_run_id": run_id,
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
