@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 import traceback
 from typing import Any
 
@@ -26,12 +25,9 @@ import numpy as np
 
 from skybatch.sources.base import SourceError, SourceInfo
 from skybatch.store.fsutil import filesystem
+from skybatch.store.retry import RetriesExhausted, retry_call
 
 __all__ = ["inspect_batch", "inspect_one", "duplicate_files", "duplicate_targets"]
-
-#: Exceptions treated as transient network trouble (retried, then "unreachable").
-_TRANSIENT = (ConnectionError, TimeoutError, OSError)
-
 
 def _reader_for(fs, url: str, fmt: str, verify_checksums: bool = False):
     """The reader of ``url`` (format detected from its headers when ``auto``).
@@ -54,40 +50,43 @@ def _reader_for(fs, url: str, fmt: str, verify_checksums: bool = False):
 
 def _verify(fs, info: SourceInfo) -> None:
     from skybatch.sources import _fits
+    from skybatch.sources import _fitssum
 
     with _fits.open_source(fs, info.url, info.size) as f:
         lay = _fits.scan_fits(f, info.url, info.size)
-        _fits.verify_checksums(f, lay, info.url)
+        _fitssum.verify_checksums(f, lay, info.url)
 
 
 def inspect_one(url: str, fmt: str, keep_nonscience: bool, options: dict[str, Any],
                 verify_checksums: bool = True) -> SourceInfo | dict[str, Any]:
-    """Inspect one source (worker side): a SourceInfo, a set-aside record, or a failure record."""
-    delay = 0.5
-    for attempt in range(3):
-        try:
-            fs = filesystem(url, options)
-            if not fs.exists(url):
-                return {"url": url, "reason": "not-found", "message": f"{url}: no such file; check the path or URL"}
-            reader = _reader_for(fs, url, fmt, verify_checksums)
-            info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
-            if verify_checksums and not getattr(reader, "checksums_in_read", False):
-                _verify(fs, info)  # formats without in-read checks (small files): one pass over the file
-            return info
-        except SourceError as e:
-            return {"url": url, "reason": e.reason, "message": str(e)}
-        except _TRANSIENT as e:
-            if attempt == 2 or isinstance(e, (FileNotFoundError, PermissionError)):
-                return {
-                    "url": url, "reason": "unreachable",
-                    "message": f"{url}: cannot be read ({type(e).__name__}: {e}); check the bucket name, "
-                    "endpoint (--endpoint-url) and credentials, then re-run",
-                }
-            time.sleep(delay)
-            delay *= 2
-        except Exception as e:  # noqa: BLE001 - a bug, not bad input: reported as a failure with its traceback
-            return {"url": url, "failed": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-    raise AssertionError("unreachable")
+    """Inspect one source (worker side): a SourceInfo, a set-aside record, or a failure record.
+
+    Transient storage errors are retried (:func:`skybatch.store.retry.retry_call`); when they persist,
+    or the file cannot be opened at all, the record's reason is ``unreachable``."""
+
+    def look() -> SourceInfo | dict[str, Any]:
+        fs = filesystem(url, options)
+        if not fs.exists(url):
+            return {"url": url, "reason": "not-found", "message": f"{url}: no such file; check the path or URL"}
+        reader = _reader_for(fs, url, fmt, verify_checksums)
+        info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
+        if verify_checksums and not getattr(reader, "checksums_in_read", False):
+            _verify(fs, info)  # formats without in-read checks (small files): one pass over the file
+        return info
+
+    try:
+        return retry_call(look, what=f"inspect {url}", base_delay_s=0.5)
+    except SourceError as e:
+        return {"url": url, "reason": e.reason, "message": str(e)}
+    except OSError as e:  # retries spent (RetriesExhausted), or no such bucket / no permission
+        cause: BaseException = e.last if isinstance(e, RetriesExhausted) else e
+        return {
+            "url": url, "reason": "unreachable",
+            "message": f"{url}: cannot be read ({type(cause).__name__}: {cause}); check the bucket name, "
+            "endpoint (--endpoint-url) and credentials, then re-run",
+        }
+    except Exception as e:  # noqa: BLE001 - a bug, not bad input: reported as a failure with its traceback
+        return {"url": url, "failed": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
 
 
 def inspect_batch(urls: list[str], fmt: str, keep_nonscience: bool, options: dict[str, Any],

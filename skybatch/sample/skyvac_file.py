@@ -20,7 +20,7 @@ The spectra follow the METADATA by construction (:func:`sky_components`):
 * zodiacal light (solar spectrum, brighter near the ecliptic: ECLLAT) and
   integrated starlight (brighter near the Galactic plane: GALLAT);
 * scattered moonlight and twilight from
-  :func:`skybatch.sample.spectra.sky_spectrum` (MOONFRAC, MOONALT, MOONSEP,
+  :func:`skybatch.sample.sky_noise.sky_spectrum` (MOONFRAC, MOONALT, MOONSEP,
   SUNALT), the moonlight raised by thin cloud (low TRANSPARENCY_GFA);
 
 plus 2 % pixel noise.
@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .spectra import _OH_A, _OH_W, _add_gaussians, sky_spectrum
+from .render import _add_gaussians
+from .sky_noise import _OH_A, _OH_W, sky_spectrum
 
 __all__ = ["write_skyvac", "SkyVacFile", "draw_sky_conditions", "sky_components", "AIRGLOW_GROUPS"]
 
@@ -149,7 +150,7 @@ def sky_components(wave: np.ndarray, meta: dict[str, np.ndarray], rng: np.random
     all_lines = lines[0].copy()
     lines[0] = 0.0
     rest = np.ones(wave.size, bool)
-    for k, (_name, windows) in enumerate(AIRGLOW_GROUPS.items(), start=1):
+    for k, windows in enumerate(AIRGLOW_GROUPS.values(), start=1):
         sel = np.zeros(wave.size, bool)
         for lo, hi in windows:
             sel |= (wave >= lo) & (wave <= hi)

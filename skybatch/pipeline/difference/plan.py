@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import skybatch
 from skybatch.store.fsutil import atomic_write_bytes, filesystem, join, public_options
 from skybatch.store.manifest import Manifest
+from skybatch.store.retry import RetriesExhausted, retry_call
 
 from .config import DifferenceConfig, DifferenceSettingsError, STAGE, _PLAN_FILE
 
@@ -115,27 +116,29 @@ def _store_frames(url: str, view: str | None, options: dict[str, Any], side: str
 
 def _inspect_batch(urls: list[str], instrument: str | None, tile_pattern: str | None, options: dict[str, Any],
                    hdu: str | None = None) -> list:
-    """Inspect tile files on a worker (headers only); unreadable ones come back as set-aside records."""
+    """Inspect tile files on a worker (headers only); unreadable ones come back as set-aside records.
+
+    Transient storage errors are retried (:func:`skybatch.store.retry.retry_call`); when they persist,
+    the record's reason is ``unreachable``."""
     from skybatch.sources.base import SourceError
     from skybatch.sources.tiles import inspect_tile_source
+
+    def look(url: str) -> Any:
+        fs = filesystem(url, options)
+        if not fs.exists(url):
+            return {"url": url, "reason": "not-found", "message": f"{url}: no such file; check the path or URL"}
+        if fs.isdir(url):
+            return {"url": url, "reason": "empty-directory",
+                    "message": f"{url}: a directory with no image files (.fits, .fit, .fits.fz, .npz); check the path"}
+        return inspect_tile_source(fs, url, instrument=instrument, tile_pattern=tile_pattern, hdu=hdu)
 
     out: list[Any] = []
     for url in urls:
         try:
-            fs = filesystem(url, options)
-            if not fs.exists(url):
-                out.append({"url": url, "reason": "not-found",
-                            "message": f"{url}: no such file; check the path or URL"})
-                continue
-            if fs.isdir(url):
-                out.append({"url": url, "reason": "empty-directory",
-                            "message": f"{url}: a directory with no image files (.fits, .fit, .fits.fz, .npz); "
-                            "check the path"})
-                continue
-            out.append(inspect_tile_source(fs, url, instrument=instrument, tile_pattern=tile_pattern, hdu=hdu))
+            out.append(retry_call(look, url, what=f"inspect {url}", base_delay_s=0.5))
         except SourceError as e:
             out.append({"url": url, "reason": e.reason, "message": str(e)})
-        except (FileNotFoundError, PermissionError) as e:
+        except (FileNotFoundError, PermissionError, RetriesExhausted) as e:
             out.append({"url": url, "reason": "unreachable",
                         "message": f"{url}: cannot be read ({type(e).__name__}: {e})"})
         except Exception as e:  # a file nothing can parse

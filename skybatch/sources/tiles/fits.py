@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import _fits, _plain
+from .. import _fitsread
 from ..base import SourceError
 from .naming import (
     INSTRUMENT_BANDS,
@@ -196,7 +197,7 @@ def _inspect_fits(fs: Any, url: str, instrument: str | None, tile_pattern: str |
 def _read_hdu(f, e, url: str) -> tuple[np.ndarray, Any]:
     """(data, header) of an image HDU; tile-compressed HDUs are decompressed with astropy."""
     if not _is_compressed(e):
-        return _fits.read_image(f, e, url), e.header
+        return _fitsread.read_image(f, e, url), e.header
     from astropy.io import fits
 
     f.seek(e.header_offset)
