@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-bits", type=lambda s: int(s, 0), default=None, metavar="BITS",
                    help="mask bits that make a pixel bad (default: BAD SAT CR NO_DATA EDGE SUSPECT planes)")
     p.add_argument("--astrometric-sigma", type=float, default=None, metavar="PX")
+    p.add_argument("--psf-accuracy", type=float, default=None, metavar="FRACTION",
+                   help="fractional accuracy of the PSF models (0.005): S_corr's PSF-error term and the bright-star "
+                        "veto (mask bit 4)")
     p.add_argument("--inject", type=int, default=None, metavar="N",
                    help="inject N point sources per science image and report completeness and false positives")
     p.add_argument("--inject-snr", type=float, nargs=2, default=None, metavar=("LO", "HI"))

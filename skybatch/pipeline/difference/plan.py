@@ -21,7 +21,7 @@ from skybatch.store.fsutil import atomic_write_bytes, filesystem, join, public_o
 from skybatch.store.manifest import Manifest
 from skybatch.store.retry import RetriesExhausted, retry_call
 
-from .config import DifferenceConfig, DifferenceSettingsError, STAGE, _PLAN_FILE
+from .config import DifferenceConfig, DifferenceSettingsError, STAGE, _PLAN_FILE, mismatch_message
 
 
 @dataclass
@@ -274,12 +274,10 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
     if exists:
         g = ds.open_difference_group(config.out, st_opts)
         if g.attrs.get("identity") != identity:
-            old = dict(g.attrs.get("science_settings", {}))
-            diff = {k: (old.get(k), v) for k, v in config.science_settings().items() if old.get(k) != v}
-            raise DifferenceSettingsError(
-                f"out: {config.out} already holds differences made with other settings (setting: (store, now) "
-                f"{diff}); choose another --out, or delete it to start over"
-            )
+            diff = config.settings_mismatch(dict(g.attrs.get("science_settings", {})))
+            if diff:
+                raise DifferenceSettingsError(mismatch_message(config.out, diff))
+            identity = str(g.attrs["identity"])  # an older store whose new settings are at their defaults
 
     sci, set_aside = _frames("science", config, client, run_id)
     ref, ref_aside = _frames("reference", config, client, run_id)

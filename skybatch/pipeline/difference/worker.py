@@ -43,7 +43,8 @@ def _difference_window(prep: _Prepared | _SetAside, window: tuple,
         prep.new[ws], prep.ref[ws], flux_ratio=settings["flux_ratio"], flux_ratio_guess=prep.flux_ratio_guess,
         new_mask=prep.new_bad[ws] | sat, ref_mask=prep.ref_bad[ws] | sat,
         background_box=settings["background_box"], psf_size=settings["psf_size"],
-        default_fwhm=settings["default_fwhm"], astrometric_sigma=(a, a), fft_workers=1, **kw,
+        default_fwhm=settings["default_fwhm"], astrometric_sigma=(a, a),
+        psf_accuracy=float(settings.get("psf_accuracy", 0.0)), fft_workers=1, **kw,
     )
     z = out.zogy
     bad = np.asarray(out.bad) | (np.asarray(z.bad) if z.bad is not None else False)
