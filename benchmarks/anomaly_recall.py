@@ -25,6 +25,7 @@ the same magnitudes as normal objects) this script
     python benchmarks/anomaly_recall.py --quick      (2 surveys of 1200 spectra, 300 VAE steps)
     python benchmarks/anomaly_recall.py --keep DIR   (keep surveys, stores and models under DIR)
     python benchmarks/anomaly_recall.py --report DIR/survey0 DIR/survey1   (re-measure kept, scored surveys)
+    python benchmarks/anomaly_recall.py --rescore DIR/survey0 --method population  (score again, then measure)
 """
 
 from __future__ import annotations
@@ -192,7 +193,15 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="directory to keep the surveys, stores and models in")
     ap.add_argument("--report", nargs="+", default=None, metavar="SURVEY_DIR",
                     help="only measure and print already scored surveys (DIR/surveyN of a --keep run)")
+    ap.add_argument("--rescore", nargs="+", default=None, metavar="SURVEY_DIR",
+                    help="re-run only `skybatch run score` (with --method) on kept surveys, then measure them")
     args = ap.parse_args()
+    if args.rescore:  # the score command again (after a change to it) on kept surveys, then the report
+        for d in args.rescore:
+            d = d.rstrip("/")
+            _cli("run", "score", "--store", d + "-rest.zarr", "--model", d + "-vae", "--top", "30", "--no-progress",
+                 "--cluster", "local", "--method", args.method, log=os.path.join(os.path.dirname(d), "cli.log"))
+        args.report = args.rescore
     if args.report:
         report([measure(d.rstrip("/")) for d in args.report])
         return

@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.models.anomaly_lines import TWO_SIDED, line_features, qso_ew_reference
 from skybatch.models.anomaly_population import (
     QSO_REGIONS,
     calibrate_terms,
     cell_coefficient_rarity,
-    combine,
     fit_population_model,
 )
+from skybatch.models.anomaly_tails import log_snr, tail_score
 from skybatch.store.spectra_store import consolidate, open_group
 
 __all__ = ["parse_select", "select_rows", "score_population"]
@@ -134,10 +135,14 @@ def score_population(store: str, storage_options: dict | None, *, model, card: d
     fflux, fivar = _read_rows(g, fit_rows)
     has = (fivar > 0).any(1)
     pop = fit_population_model(wl, fflux[has], fivar[has], spectype[fit_rows][has], seed=seed)
+    is_q = has & (spectype[fit_rows] == "QSO")
+    qso_ew_ref = qso_ew_reference(wl, fflux[is_q], fivar[is_q]) if is_q.sum() >= 5 else None
     del fflux, fivar
 
     raw = {k: np.full(n, np.nan) for k in ("pca_misfit", "pca_local", "pca_coef", "local_wavelength")}
     regions = np.full((n, len(QSO_REGIONS)), np.nan)
+    lsnr = np.full(n, np.nan)
+    lines: dict[str, np.ndarray] = {}
     coef = None
     chunk = int(g.attrs["chunk_spectra"])
     for a in range(0, n, chunk):
@@ -149,32 +154,40 @@ def score_population(store: str, storage_options: dict | None, *, model, card: d
         for k in raw:
             raw[k][rows] = t[k]
         regions[rows] = t["regions"]
+        lsnr[rows] = log_snr(flux, ivar)
+        for k, v in line_features(wl, flux, ivar, spectype[rows], qso_ew_ref).items():
+            lines.setdefault(k, np.full(n, np.nan))[rows] = v
         if coef is None:
             coef = np.full((n, t["coef"].shape[1]), np.nan)
         coef[rows] = t["coef"]
     raw["vae_misfit"], raw["vae_rarity"] = vae_misfit, vae_rarity
     good = keep & np.isfinite(raw["pca_misfit"])
-    # the cells first (class x redshift bin), then the coefficients judged within their cell
-    _, cell, _ = calibrate_terms({"pca_misfit": raw["pca_misfit"][good]}, spectype[good], z[good], min_bin=min_bin)
+    # the cells first (class x redshift bin), then every feature judged within its cell
+    _, cell, table = calibrate_terms({"pca_misfit": raw["pca_misfit"][good]}, spectype[good], z[good],
+                                     min_bin=min_bin)
     raw["pca_coef"] = np.full(n, np.nan)
     assert coef is not None  # keep.any() was checked above, so some chunk filled it
     raw["pca_coef"][good] = cell_coefficient_rarity(coef[good], cell)
-    terms = {k: np.where(good, raw[k], np.nan) for k in _TERM_ARRAYS}
-    zt, cell, table = calibrate_terms({k: terms[k][good] for k in terms}, spectype[good], z[good], min_bin=min_bin)
+    zr, _, _ = calibrate_terms({"vae_rarity": raw["vae_rarity"][good]}, spectype[good], z[good], min_bin=min_bin)
+    feats = {k: raw[k][good] for k in ("pca_misfit", "pca_local", "vae_misfit", "pca_coef")}
+    feats["vae_rarity"] = zr["vae_rarity"]
+    feats.update({k: v[good] for k, v in lines.items()})
+    zg, sg = tail_score(feats, lsnr[good], cell, two_sided=TWO_SIDED, calibrated=("pca_coef", "vae_rarity"))
     score = np.full(n, np.nan)
-    score[good] = combine(zt, cell)
-    z_terms = {k: np.full(n, np.nan) for k in terms}
-    for k in terms:
-        z_terms[k][good] = zt[k]
+    score[good] = sg
+    z_terms = {k: np.full(n, np.nan) for k in zg}
+    for k in zg:
+        z_terms[k][good] = zg[k]
     cells = np.full(n, -1, np.int64)
     cells[good] = cell
 
     attrs = {"model": path, "model_sha256": card.get("weights", {}).get("sha256"), "select": str(select or ""),
-             "method": "per (SPECTYPE, z-bin) robust z of weighted-PCA misfit, local residual and coefficient "
-                       "rarity plus VAE misfit and latent rarity; sqrt(sum z^2), recalibrated per cell"}
+             "method": "per (SPECTYPE, z-bin) cell: S/N-detrended robust z of weighted-PCA misfit, local residual, "
+                       "coefficient rarity, emission-line features, VAE misfit and latent rarity; each turned into "
+                       "its tail probability within the cell; score = max(-log10 p) - log10(n features)"}
     written = {}
     for name, values, dt in ([("anomaly_score", score, "float64"), ("anomaly_cell", cells, "int64")]
-                             + [(arr, z_terms[k], "float64") for k, arr in _TERM_ARRAYS.items()]):
+                             + [(arr, z_terms.get(k, np.full(n, np.nan)), "float64") for k, arr in _TERM_ARRAYS.items()]):
         name = name + tag
         if name in g:
             del g[name]

@@ -297,3 +297,45 @@ def test_generator_draws_every_new_anomaly_kind_with_its_class_and_strength():
     plain = {**sub, "anomaly_kind": np.array([""], dtype=object)}
     both, alone = render_spectra(wave, sub)[0], render_spectra(wave, plain)[0]
     assert not np.allclose(both, alone)
+
+
+def test_tail_score_puts_injected_anomalies_and_odd_quasars_at_the_top_of_an_unseen_survey():
+    """The score as ``skybatch run score --method population`` builds it (PCA terms, line features, S/N
+    trend removed, tail probabilities per class x z-bin cell), on a survey seed never used in tuning."""
+    from skybatch.models.anomaly_lines import TWO_SIDED, line_features, qso_ew_reference
+    from skybatch.models.anomaly_pca import fit_weighted_pca, residual_statistics
+    from skybatch.models.anomaly_population import calibrate_terms, cell_coefficient_rarity, fit_population_model
+    from skybatch.models.anomaly_tails import log_snr, tail_score
+
+    pop, wl, flux, ivar = _generated_rest_frame_survey(1600, seed=37)
+    st = pop["spectype"].astype(str)
+    good = (ivar > 0).any(1)
+    f, iv, s, zz = flux[good], ivar[good], st[good], pop["z"][good]
+    model = fit_population_model(wl, f, iv, s)
+    t = model.terms(f, iv, s)
+    _, cell, _ = calibrate_terms({"m": t["pca_misfit"]}, s, zz)
+    feats = {"pca_misfit": t["pca_misfit"], "pca_local": t["pca_local"],
+             "pca_coef": cell_coefficient_rarity(t["coef"], cell)}
+    feats.update(line_features(wl, f, iv, s, qso_ew_reference(wl, f[s == "QSO"], iv[s == "QSO"])))
+    lsnr = log_snr(f, iv)
+    z, sc = tail_score(feats, lsnr, cell, two_sided=TWO_SIDED, calibrated=("pca_coef",))
+    assert {"qso_line_scale", "qso_trough", "gal_[OIII]/Hbeta"} <= set(z)
+    # the detrended misfit no longer measures the S/N
+    assert abs(np.corrcoef(np.nan_to_num(z["pca_misfit"]), lsnr)[0, 1]) < 0.2
+    score = np.full(len(st), -np.inf)
+    score[good] = sc
+    base = np.full(len(st), -np.inf)  # baseline on the same spectra: robust PCA per SPECTYPE, chi^2 per pixel
+    for c in np.unique(s):
+        rows = np.flatnonzero(good)[s == c]
+        base[rows] = residual_statistics(fit_weighted_pca(flux[rows], ivar[rows], 8), flux[rows],
+                                         ivar[rows])["log_chi2pp"]
+    anom, kind = pop["is_anomaly"], pop["anomaly_kind"]
+
+    def found(x, frac):
+        return anom & np.isin(np.arange(len(x)), np.argsort(-x)[: int(np.ceil(frac * len(x)))])
+
+    top1, top3 = found(score, 0.01), found(score, 0.03)
+    assert top1.sum() >= 10 and top3.sum() >= 12, sorted(kind[anom & ~top1])
+    assert top1.sum() > found(base, 0.01).sum()
+    qso = np.isin(kind, ("qso_weak_lines", "qso_strong_lines", "bal"))
+    assert top3[qso].sum() >= 0.75 * qso.sum(), sorted(kind[qso & ~top3])
