@@ -67,10 +67,14 @@ def _native(a):
     return a.astype(a.dtype.newbyteorder("="))
 
 
-def bare_read(files: list[str]) -> tuple[int, int, float]:
-    """Read FIBERMAP and the b/r/z flux, ivar, mask images of each file fully; (spectra, bytes, seconds)."""
+def bare_read(files: list[str]) -> tuple[int, int, float, float]:
+    """Read FIBERMAP and the b/r/z flux, ivar, mask images of each file fully.
+
+    Returns (spectra, bytes, seconds, CPU seconds of this process).
+    """
     from astropy.io import fits
 
+    c0 = time.process_time()
     t0 = time.perf_counter()
     n = nbytes = 0
     for f in files:
@@ -80,13 +84,13 @@ def bare_read(files: list[str]) -> tuple[int, int, float]:
                 for kind in ("FLUX", "IVAR", "MASK"):
                     a = _native(hdul[f"{arm}_{kind}"].data)
                     nbytes += a.nbytes
-    return n, nbytes, time.perf_counter() - t0
+    return n, nbytes, time.perf_counter() - t0, time.process_time() - c0
 
 
-def loop_ingest(files: list[str], store: str, chunk: int) -> tuple[int, float]:
+def loop_ingest(files: list[str], store: str, chunk: int) -> tuple[int, float, float]:
     """The per-file loop a DESI script would write: read, combine arms, write Zarr (same codec/layout).
 
-    Returns (spectra written, seconds).
+    Returns (spectra written, seconds, CPU seconds of this process: all its threads, zarr's included).
     """
     import numpy as np
     import zarr
@@ -97,6 +101,7 @@ def loop_ingest(files: list[str], store: str, chunk: int) -> tuple[int, float]:
     from skybatch.store.codecs import PIXEL_CODEC
     from skybatch.store.spectra_store import pixel_layout
 
+    c0 = time.process_time()
     t0 = time.perf_counter()
     nw = DESI_BRZ_GRID.n
     shard, inner = pixel_layout(chunk, nw)
@@ -146,7 +151,7 @@ def loop_ingest(files: list[str], store: str, chunk: int) -> tuple[int, float]:
         n_buf += len(flux)
         flush(False)
     flush(True)
-    return n_done, time.perf_counter() - t0
+    return n_done, time.perf_counter() - t0, time.process_time() - c0
 
 
 def run_ingest(files: list[str], store: str, chunk: int, workers: int = 1) -> dict:
@@ -158,13 +163,16 @@ def run_ingest(files: list[str], store: str, chunk: int, workers: int = 1) -> di
                       dashboard_address="127.0.0.1:0", memory_limit="8GiB") as cluster, Client(cluster) as client:
         client.run(lambda: __import__("skybatch.pipeline.ingest"))  # imports are not what we time
         rss0 = max(client.run(_worker_rss_mb).values())
+        w0 = sum(client.run(time.process_time).values())
+        c0 = time.process_time()
         t0 = time.perf_counter()
         rep = skybatch.ingest(files, store, chunk_spectra=chunk, client=client, progress=False,
                               dedupe_files=False)  # the large set reuses files under new names on purpose
         dt = time.perf_counter() - t0
+        cpu = time.process_time() - c0 + sum(client.run(time.process_time).values()) - w0
         peak = max(client.run(_worker_peak_rss_mb).values())
     assert rep.exit_code == 0, rep.summary()
-    return {"n": rep.n_spectra, "seconds": dt, "rss0": rss0, "peak": peak, "growth": peak - rss0}
+    return {"n": rep.n_spectra, "seconds": dt, "cpu": cpu, "rss0": rss0, "peak": peak, "growth": peak - rss0}
 
 
 def profile_chunk(files: list[str], store: str, chunk: int, top: int = 25) -> None:
@@ -210,7 +218,7 @@ def profile_chunk(files: list[str], store: str, chunk: int, top: int = 25) -> No
         s = io.StringIO()
         pstats.Stats(prof, stream=s).strip_dirs().sort_stats(key).print_stats(top)
         lines = s.getvalue().splitlines()
-        start = next(i for i, l in enumerate(lines) if l.strip().startswith("ncalls"))
+        start = next(i for i, line in enumerate(lines) if line.strip().startswith("ncalls"))
         print(f"-- top {top} by {key} --")
         print("\n".join(lines[start : start + top + 1]))
 
@@ -238,16 +246,18 @@ def main(argv: list[str] | None = None) -> int:
             profile_chunk(small, os.path.join(tmp, "profile.zarr"), a.chunk_spectra)
             return 0
 
+        load0 = os.getloadavg()[0]
         bare_read(small[:1])  # warm the page cache and astropy
-        n_b, bytes_b, t_b = bare_read(small)
-        n_bl, bytes_bl, t_bl = bare_read(large)
-        n_l, t_l = loop_ingest(large, os.path.join(tmp, "loop.zarr"), a.chunk_spectra)
+        n_b, bytes_b, t_b, _ = bare_read(small)
+        n_bl, bytes_bl, t_bl, c_bl = bare_read(large)
+        n_l, t_l, c_l = loop_ingest(large, os.path.join(tmp, "loop.zarr"), a.chunk_spectra)
         small_run = run_ingest(small, os.path.join(tmp, "small.zarr"), a.chunk_spectra)
         large_run = run_ingest(large, os.path.join(tmp, "large.zarr"), a.chunk_spectra)
         two = None if a.no_scaling else run_ingest(large, os.path.join(tmp, "large2.zarr"), a.chunk_spectra, workers=2)
 
         print(f"ingest benchmark: {n_files} and {10 * n_files} DESI coadd files x {per_file} spectra, "
-              f"chunk {a.chunk_spectra}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+              f"chunk {a.chunk_spectra}; load average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end, "
+              f"on {os.cpu_count()} cores")
         print(f"{'':34s}{'spectra/s':>10s}{'MB/s':>8s}{'/bare':>7s}{'/loop':>7s}")
         bare_rate, loop_rate = n_bl / t_bl, n_l / t_l
 
@@ -266,6 +276,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"2 workers / 1 worker: {large_run['seconds'] / two['seconds']:.2f}x")
         print("(ratios: /bare = to the bare read of the large set, /loop = to the read + combine + write loop; "
               f"MB = b/r/z image bytes read from FITS: {bytes_bl / 2**20:.0f} MB in the large set)")
+        print("CPU seconds (all threads of the driver and the workers; less sensitive to a busy machine than wall time):")
+        print(f"{'':34s}{'CPU-s':>10s}{'spec/CPU-s':>11s}{'/bare':>7s}{'/loop':>7s}")
+        cpu_rows = [("bare read (large)", n_bl, c_bl), ("read + combine + write loop (large)", n_l, c_l),
+                    ("skybatch ingest (large, 1x1)", large_run["n"], large_run["cpu"])]
+        if two is not None:
+            cpu_rows.append(("skybatch ingest (large, 2 workers)", two["n"], two["cpu"]))
+        for label, n, c in cpu_rows:
+            print(f"{label:34s}{c:10.2f}{n / c:11.0f}{(n / c) / (n_bl / c_bl):7.2f}{(n / c) / (n_l / c_l):7.2f}")
         print(f"worker peak RSS growth: small {small_run['growth']:.0f} MB ({small_run['n']} spectra), "
               f"large {large_run['growth']:.0f} MB ({large_run['n']} spectra); "
               f"ratio large/small = {large_run['growth'] / max(small_run['growth'], 1.0):.2f} "

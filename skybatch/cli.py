@@ -62,8 +62,10 @@ def _show_defaults(p: argparse.ArgumentParser, defaults: dict[str, object]) -> N
 
 def _parser(with_defaults: bool = True, job: str | None = None) -> argparse.ArgumentParser:
     """The CLI's parser. Flags derived from a job's config class (``CONFIG`` of its command module) are
-    added for ``job`` (the one being run) and, with ``with_defaults`` (``--help``), for every job: building
-    them imports the job's pipeline module."""
+    added for ``job`` only (the one being run, or asked ``--help`` for), and with ``with_defaults``
+    (``--help``) its options' help states their defaults. Building them imports that job's pipeline
+    module (``train``'s imports JAX); the other jobs' parsers get only their hand-written flags, so
+    ``skybatch --help`` and ``skybatch run ingest`` import no model code."""
     p = argparse.ArgumentParser(prog="skybatch", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own log on the terminal")
@@ -86,13 +88,15 @@ def _parser(with_defaults: bool = True, job: str | None = None) -> argparse.Argu
         jp.add_argument("--cluster-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="change one profile setting for this run, e.g. account=m1234, qos=debug, cores=1 (repeat)")
         mod.add_arguments(jp)
-        if hasattr(mod, "CONFIG") and (with_defaults or name == job):
+        jp.set_defaults(_job=mod, _parser=jp)
+        if name != job:
+            continue
+        if hasattr(mod, "CONFIG"):
             from skybatch.commands._flags import add_config_flags
 
             add_config_flags(jp, mod.CONFIG())
         if with_defaults:  # reads the config classes (imports the pipeline): only for --help
             _show_defaults(jp, _defaults_of(mod))
-        jp.set_defaults(_job=mod, _parser=jp)
     srv = sub.add_parser("server", help="the local Prefect API server that skybatch runs share (start, stop, status)")
     from skybatch.commands import server
 

@@ -366,6 +366,17 @@ def _close_cluster_workers(cluster: Any) -> None:
         pass
 
 
+def _quiet_worker_shutdown(client: Any) -> None:
+    """Keep a closed scheduler's last heartbeat failure out of the user's terminal (see
+    :mod:`skybatch.worker_logging`); a cluster that refuses the plugin still runs."""
+    try:
+        from skybatch.worker_logging import QuietHeartbeatPlugin
+
+        client.register_plugin(QuietHeartbeatPlugin(), name=QuietHeartbeatPlugin.name)
+    except Exception:  # noqa: BLE001 - logging comfort only, never a reason to fail a job
+        pass
+
+
 @contextlib.contextmanager
 def cluster_client(profile: str | ClusterProfile | None = None, *, quiet: bool = False, **overrides: Any) -> Iterator[Any]:
     """Context manager yielding a ``distributed.Client`` for a profile; closes what it started
@@ -388,6 +399,7 @@ def cluster_client(profile: str | ClusterProfile | None = None, *, quiet: bool =
             client = Client(addr, timeout="30s")
         else:
             client = Client(cluster)
+            _quiet_worker_shutdown(client)
         try:
             if prof.kind in ("address", "slurm", "kubernetes"):  # workers in an environment we did not make
                 from skybatch.cluster_check import check_workers, wait_for_workers

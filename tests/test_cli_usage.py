@@ -29,6 +29,23 @@ def test_help_shows_defaults(capsys):
     assert "(default: median)" in out and "redshift range" in out
 
 
+@pytest.mark.parametrize("argv", [[], ["--help"], ["run", "ingest", "--help"], ["run", "ingest-tiles", "--help"],
+                                  ["run", "preprocess", "--help"], ["run", "difference", "--help"],
+                                  ["server", "--help"], ["cluster", "list"]])
+def test_cli_without_a_model_imports_no_jax(argv):
+    """A fresh ``import skybatch.cli`` and the parsing, ``--help`` and commands that need no model import
+    neither JAX (seconds per CLI process) nor Equinox, Optax or Prefect."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv = ['skybatch', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('skybatch.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'equinox', 'optax', 'prefect'))\n"
+            "assert not heavy, heavy[:5]")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_unknown_config_key_named(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("sources: [a.fits]\nstore: s.zarr\nstore_option: {}\n")

@@ -105,3 +105,18 @@ def test_cli_realbogus_train_and_refusals(skybatch_main, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     assert skybatch_main(["run", "realbogus", "--store", str(tmp_path / "nope.zarr"), "--model", str(m)]) == 2
     assert "no candidate catalogue" in capsys.readouterr().err
+
+
+@pytest.mark.prefect
+def test_quickstart_imaging_part(prefect_server, dask_client, tmp_path, capsys):
+    """`skybatch run quickstart --imaging`'s imaging part: sample pairs written, the plain ones differenced."""
+    from skybatch.commands.quickstart import run_imaging
+
+    code = run_imaging(str(tmp_path / "qs"), dask_client.scheduler.address, pairs=2, size=256, progress=False)
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "[difference plain pairs]" in text and "pairs: 2 differenced by this run" in text
+    assert "skybatch run classify --store" in text
+    ds = open_difference_store(str(tmp_path / "qs" / "images-diff.zarr"))["256x256"]
+    assert ds.done.values.tolist() == [True, True]
+    assert (tmp_path / "qs" / "images" / "truth" / "transients.parquet").exists()

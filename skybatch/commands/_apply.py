@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -21,7 +22,7 @@ def config(kind: str, args: argparse.Namespace):
     from skybatch.commands._config import build_config, load_config
 
     job = importlib.import_module(f"skybatch.jobs.{kind}")
-    flags = {k: getattr(args, k, None) for k in ("store", "model", "batch_size", "top", "select", "method", "progress",
+    flags: dict[str, Any] = {k: getattr(args, k, None) for k in ("store", "model", "batch_size", "top", "select", "method", "progress",
                                                  "cluster")}
     if flags.get("select"):
         flags["select"] = list(flags["select"])

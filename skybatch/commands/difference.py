@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
 HELP = "difference science images against references with ZOGY: maps, candidates, cutouts (and injection-recovery)"
 
@@ -52,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-bits", type=lambda s: int(s, 0), default=None, metavar="BITS",
                    help="mask bits that make a pixel bad (default: BAD SAT CR NO_DATA EDGE SUSPECT planes)")
     p.add_argument("--astrometric-sigma", type=float, default=None, metavar="PX")
+    p.add_argument("--psf-accuracy", type=float, default=None, metavar="FRACTION",
+                   help="fractional accuracy of the PSF models (0.005): S_corr's PSF-error term and the bright-star "
+                        "veto (mask bit 4)")
     p.add_argument("--inject", type=int, default=None, metavar="N",
                    help="inject N point sources per science image and report completeness and false positives")
     p.add_argument("--inject-snr", type=float, nargs=2, default=None, metavar=("LO", "HI"))
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from skybatch.pipeline.difference import DifferenceConfig, DifferenceReport, DifferenceSettingsError
 
     names = [f.name for f in dataclasses.fields(DifferenceConfig)]
-    flags = {k: getattr(args, k, None) for k in names}
+    flags: dict[str, Any] = {k: getattr(args, k, None) for k in names}
     if flags.get("inject_snr") is not None:
         flags["inject_snr"] = tuple(flags["inject_snr"])
     config = build_config(DifferenceConfig, load_config(getattr(args, "config", None)), flags)

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from skybatch.commands._job import config_class, run_job
+
 HELP = "ingest DESI / SDSS / sky-VAC FITS files into a chunked Zarr spectra store"
 
 
 def CONFIGS():
-    from skybatch.jobs.ingest import Config
-
-    return (Config,)
+    return (config_class("ingest"),)
 
 
 def CONFIG():
     """The job's config class: the CLI adds a flag for each of its settings not declared below."""
-    from skybatch.jobs.ingest import Config
-
-    return Config
+    return config_class("ingest")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,18 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from skybatch.commands._config import build_config, load_config
-    from skybatch.commands._flags import flag_values
     from skybatch.commands._show import open_hint
-    from skybatch.jobs.ingest import Config, Report
 
-    flags = flag_values(args, Config)
-    config = build_config(Config, load_config(args.config), flags)
-    from skybatch.orchestrate import run_flow
-    from skybatch.orchestrate._common import flow_params
-    from skybatch.orchestrate.ingest import ingest_flow
-
-    report = Report(**run_flow(ingest_flow, flow_params(config)))
-    print(report.summary())
+    config, report = run_job(args, "ingest")
     print(open_hint(config.store))
     return report.exit_code

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from skybatch.commands._job import config_class, run_job
+
 HELP = "ingest Rubin / Euclid image tiles (.npz or FITS) into a chunked Zarr tile store"
 
 
-
 def CONFIGS():
-    from skybatch.jobs.tile_ingest import Config
-
-    return (Config,)
+    return (config_class("tile_ingest"),)
 
 
 def CONFIG():
     """The job's config class: the CLI adds a flag for each of its settings not declared below."""
-    from skybatch.jobs.tile_ingest import Config
-
-    return Config
+    return config_class("tile_ingest")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,20 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from skybatch.commands._config import build_config, load_config
-    from skybatch.commands._flags import flag_values
-    from skybatch.jobs.tile_ingest import Config, Report
-
-    flags = flag_values(args, Config)
-    config = build_config(Config, load_config(getattr(args, "config", None)), flags)
-    from skybatch.orchestrate import run_flow
-    from skybatch.orchestrate._common import flow_params
-    from skybatch.orchestrate.tile_ingest import tile_ingest_flow
-
-    report = Report(**run_flow(tile_ingest_flow, flow_params(config)))
-    print(report.summary())
     from skybatch.commands._show import open_hint
 
+    config, report = run_job(args, "tile_ingest")
     views = list(report.views)
     print(open_hint(config.store, views[0]) if views else open_hint(config.store))
     return report.exit_code

@@ -58,6 +58,7 @@ def auto_rest_grid(store: str, storage_options: dict | None = None) -> tuple[str
     if "zwarn" in ds:
         z = z[np.asarray(ds["zwarn"].values) == 0]
     spec = rest_frame_grid(ds["wavelength"].values, z)
+    assert spec.start is not None and spec.stop is not None  # rest_frame_grid sets both
     lo, hi = 10 ** spec.start, 10 ** spec.stop
     zq = np.quantile(z[np.isfinite(z) & (z > -1)], (0.005, 0.995))
     return str(spec), (f"rest-frame grid chosen from the store: {spec} ({lo:.0f}-{hi:.0f} Å rest, {spec.size} px; "

@@ -12,9 +12,36 @@ import argparse
 HELP = ("generate a small sample survey (real DESI/SDSS file layouts, injected anomalies), ingest, preprocess, "
         "train a VAE and rank the anomalies")
 
-#: Hook for ``--imaging`` (image tiles + a difference run): a callable(args, out_dir) -> exit code,
-#: set by the imaging sample job when it is installed; None = not available yet.
-IMAGING_HOOK = None
+
+def run_imaging(out_dir: str, cluster: str = "auto", *, pairs: int = 3, size: int = 512, progress: bool = True) -> int:
+    """``--imaging``: sample image pairs (plain FITS, Rubin/Euclid layouts, truth, tiles) under
+    ``OUT_DIR/images`` and a difference run of the plain pairs into ``OUT_DIR/images-diff.zarr``;
+    prints the report and the next commands. Returns the difference run's exit code."""
+    import os
+
+    from skybatch.orchestrate import run_flow
+    from skybatch.orchestrate._common import flow_params
+    from skybatch.orchestrate.difference import difference_flow
+    from skybatch.pipeline.difference import DifferenceConfig, DifferenceReport
+    from skybatch.sample.images import write_sample_images
+
+    s = write_sample_images(os.path.join(out_dir, "images"), n_pairs=pairs, size=size)
+    out = os.path.join(out_dir, "images-diff.zarr")
+    print(f"\n[sample images]\n{s.root}: plain, rubin, euclid pairs; truth {s.truth}")
+    cfg = DifferenceConfig(science=[s.science["plain"]], reference=[s.reference["plain"]], out=out, cluster=cluster,
+                           progress=progress)
+    rep = DifferenceReport(**run_flow(difference_flow, flow_params(cfg)))
+    print(f"\n[difference plain pairs]\n{rep.summary()}")
+    print("\nnext: the real/bogus classifier on these candidates\n"
+          f"    skybatch run train --model realbogus --out {os.path.join(out_dir, 'models', 'realbogus')}\n"
+          f"    skybatch run classify --store {out} --model {os.path.join(out_dir, 'models', 'realbogus')}\n"
+          f"open it: import pandas as pd; pd.read_parquet({rep.catalogue!r})")
+    return rep.exit_code
+
+
+#: ``--imaging`` (sample image pairs + a difference run): a callable(args, out_dir) -> exit code
+IMAGING_HOOK = lambda args, out_dir: run_imaging(out_dir, args.cluster or "auto",  # noqa: E731
+                                                 progress=args.progress)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,16 +55,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=50, help="size of the top-anomaly table")
     p.add_argument("--seed", type=int, default=5, help="the sample survey's random seed")
     p.add_argument("--only-ingest", action="store_true", help="stop after the ingest (the short version)")
-    p.add_argument("--imaging", action="store_true", help="also image tiles and a difference run (when available)")
+    p.add_argument("--imaging", action="store_true", help="also sample image pairs and tiles (plain FITS, Rubin/Euclid layouts) and a difference "
+                   "run of the plain pairs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from skybatch.commands._config import ConfigError
 
-    if args.imaging and IMAGING_HOOK is None:
-        raise ConfigError("--imaging: the imaging quick start is not available in this version; "
-                          "run without --imaging")
     for name in ("n_healpix", "spectra_per_file", "steps", "top"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1")
@@ -88,4 +113,6 @@ def run(args: argparse.Namespace) -> int:
               "    import skybatch\n"
               f"    ds = skybatch.open_store({desi!r})\n"
               "    ds.flux.sel(wavelength=slice(6500, 6600)).isel(spectrum=0).values")
+    if args.imaging:
+        code = max(code, IMAGING_HOOK(args, args.dir))
     return code

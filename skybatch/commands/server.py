@@ -117,7 +117,10 @@ def start_server(timeout: float = 120.0) -> tuple[dict[str, Any], bool]:
             return state, False
         import importlib.util
 
-        prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent  # not imported: settings stay unread
+        prefect_spec = importlib.util.find_spec("prefect")
+        if prefect_spec is None or prefect_spec.origin is None:
+            raise RuntimeError("the local Prefect server needs Prefect: pip install 'prefect>=3'")
+        prefect_dir = Path(prefect_spec.origin).parent  # not imported: settings stay unread
         port = _free_port()
         log_path = prefect_home() / "skybatch-server.log"
         env = {**os.environ, "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
@@ -266,9 +269,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "stop":
         print("stopped the local Prefect API server" if stop_server() else "no skybatch Prefect server is running")
         return 0
-    state = running_server()
-    if state is None:
+    current = running_server()
+    if current is None:
         print("no skybatch Prefect server is running (the next `skybatch run` starts one)")
         return 1
-    print(f"running: Prefect API {state['api_url']} (pid {state['pid']}, log {state['log']})")
+    print(f"running: Prefect API {current['api_url']} (pid {current['pid']}, log {current['log']})")
     return 0

@@ -69,7 +69,7 @@ class Aligned:
     pixel_area_ratio: float = 1.0
 
 
-def same_grid(wcs_a: Any, shape_a: tuple[int, int], wcs_b: Any, shape_b: tuple[int, int],
+def same_grid(wcs_a: Any, shape_a: tuple[int, ...], wcs_b: Any, shape_b: tuple[int, ...],
               tolerance: float = 1e-3) -> bool:
     """True when two (WCS, shape) pairs describe the same pixel grid to ``tolerance`` px."""
     if tuple(shape_a) != tuple(shape_b):

@@ -73,6 +73,7 @@ def difference_pair(
     psf_size: int | None = None,
     default_fwhm: float = 3.0,
     astrometric_sigma: tuple[float, float] = (0.0, 0.0),
+    psf_accuracy: float = 0.0,
     dtype: Any = "float32",
     fft_workers: int | None = None,
 ) -> DifferenceOutput:
@@ -97,7 +98,7 @@ def difference_pair(
     background_box : background mesh size (px).
     psf_size : odd PSF stamp size for estimation (default from the measured FWHM).
     default_fwhm : FWHM (px) of the last-resort Gaussian PSF.
-    astrometric_sigma, dtype, fft_workers : passed to :func:`~skybatch.imaging.zogy.zogy`.
+    astrometric_sigma, psf_accuracy, dtype, fft_workers : passed to :func:`~skybatch.imaging.zogy.zogy`.
 
     Returns
     -------
@@ -156,6 +157,6 @@ def difference_pair(
     res = zogy(
         N, R, pn.psf, pr.psf, sn, sr, flux_ratio, flux_ratio_guess=flux_ratio_guess,
         new_gain=new_gain, ref_gain=ref_gain, astrometric_sigma=astrometric_sigma,
-        mask=masked, dtype=dtype, fft_workers=fft_workers,
+        psf_accuracy=psf_accuracy, mask=masked, dtype=dtype, fft_workers=fft_workers,
     )
     return DifferenceOutput(res, N, R, bn, br, pn, pr, saturated, bad, aligned)

@@ -10,7 +10,8 @@ positives per megapixel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,9 +27,9 @@ __all__ = ["inject_point_sources", "expected_snr", "recovery", "Recovery"]
 def inject_point_sources(
     image: Array,
     psf: Array,
-    x: Sequence[float],
-    y: Sequence[float],
-    flux: Sequence[float],
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    flux: Sequence[float] | np.ndarray,
     *,
     gain: float | None = None,
     seed: int | None = None,
@@ -93,7 +94,7 @@ def inject_point_sources(
     return out
 
 
-def expected_snr(result: Any, x: Sequence[float], y: Sequence[float], flux: Sequence[float]) -> np.ndarray:
+def expected_snr(result: Any, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, flux: Sequence[float] | np.ndarray) -> np.ndarray:
     """Expected ZOGY S/N of sources of ``flux`` (new-image counts) at (x, y):
     ``flux / F_psf_err`` at the nearest pixel of a ZogyResult."""
     x = np.asarray(x, dtype=np.float64)
@@ -128,10 +129,10 @@ class Recovery:
 
 def recovery(
     detections: Any,
-    x: Sequence[float],
-    y: Sequence[float],
-    flux: Sequence[float],
-    snr: Sequence[float],
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    flux: Sequence[float] | np.ndarray,
+    snr: Sequence[float] | np.ndarray,
     *,
     area: float,
     radius: float = 2.0,

@@ -76,7 +76,7 @@ def plot_triplets(
         return fig
     import matplotlib as mpl
 
-    subs = np.atleast_2d(fig.subfigures(rows, per_row, wspace=0.04, hspace=0.02))
+    subs = np.atleast_2d(np.asarray(fig.subfigures(rows, per_row, wspace=0.04, hspace=0.02), dtype=object))
     for k in range(n):
         r, c0 = divmod(k, per_row)
         sf = subs[r, c0]

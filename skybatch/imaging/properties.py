@@ -24,7 +24,6 @@ catalogue (a mesh-free local-maximum finder when sep is not wanted, ``use_sep=Fa
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 
 from skybatch.imaging.zogy import ZogyResult, zogy
@@ -154,7 +155,7 @@ def zogy_subtiles(
     xp = get_namespace(new, ref)
     ny, nx = new.shape
     plan = plan_subtiles((ny, nx), tile, overlap)
-    maps = {k: None for k in ("D", "S", "S_corr", "F_psf", "F_psf_err")}
+    maps: dict[str, Any] = {k: None for k in ("D", "S", "S_corr", "F_psf", "F_psf_err")}
     bad_full = None
     tiles = []
     centre_tile, best = None, math.inf

@@ -217,7 +217,7 @@ def calibrate_terms(
             cell[rows] = len(table["cells"])
             lo = -np.inf if j == 0 else float(edges[j - 1])
             hi = np.inf if j == edges.size else float(edges[j])
-            entry = {"spectype": cls, "z_lo": lo, "z_hi": hi, "n": int(rows.sum()), "terms": {}}
+            entry: dict[str, Any] = {"spectype": cls, "z_lo": lo, "z_hi": hi, "n": int(rows.sum()), "terms": {}}
             refrows = rows & ref if (rows & ref).sum() >= 2 else rows
             for k, v in terms.items():
                 med, scale = robust_center_scale(v[refrows])

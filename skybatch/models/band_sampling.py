@@ -252,8 +252,8 @@ class BandPairSampler:
         p_full = np.asarray(self.pair_probabilities(present))
         p = p_full[:, self._iu[0], self._iu[1]]  # (n, n_pairs)
         cum = np.cumsum(p, axis=1)
-        u = self._rng.random(n)
-        flip = self._rng.random(n) < 0.5
+        u = self._rng.random((n,))
+        flip = self._rng.random((n,)) < 0.5
         ok = cum[:, -1] > 0
         k = np.minimum((cum < u[:, None] * cum[:, -1:]).sum(axis=1), p.shape[1] - 1)
         i, j = self._iu[0][k], self._iu[1][k]

@@ -150,10 +150,13 @@ class RealBogusModel:
         return registry.save(path, self.net, c, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str) -> "RealBogusModel":
+    def load(cls, path: str) -> RealBogusModel:
         from skybatch.models import registry
 
         net, card = registry.load(path)
+        if not isinstance(net, RealBogusNet):
+            raise ValueError(f"{path} holds a {card.get('kind')!r} model ({type(net).__name__}), not a real/bogus "
+                             "classifier; give the directory written by the real/bogus training")
         cal = card.get("calibration", {})
         return cls(net, float(cal.get("temperature", 1.0)), float(cal.get("threshold", 0.5)),
                    float(cal.get("completeness", 0.98)), dict(card.get("history", {})), int(card.get("stamp", 21)))
@@ -217,7 +220,7 @@ def train_realbogus(triplets: np.ndarray, labels: np.ndarray, *, features: np.nd
         return eqx.combine(p_tr, p_fixed), state, loss
 
     history: dict[str, list[float]] = {"loss": []}
-    for ep in range(epochs):
+    for _ep in range(epochs):
         order = rng.permutation(tr)
         losses = []
         for i in range(0, len(order) - batch + 1, batch):
@@ -274,7 +277,7 @@ class FeatureBaseline:
         return np.concatenate([np.ones((n, 1)), z, quad], axis=1)
 
     @classmethod
-    def fit(cls, features: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> "FeatureBaseline":
+    def fit(cls, features: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> FeatureBaseline:
         from scipy.optimize import minimize
 
         f = np.asarray(features, np.float64)

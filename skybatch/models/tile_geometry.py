@@ -136,7 +136,7 @@ def parse_tan_header(header: str) -> TanWCS | None:
     missing = [k for k in ("CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2") if k not in c]
     if missing:
         raise ValueError(f"WCS header lacks {missing}; a tile plane needs a celestial WCS (RA---TAN/DEC--TAN)")
-    f = lambda k, d=0.0: float(c.get(k, d))  # noqa: E731
+    f = lambda k, d=0.0: float(c[k]) if k in c else float(d)  # noqa: E731
     if any(k in c for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2")):
         cd = np.array([[f("CD1_1"), f("CD1_2")], [f("CD2_1"), f("CD2_2")]])
     elif "CDELT1" in c:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from skybatch.store.retry import is_transient  # the one retry policy (network trouble, not facts)
+
 #: Defaults that keep Prefect and distributed quiet and patient on a busy machine (stack-notes 2a).
 DEFAULT_ENV = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
@@ -26,21 +28,8 @@ def set_default_env() -> None:
     on_flow_import()
 
 
-def is_transient(exc: BaseException | None) -> bool:
-    """True for errors worth retrying: network trouble talking to S3 or the scheduler."""
-    if exc is None:
-        return False
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    name = type(exc).__name__
-    if name in {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ServerDisconnectedError",
-                "ClientConnectorError", "CommClosedError", "SlowDown", "ServiceUnavailable"}:
-        return True
-    return isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError))
-
-
 def retry_on_transient(task, task_run, state) -> bool:
-    """Prefect ``retry_condition_fn``: retry only transient failures."""
+    """Prefect ``retry_condition_fn``: retry only transient failures (:func:`skybatch.store.retry.is_transient`)."""
     try:
         state.result()
     except BaseException as e:  # noqa: BLE001 - inspecting the failure

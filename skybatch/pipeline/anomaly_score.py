@@ -166,6 +166,7 @@ def score_population(store: str, storage_options: dict | None, *, model, card: d
     _, cell, table = calibrate_terms({"pca_misfit": raw["pca_misfit"][good]}, spectype[good], z[good],
                                      min_bin=min_bin)
     raw["pca_coef"] = np.full(n, np.nan)
+    assert coef is not None  # keep.any() was checked above, so some chunk filled it
     raw["pca_coef"][good] = cell_coefficient_rarity(coef[good], cell)
     zr, _, _ = calibrate_terms({"vae_rarity": raw["vae_rarity"][good]}, spectype[good], z[good], min_bin=min_bin)
     feats = {k: raw[k][good] for k in ("pca_misfit", "pca_local", "vae_misfit", "pca_coef")}

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 import traceback
 from typing import Any
 
@@ -26,12 +25,9 @@ import numpy as np
 
 from skybatch.sources.base import SourceError, SourceInfo
 from skybatch.store.fsutil import filesystem
+from skybatch.store.retry import RetriesExhausted, retry_call
 
 __all__ = ["inspect_batch", "inspect_one", "duplicate_files", "duplicate_targets"]
-
-#: Exceptions treated as transient network trouble (retried, then "unreachable").
-_TRANSIENT = (ConnectionError, TimeoutError, OSError)
-
 
 def _reader_for(fs, url: str, fmt: str, verify_checksums: bool = False):
     """The reader of ``url`` (format detected from its headers when ``auto``).
@@ -54,40 +50,43 @@ def _reader_for(fs, url: str, fmt: str, verify_checksums: bool = False):
 
 def _verify(fs, info: SourceInfo) -> None:
     from skybatch.sources import _fits
+    from skybatch.sources import _fitssum
 
     with _fits.open_source(fs, info.url, info.size) as f:
         lay = _fits.scan_fits(f, info.url, info.size)
-        _fits.verify_checksums(f, lay, info.url)
+        _fitssum.verify_checksums(f, lay, info.url)
 
 
 def inspect_one(url: str, fmt: str, keep_nonscience: bool, options: dict[str, Any],
                 verify_checksums: bool = True) -> SourceInfo | dict[str, Any]:
-    """Inspect one source (worker side): a SourceInfo, a set-aside record, or a failure record."""
-    delay = 0.5
-    for attempt in range(3):
-        try:
-            fs = filesystem(url, options)
-            if not fs.exists(url):
-                return {"url": url, "reason": "not-found", "message": f"{url}: no such file; check the path or URL"}
-            reader = _reader_for(fs, url, fmt, verify_checksums)
-            info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
-            if verify_checksums and not getattr(reader, "checksums_in_read", False):
-                _verify(fs, info)  # formats without in-read checks (small files): one pass over the file
-            return info
-        except SourceError as e:
-            return {"url": url, "reason": e.reason, "message": str(e)}
-        except _TRANSIENT as e:
-            if attempt == 2 or isinstance(e, (FileNotFoundError, PermissionError)):
-                return {
-                    "url": url, "reason": "unreachable",
-                    "message": f"{url}: cannot be read ({type(e).__name__}: {e}); check the bucket name, "
-                    "endpoint (--endpoint-url) and credentials, then re-run",
-                }
-            time.sleep(delay)
-            delay *= 2
-        except Exception as e:  # noqa: BLE001 - a bug, not bad input: reported as a failure with its traceback
-            return {"url": url, "failed": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-    raise AssertionError("unreachable")
+    """Inspect one source (worker side): a SourceInfo, a set-aside record, or a failure record.
+
+    Transient storage errors are retried (:func:`skybatch.store.retry.retry_call`); when they persist,
+    or the file cannot be opened at all, the record's reason is ``unreachable``."""
+
+    def look() -> SourceInfo | dict[str, Any]:
+        fs = filesystem(url, options)
+        if not fs.exists(url):
+            return {"url": url, "reason": "not-found", "message": f"{url}: no such file; check the path or URL"}
+        reader = _reader_for(fs, url, fmt, verify_checksums)
+        info = reader.inspect(fs, url, keep_nonscience=keep_nonscience)
+        if verify_checksums and not getattr(reader, "checksums_in_read", False):
+            _verify(fs, info)  # formats without in-read checks (small files): one pass over the file
+        return info
+
+    try:
+        return retry_call(look, what=f"inspect {url}", base_delay_s=0.5)
+    except SourceError as e:
+        return {"url": url, "reason": e.reason, "message": str(e)}
+    except OSError as e:  # retries spent (RetriesExhausted), or no such bucket / no permission
+        cause: BaseException = e.last if isinstance(e, RetriesExhausted) else e
+        return {
+            "url": url, "reason": "unreachable",
+            "message": f"{url}: cannot be read ({type(cause).__name__}: {cause}); check the bucket name, "
+            "endpoint (--endpoint-url) and credentials, then re-run",
+        }
+    except Exception as e:  # noqa: BLE001 - a bug, not bad input: reported as a failure with its traceback
+        return {"url": url, "failed": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
 
 
 def inspect_batch(urls: list[str], fmt: str, keep_nonscience: bool, options: dict[str, Any],
@@ -161,29 +160,45 @@ def _hash_or_none(url: str, options: dict[str, Any]) -> str | None:
         return None
 
 
-def duplicate_targets(targetid: np.ndarray, survey: np.ndarray, program: np.ndarray, source: np.ndarray,
+def duplicate_targets(targetid: np.ndarray, survey: np.ndarray, program: np.ndarray, source: Any,
                       max_examples: int = 5) -> tuple[int, list[str]]:
     """Rows (with TARGETID > 0) sharing (TARGETID, survey, program) with another row.
 
-    Returns (number of such rows, up to ``max_examples`` lines naming the key and its sources).
+    Vectorised (one sort of the n rows, no per-row Python): the end-of-ingest check of a DR1-size
+    store stays a fraction of the ingest. ``source`` (n,) may be an array or a Zarr array; of a
+    Zarr array only the rows of the example targets are read.
+
+    Returns (number of such rows, up to ``max_examples`` lines naming the key and its sources, in the
+    order their first row appears in the store).
     """
     tid = np.asarray(targetid, np.int64)
-    ok = tid > 0
-    if not ok.any():
+    rows = np.flatnonzero(tid > 0)
+    if rows.size == 0:
         return 0, []
-    keys = np.array([f"{t}|{s}|{p}" for t, s, p in zip(tid[ok], np.asarray(survey)[ok], np.asarray(program)[ok])])
-    _, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    dup = counts[inv] > 1
-    n = int(dup.sum())
+    surveys, sv = np.unique(np.asarray(survey)[rows], return_inverse=True)
+    programs, pg = np.unique(np.asarray(program)[rows], return_inverse=True)
+    t, sv, pg = tid[rows], sv.ravel(), pg.ravel()
+    order = np.lexsort((pg, sv, t))
+    ts, ss, ps = t[order], sv[order], pg[order]
+    same = (ts[1:] == ts[:-1]) & (ss[1:] == ss[:-1]) & (ps[1:] == ps[:-1])  # row i+1 repeats row i's key
+    dup_sorted = np.zeros(order.size, bool)
+    dup_sorted[1:] |= same
+    dup_sorted[:-1] |= same
+    n = int(dup_sorted.sum())
+    if not n:
+        return 0, []
+    group = np.empty(order.size, np.int64)
+    group[order] = np.cumsum(np.concatenate([[True], ~same])) - 1  # one id per distinct key
+    dup = np.empty(order.size, bool)
+    dup[order] = dup_sorted
+    at = np.flatnonzero(dup)
+    _, first = np.unique(group[at], return_index=True)
     examples: list[str] = []
-    if n:
-        src = np.asarray(source)[ok]
-        seen: set[str] = set()
-        for k, s in zip(keys[dup], src[dup]):
-            if k in seen or len(examples) >= max_examples:
-                continue
-            seen.add(k)
-            t, sv, pg = k.split("|")
-            where = sorted(set(src[dup][keys[dup] == k].tolist()))
-            examples.append(f"TARGETID {t} (survey {sv!r}, program {pg!r}) in {', '.join(where)}")
+    for i in np.sort(first)[:max_examples]:
+        k = at[i]
+        members = rows[group == group[k]]
+        src = source.oindex[members] if hasattr(source, "oindex") else np.asarray(source)[members]
+        where = sorted({str(s) for s in np.asarray(src).tolist()})
+        examples.append(f"TARGETID {int(t[k])} (survey {str(surveys[sv[k]])!r}, program {str(programs[pg[k]])!r}) "
+                        f"in {', '.join(where)}")
     return n, examples

@@ -172,7 +172,7 @@ def train(config: TrainJobConfig, client=None) -> TrainJobReport:
         prefetch=config.prefetch, client=client, storage_options=opts,
     )
     if config.model == "vae":
-        objective = M.VAEObjective(nwave, latent_dim=config.latent_dim, width=config.width, depth=config.depth)
+        objective: M.Objective[Any] = M.VAEObjective(nwave, latent_dim=config.latent_dim, width=config.width, depth=config.depth)
     else:
         objective = M.ClassifierObjective(nwave, class_names=tuple(classes))
     tcfg = M.TrainConfig(

@@ -236,7 +236,7 @@ def run_with_client(config: PreprocessConfig, client) -> PreprocessReport:
                     storage_options=opts, wavelength=wl_out,
                 )
             except FileExistsError as e:
-                raise JobRefused(f"{config.out}: something appeared there while planning ({e}); choose another --out")
+                raise JobRefused(f"{config.out}: something appeared there while planning ({e}); choose another --out") from e
             job.created(dict(gout.attrs[IDENTITY_ATTR]))
             gout.attrs["wavelength_frame"] = "rest" if recipe.rest_frame else gin.attrs.get("wavelength_frame",
                                                                                             "observed")

@@ -151,11 +151,11 @@ def train_broadband(config: SkyBroadbandConfig, client=None) -> dict[str, Any]:
 def load_broadband(model_dir: str):
     """(BroadbandPredictor, card, path) of a saved ``sky_broadband`` model (dir or its ``model/``)."""
     from skybatch import models as M
-    from skybatch.models.sky_broadband import BroadbandPredictor
+    from skybatch.models.sky_broadband import BroadbandPredictor, SkyBroadbandMLP
 
     path = model_dir if os.path.exists(os.path.join(model_dir, "card.json")) else os.path.join(model_dir, "model")
     mlp, card = M.load(path)
-    if card.get("kind") != "sky_broadband":
+    if card.get("kind") != "sky_broadband" or not isinstance(mlp, SkyBroadbandMLP):
         raise ValueError(f"{path} holds a {card.get('kind')!r} model, not a sky-broadband model")
     return BroadbandPredictor.from_card(mlp, card), card, path
 

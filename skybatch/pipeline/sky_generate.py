@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,7 +128,7 @@ def read_conditions(path_or_table: Any, columns: list[str]) -> tuple[np.ndarray,
         raise KeyError(f"{where}: conditions column(s) {missing} missing; the model needs {columns} "
                        f"(the table has {list(df.columns)})")
     x = np.stack([pd.to_numeric(df[lower[c.lower()]], errors="coerce").to_numpy(np.float64) for c in columns], 1)
-    extra = {k: pd.to_numeric(df[lower[k]], errors="coerce").to_numpy(np.float64)
+    extra: dict[str, np.ndarray] = {k: pd.to_numeric(df[lower[k]], errors="coerce").to_numpy(np.float64)
              for k in ("tilera", "tiledec") if k in lower}
     return x, extra
 

@@ -80,7 +80,10 @@ class SkyLDMConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {v!r}")
-        self.channels = tuple(int(c) for c in self.channels)
+        ch = tuple(int(c) for c in self.channels)
+        if len(ch) != 2 or min(ch) < 1:
+            raise ValueError(f"channels: the U-Net takes two positive widths (e.g. 32,64), got {self.channels!r}")
+        self.channels = (ch[0], ch[1])
 
 
 def _model_path(model_dir: str) -> str:

@@ -168,7 +168,7 @@ class TileSkyBatches:
             fut = pending.popleft()
             pending.append(self._submit(*next(pieces)))
             got = fut.result()
-            for t, band, reason in got["set_aside"]:
+            for _t, _band, reason in got["set_aside"]:
                 self.set_aside[reason] += 1
             data = {k: got[k] for k in keys}
             if carry is not None:

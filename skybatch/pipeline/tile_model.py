@@ -174,6 +174,9 @@ def train_tile_encoder(config: TileTrainConfig, client=None) -> dict[str, Any]:
                      "bands": bands, **sky},
             "job": asdict(config)}
     result = fit(objective, batches.make_batches, tcfg, config.out, card=card)
+    if result.model_dir is None:
+        raise RuntimeError(f"{config.out}: the trained encoder could not be saved as a model (see the log); its "
+                           f"checkpoint is {result.checkpoint}; fix the cause and re-run to resume from it")
     encoder = result.model.encoder
     sample = read_sky_sample(config.store, bands, region, size, config.diagnostic_tiles,
                              max_centre_offset_arcsec=config.max_centre_offset_arcsec)
@@ -246,13 +249,14 @@ def embed_tiles_store(store: str, model_dir: str, client=None, *, batch_size: in
             return embed_tiles_store(store, model_dir, c, batch_size=batch_size, storage_options=storage_options,
                                      progress=progress)
     from skybatch.models import load
+    from skybatch.models.tile_encoder import TileEncoder
     from skybatch.pipeline.map_model import model_fingerprint
     from skybatch.store.tile_store import consolidate, open_tile_group, open_tile_store
 
     path = model_dir if os.path.exists(os.path.join(model_dir, "card.json")) else os.path.join(model_dir, "model")
     model, card = load(path)
     encoder = getattr(model, "encoder", model)
-    if card.get("kind") not in ("tile_jepa", "tile_encoder"):
+    if card.get("kind") not in ("tile_jepa", "tile_encoder") or not isinstance(encoder, TileEncoder):
         raise ValueError(f"{path} holds a {card.get('kind')!r} model; embedding tiles needs a tile encoder")
     data = card.get("data", {})
     size = int(data.get("image_size", getattr(encoder, "image_size", 32)))

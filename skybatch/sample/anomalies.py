@@ -24,13 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from skybatch.sample.spectra import (
-    _REF_WAVE,
-    C_KMS,
-    _add_gaussians,
-    _star,
-    _unknown_rest_lines,
-)
+from skybatch.sample.render import _add_gaussians, _star
+from skybatch.sample.spectra import _REF_WAVE, C_KMS, _unknown_rest_lines
 
 __all__ = ["DESI_RANGE", "ELR_LINES", "MIN_STAR_FRACTION", "QSO_EW_SIGMA", "apply_extra_anomalies", "draw_extra_anomalies"]
 

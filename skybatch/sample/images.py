@@ -244,7 +244,7 @@ class SampleImages:
 
 
 def _plain_pair(i: int, n_pairs: int, shape: tuple[int, int], seed: int) -> ImagePair:
-    common = dict(n_stars=max(120, shape[0] * shape[1] // 350), n_galaxies=max(8, shape[0] * shape[1] // 12000),
+    common: dict[str, Any] = dict(n_stars=max(120, shape[0] * shape[1] // 350), n_galaxies=max(8, shape[0] * shape[1] // 12000),
                   transient_snr=(6.0, 40.0), psf_gradient=0.1, sky_gradient=0.3, n_saturated=3)
     null = n_pairs >= 3 and i == n_pairs - 1
     nt = 0 if null else 6
@@ -285,7 +285,9 @@ def write_sample_images(out: str | os.PathLike, *, n_pairs: int = 3, size: int =
     shape = (int(size), int(size))
     rows: list[dict[str, Any]] = []
     star_rows: list[Any] = []
-    sci_dirs, ref_dirs, pairs = {}, {}, {}
+    sci_dirs: dict[str, Any] = {}
+    ref_dirs: dict[str, Any] = {}
+    pairs: dict[str, list[str]] = {}
     for layout in layouts:
         sd, rd = root / layout / "sci", root / layout / "ref"
         sd.mkdir(parents=True, exist_ok=True)

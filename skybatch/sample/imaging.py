@@ -330,7 +330,7 @@ def make_image_pair(
 
     # --- render
     ox, oy = shift
-    kw = dict(size=psf_size, profile=psf_profile, moffat_beta=moffat_beta)
+    kw: dict[str, Any] = dict(size=psf_size, profile=psf_profile, moffat_beta=moffat_beta)
     ref_model = render_sources(shape, sx + ox, sy + oy, flux_ref, fwhm_at(sx, ref_fwhm), **kw)
     new_model = render_sources(shape, sx, sy, flux_new, fwhm_at(sx, new_fwhm), **kw)
     if n_galaxies:

@@ -135,7 +135,7 @@ def _one(rng: np.random.Generator, kind: str, size: int, pad: int) -> tuple[np.n
             bad |= over
         cols = np.nonzero(bad.any(axis=0))[0]
         if cols.size:
-            L = rng.integers(3, pad + size // 2)
+            L = int(rng.integers(3, pad + size // 2))
             c0 = big // 2
             target = N if rng.random() < 0.5 else R
             lvl = sat if target is N else sat / beta
@@ -172,8 +172,8 @@ def _one(rng: np.random.Generator, kind: str, size: int, pad: int) -> tuple[np.n
     out = np.stack([N[sl, sl], R[sl, sl], D[sl, sl]]).astype(np.float32)
     if kind not in ("real", "real-galaxy"):
         h = size // 2
-        c = np.nan_to_num(out[2, h - 1 : h + 2, h - 1 : h + 2])
-        snr = float(np.max(np.abs(c)))
+        core = np.nan_to_num(out[2, h - 1 : h + 2, h - 1 : h + 2])
+        snr = float(np.max(np.abs(core)))
     return out, snr
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .spectra import add_noise, noise_sigma, render_spectra, sky_spectrum
+from .render import render_spectra
+from .sky_noise import add_noise, noise_sigma, sky_spectrum
 
 __all__ = ["specobjid", "sdss_spec_path", "write_sdss_spec", "write_sdss_sample", "SdssSampleFiles", "SPZLINE_NAMES"]
 

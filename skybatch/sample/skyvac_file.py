@@ -20,7 +20,7 @@ The spectra follow the METADATA by construction (:func:`sky_components`):
 * zodiacal light (solar spectrum, brighter near the ecliptic: ECLLAT) and
   integrated starlight (brighter near the Galactic plane: GALLAT);
 * scattered moonlight and twilight from
-  :func:`skybatch.sample.spectra.sky_spectrum` (MOONFRAC, MOONALT, MOONSEP,
+  :func:`skybatch.sample.sky_noise.sky_spectrum` (MOONFRAC, MOONALT, MOONSEP,
   SUNALT), the moonlight raised by thin cloud (low TRANSPARENCY_GFA);
 
 plus 2 % pixel noise.
@@ -31,10 +31,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .spectra import _OH_A, _OH_W, _add_gaussians, sky_spectrum
+from .render import _add_gaussians
+from .sky_noise import _OH_A, _OH_W, sky_spectrum
 
 __all__ = ["write_skyvac", "SkyVacFile", "draw_sky_conditions", "sky_components", "AIRGLOW_GROUPS"]
 
@@ -102,7 +104,7 @@ def draw_sky_conditions(n: int, rng: np.random.Generator) -> dict[str, np.ndarra
     obsalt = rng.uniform(30, 89, n)
     ra, dec = rng.uniform(0, 360, n), rng.uniform(-15, 75, n)
     solflux = 75.0 + 0.2 * (night - 20210514) + rng.normal(0, 12, n)
-    meta = {
+    meta: dict[str, np.ndarray] = {
         "NIGHT": night.astype(np.int32),
         "EXPID": (80000 + rng.permutation(20000)[:n]).astype(np.int32),
         "TILEID": rng.integers(1000, 40000, n).astype(np.int32),
@@ -148,7 +150,7 @@ def sky_components(wave: np.ndarray, meta: dict[str, np.ndarray], rng: np.random
     all_lines = lines[0].copy()
     lines[0] = 0.0
     rest = np.ones(wave.size, bool)
-    for k, (name, windows) in enumerate(AIRGLOW_GROUPS.items(), start=1):
+    for k, windows in enumerate(AIRGLOW_GROUPS.values(), start=1):
         sel = np.zeros(wave.size, bool)
         for lo, hi in windows:
             sel |= (wave >= lo) & (wave <= hi)
@@ -167,7 +169,7 @@ def sky_components(wave: np.ndarray, meta: dict[str, np.ndarray], rng: np.random
     gal = np.abs(np.asarray(meta["GALLAT"], np.float64))
     zodi = (0.1 + 0.6 * np.exp(-ecl / 20.0))[:, None] * solar[None, :]
     stars = (0.05 + 0.5 * np.exp(-gal / 10.0))[:, None] * solar[None, :] * (wave[None, :] / 6200.0) ** 0.5
-    kw = dict(moonsep=meta["MOONSEP"], airmass=am)
+    kw: dict[str, Any] = dict(moonsep=meta["MOONSEP"], airmass=am)
     base = sky_spectrum(wave, moonfrac=0.0, moonalt=-30.0, sunalt=-40.0, **kw)
     moon = sky_spectrum(wave, moonfrac=meta["MOONFRAC"], moonalt=meta["MOONALT"], sunalt=-40.0, **kw) - base
     twi = sky_spectrum(wave, moonfrac=0.0, moonalt=-30.0, sunalt=meta["SUNALT"], **kw) - base
@@ -193,6 +195,7 @@ def write_skyvac(path: str | os.PathLike, n: int, rng: np.random.Generator, *, n
     meta = draw_sky_conditions(n, rng)
     wave = brz_wavelength()
     flux = sum(sky_components(wave, meta, rng).values())
+    assert isinstance(flux, np.ndarray)  # a sum of (n, nwave) arrays, never the empty sum's 0
     flux = (flux * (1.0 + 0.02 * rng.standard_normal(flux.shape))).astype(np.float32)
     for i in rng.choice(n, size=min(nan_rows, n), replace=False) if nan_rows else []:
         flux[i, rng.integers(0, wave.size, 5)] = np.nan

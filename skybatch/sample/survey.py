@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +144,7 @@ def generate_sample_survey(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    draw_kw = dict(anomaly_fraction=anomaly_fraction, class_fractions=tuple(class_fractions),
+    draw_kw: dict[str, Any] = dict(anomaly_fraction=anomaly_fraction, class_fractions=tuple(class_fractions),
                    anomaly_kinds=tuple(anomaly_kinds), anomaly_strength=tuple(anomaly_strength),
                    anomaly_mag_fraction=anomaly_mag_fraction)
     # distinct nside-64 pixels with 0 < dec < 60 (Northern/Southern DESI footprint)
@@ -166,9 +167,10 @@ def generate_sample_survey(
         n_anom += int(pop["is_anomaly"].sum())
         files = write_desi_healpix(
             desi_healpix_dir(out_dir, hpx, survey, program), hpx, pop, rng, survey=survey, program=program,
-            n_sky=n_sky, n_unassigned=n_unassigned, mask_dtype=mask_dtype, sigma0_range=tuple(sigma0_range),
+            n_sky=n_sky, n_unassigned=n_unassigned, mask_dtype=mask_dtype, sigma0_range=(sigma0_range[0], sigma0_range[1]),
         )
         coadds.append(files.coadd)
+        assert files.redrock is not None  # written: write_desi_healpix's redrock=True default
         redrocks.append(files.redrock)
         t = dict(files.truth)
         if seen_tid & set(int(x) for x in t["targetid"]):

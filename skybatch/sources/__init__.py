@@ -72,8 +72,7 @@ def _classify(names: list[str], layout: _fits.FitsLayout | None = None) -> str |
         return "desi"
     if "COADD" in s and ("SPALL" in s or "SPECOBJ" in s):
         return "sdss"
-    if "COADD" in s and layout is not None:
-        e = layout.get("COADD")
+    if "COADD" in s and layout is not None and (e := layout.get("COADD")) is not None:
         ttypes = {str(v).strip() for k, v in e.header.items() if k.startswith("TTYPE")}
         if "loglam" in ttypes:
             return "sdss"

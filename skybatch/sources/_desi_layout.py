@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _fits
+from . import _fitsread
 from ._fitstable import read_columns
 from .base import SourceError
 
@@ -74,9 +75,9 @@ def _redshift_table(f, entry: _fits.HduEntry, url: str, verify: bool) -> dict[st
     got = read_columns(f, entry, url, names, verify=verify)
     if got is not None:
         return got
-    red = _fits.read_table(f, entry, url, verify=verify)
-    cols = {c.upper(): c for c in _fits.table_columns(red)}
-    return {k: _fits.native_column(red, cols[k]) for k in names if k in cols}
+    red = _fitsread.read_table(f, entry, url, verify=verify)
+    cols = {c.upper(): c for c in _fitsread.table_columns(red)}
+    return {k: _fitsread.native_column(red, cols[k]) for k in names if k in cols}
 
 
 _FIBERMAP_COLUMNS = ["TARGETID", "TARGET_RA", "TARGET_DEC", "OBJTYPE", "COADD_FIBERSTATUS"]
@@ -91,9 +92,9 @@ def _fibermap_columns(f, entry: _fits.HduEntry, url: str, verify: bool) -> dict[
     got = read_columns(f, entry, url, _FIBERMAP_COLUMNS, verify=verify)
     if got is not None:
         return got
-    fm = _fits.read_table(f, entry, url, verify=verify)
-    cols = {c.upper(): c for c in _fits.table_columns(fm)}
-    return {k: _fits.native_column(fm, cols[k]) for k in _FIBERMAP_COLUMNS if k in cols}
+    fm = _fitsread.read_table(f, entry, url, verify=verify)
+    cols = {c.upper(): c for c in _fitsread.table_columns(fm)}
+    return {k: _fitsread.native_column(fm, cols[k]) for k in _FIBERMAP_COLUMNS if k in cols}
 
 
 def _as_uint32(mask: np.ndarray, hdu: str, url: str) -> np.ndarray:

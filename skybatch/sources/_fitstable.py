@@ -19,7 +19,8 @@ import re
 
 import numpy as np
 
-from ._fits import HduEntry, _read_at, check_hdu, ones_sum
+from ._fits import HduEntry, _read_at, ones_sum
+from ._fitssum import check_hdu
 from .base import SourceError
 
 __all__ = ["read_columns"]

@@ -30,7 +30,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .base import SourceError
 
@@ -63,6 +64,8 @@ def header_meta(headers: list[Any]) -> str:
     for name, keys in _KEYS.items():
         for h in headers:
             v = next((h.get(k) for k in keys if h.get(k) is not None), None)
+            if v is None:
+                continue
             try:
                 f = float(v)
             except (TypeError, ValueError):

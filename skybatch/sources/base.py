@@ -86,10 +86,10 @@ class Grid:
         return {"kind": self.kind, "start": self.start, "step": self.step, "n": self.n, "name": self.name}
 
     @classmethod
-    def from_attrs(cls, d: dict[str, Any]) -> "Grid":
+    def from_attrs(cls, d: dict[str, Any]) -> Grid:
         return cls(kind=d["kind"], start=float(d["start"]), step=float(d["step"]), n=int(d["n"]), name=d.get("name", ""))
 
-    def same_as(self, other: "Grid", rtol: float = 1e-9) -> bool:
+    def same_as(self, other: Grid, rtol: float = 1e-9) -> bool:
         return (
             self.kind == other.kind
             and self.n == other.n

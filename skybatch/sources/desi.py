@@ -48,6 +48,8 @@ import numpy as np
 from skybatch.spectra.camera_coadd import coadd_cameras
 
 from . import _fits
+from . import _fitssum
+from . import _fitsread
 from ._arms import combine_arms_into
 from ._desi_layout import _REDSHIFT_COLUMNS, _Arm, _as_uint32, _fibermap_columns, _Plan, _redshift_table
 from ._common import DESI_BRZ_GRID, LayoutCache, clean_nonfinite, empty_meta, healpix_nest64
@@ -155,7 +157,7 @@ class DesiCoaddReader:
             if verify:
                 for e in layout.entries:  # header-only HDUs (the primary): CHECKSUM from the header alone
                     if e.data_size == 0:
-                        _fits.check_hdu(e, 0, url)
+                        _fitssum.check_hdu(e, 0, url)
             fm = _fibermap_columns(f, fm_entry, url, verify)
         if "TARGETID" not in fm:
             raise SourceError(url, "corrupt", "FIBERMAP has no TARGETID column; this is not a DESI coadd FIBERMAP")
@@ -216,7 +218,7 @@ class DesiCoaddReader:
             mk = layout.require(f"{a}_MASK")
             if len(w_e.shape) != 1 or w_e.shape[0] == 0:
                 raise SourceError(url, "corrupt", f"HDU {a}_WAVELENGTH has shape {w_e.shape}, expected (nwave,)")
-            wave = _fits.read_image(f, w_e, url, verify=self.verify_checksums).astype(np.float64)
+            wave = _fitsread.read_image(f, w_e, url, verify=self.verify_checksums).astype(np.float64)
             step = self.grid.step
             x = (wave[0] - self.grid.start) / step
             off = int(round(x))
@@ -341,9 +343,9 @@ class DesiCoaddReader:
         n_bad = 0
         with _fits.open_source(fs, info.url, info.size) as f:
             for arm in plan.arms:
-                fl = np.ascontiguousarray(_fits.read_image_rows(f, arm.flux, rows, info.url), dtype=np.float32)
-                iv = np.ascontiguousarray(_fits.read_image_rows(f, arm.ivar, rows, info.url), dtype=np.float32)
-                mk = _fits.read_image_rows(f, arm.mask, rows, info.url)
+                fl = np.ascontiguousarray(_fitsread.read_image_rows(f, arm.flux, rows, info.url), dtype=np.float32)
+                iv = np.ascontiguousarray(_fitsread.read_image_rows(f, arm.ivar, rows, info.url), dtype=np.float32)
+                mk = _fitsread.read_image_rows(f, arm.mask, rows, info.url)
                 mk = _as_uint32(mk, arm.mask.name, info.url)
                 n_bad += clean_nonfinite(fl, iv, mk, self.nodata_bit)
                 fl_arms.append(fl)
@@ -406,9 +408,9 @@ class DesiCoaddReader:
             for arm in plan.arms:
                 per = []
                 for e in (arm.flux, arm.ivar, arm.mask):
-                    raw, total = _fits.read_rows_raw(f, e, a, b, info.url, whole=verify)
+                    raw, total = _fitsread.read_rows_raw(f, e, a, b, info.url, whole=verify)
                     if total is not None:
-                        _fits.check_hdu(e, total, info.url)
+                        _fitssum.check_hdu(e, total, info.url)
                     per.append(raw if contiguous else raw[rows - a])
                 arms.append(per)
         if verify:

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from . import _fits
+from . import _fitsread
 from ._common import SDSS_LOGLAM_GRID, LayoutCache, clean_nonfinite, empty_meta, healpix_nest64
 from .base import Grid, SourceError, SourceInfo, SpectraBlock
 
@@ -162,12 +163,12 @@ class SdssSpecReader:
                 raise SourceError(info.url, "changed", "file changed since it was planned; re-plan the ingest")
             _CACHE.put(key, plan)
         with _fits.open_source(fs, info.url, info.size) as f:
-            coadd = _fits.read_table(f, plan["coadd"], info.url)
-            spall = _fits.read_table(f, plan["spall"], info.url)
-        cc = {c.lower(): c for c in _fits.table_columns(coadd)}
-        fl = _fits.native_column(coadd, cc["flux"]).astype(np.float32)
-        iv = _fits.native_column(coadd, cc["ivar"]).astype(np.float32)
-        am = _fits.native_column(coadd, cc["and_mask"])
+            coadd = _fitsread.read_table(f, plan["coadd"], info.url)
+            spall = _fitsread.read_table(f, plan["spall"], info.url)
+        cc = {c.lower(): c for c in _fitsread.table_columns(coadd)}
+        fl = _fitsread.native_column(coadd, cc["flux"]).astype(np.float32)
+        iv = _fitsread.native_column(coadd, cc["ivar"]).astype(np.float32)
+        am = _fitsread.native_column(coadd, cc["and_mask"])
         am = am.view(np.uint32) if am.dtype == np.int32 else am.astype(np.uint32)
         am = np.ascontiguousarray(am)
         n_bad = clean_nonfinite(fl, iv, am, self.nodata_bit)
@@ -177,12 +178,12 @@ class SdssSpecReader:
         mask[:, a:b] = am
 
         hdr = plan["layout"].primary
-        sc = {c.upper(): c for c in _fits.table_columns(spall)}
+        sc = {c.upper(): c for c in _fitsread.table_columns(spall)}
 
         def sp(name: str, default: Any = None) -> Any:
             if name not in sc:
                 return default
-            v = _fits.native_column(spall, sc[name])[0]
+            v = _fitsread.native_column(spall, sc[name])[0]
             return v
 
         plate, mjd, fiber = sp("PLATE", hdr.get("PLATEID", -1)), sp("MJD", hdr.get("MJD", -1)), sp("FIBERID", hdr.get("FIBERID", -1))

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import _fits
+from . import _fitsread
 from ._common import DESI_BRZ_GRID, LayoutCache, clean_nonfinite, empty_meta, fits_dtype_name, healpix_nest64
 from .base import META_COLUMNS, Grid, SourceError, SourceInfo, SpectraBlock
 
@@ -148,7 +149,7 @@ class SkyVacReader:
                     url, "row-mismatch",
                     f"HDU METADATA has {md_e.shape[0]} rows but FLUX has {nspec} spectra; the file is inconsistent, re-download it",
                 )
-            wave = _fits.read_image(f, w_e, url).astype(np.float64)
+            wave = _fitsread.read_image(f, w_e, url).astype(np.float64)
             g = self.grid
             if wave.size != g.n or not np.all(np.abs(wave - g.wavelength()) <= _WAVE_TOL_A):
                 raise SourceError(
@@ -156,7 +157,7 @@ class SkyVacReader:
                     f"HDU WAVELENGTH ({wave.size} px, {wave[0]:.3f}–{wave[-1]:.3f} Å) does not match the {g.name} grid "
                     f"({g.n} px, {g.start} + {g.step}·k Å); resample the VAC first",
                 )
-            md = _fits.read_table(f, md_e, url)
+            md = _fitsread.read_table(f, md_e, url)
         columns, extra = _metadata_columns(md)
         if "expid" in columns and np.unique(columns["expid"]).size == nspec:
             targetid = columns["expid"].astype(np.int64)
@@ -183,7 +184,7 @@ class SkyVacReader:
             z = np.zeros((0, self.grid.n), np.float32)
             return SpectraBlock(flux=z, ivar=z.copy(), mask=np.zeros((0, self.grid.n), np.uint32), meta=meta)
         with _fits.open_source(fs, info.url, info.size) as f:
-            flux = np.ascontiguousarray(_fits.read_image_rows(f, plan["flux"], rows, info.url), dtype=np.float32)
+            flux = np.ascontiguousarray(_fitsread.read_image_rows(f, plan["flux"], rows, info.url), dtype=np.float32)
         ivar = np.ones_like(flux)
         mask = np.zeros(flux.shape, dtype=np.uint32)
         n_bad = clean_nonfinite(flux, ivar, mask, self.nodata_bit)
@@ -211,8 +212,8 @@ def _metadata_columns(md) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """
     columns: dict[str, np.ndarray] = {}
     extra: dict[str, str] = {}
-    for raw_name in _fits.table_columns(md):
-        col = _fits.native_column(md, raw_name)
+    for raw_name in _fitsread.table_columns(md):
+        col = _fitsread.native_column(md, raw_name)
         base = raw_name.strip().lower()
         parts = [(base, col)] if col.ndim == 1 else [
             (f"{base}_{i}", c) for i, c in enumerate(col.reshape(col.shape[0], -1).T)

@@ -48,6 +48,7 @@ __all__ = [
     "MAP_VARIABLES",
     "MASK_BAD",
     "MASK_SATURATED",
+    "MASK_BRIGHT_VETO",
     "PAIR_COORDS",
     "CUTOUT_KINDS",
     "CANDIDATES_GROUP",
@@ -76,6 +77,8 @@ SCHEMA_VERSION = 1
 MAP_VARIABLES = ("D", "S_corr", "F_psf", "F_psf_err")
 #: The (pair, y, x) uint8 pixel flags: bad in either image, saturated in either image.
 MASK_BAD, MASK_SATURATED = 1, 2
+#: pixels vetoed around bright and saturated stars (detections there are counted, not catalogued)
+MASK_BRIGHT_VETO = 4
 #: Per-pair coordinates and their dtypes (strings are Zarr variable-length strings).
 PAIR_COORDS: dict[str, str] = {
     "pair_id": "str", "pair_number": "int64", "tile_id": "str", "band": "str", "instrument": "str",
@@ -175,7 +178,8 @@ def ensure_pair_group(g: zarr.Group, shape: tuple[int, int], n_pairs: int, attrs
         "mask", shape=(n_pairs, ny, nx), chunks=(1, ny, nx), dtype="uint8", fill_value=255,
         dimension_names=["pair", "y", "x"],
         attributes={"long_name": s["long_name"], "units": s["units"], "coordinates": coords,
-                    "flag_masks": [MASK_BAD, MASK_SATURATED], "flag_meanings": "bad saturated"},
+                    "flag_masks": [MASK_BAD, MASK_SATURATED, MASK_BRIGHT_VETO],
+                    "flag_meanings": "bad saturated bright-veto"},
     )
     for cname, dtype in PAIR_COORDS.items():
         v.create_array(

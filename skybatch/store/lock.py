@@ -38,7 +38,7 @@ __all__ = ["StoreLock", "LockHeldError", "lock_url"]
 
 
 #: Locks held by this process: (lock url, thread id) -> the holding StoreLock (re-entrant per thread).
-_HELD: dict[tuple[str, int], "StoreLock"] = {}
+_HELD: dict[tuple[str, int], StoreLock] = {}
 _HELD_GUARD = threading.Lock()
 
 
@@ -92,7 +92,7 @@ class StoreLock:
     _etag: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _outer: "StoreLock | None" = None
+    _outer: StoreLock | None = None
     lost: bool = False
 
     @property
@@ -221,7 +221,7 @@ class StoreLock:
                 raise
 
     # -- public -----------------------------------------------------------------------------
-    def acquire(self) -> "StoreLock":
+    def acquire(self) -> StoreLock:
         """Take the lock (waiting up to ``wait`` s for a live holder, taking over a stale one)."""
         key = (self.url, threading.get_ident())
         with _HELD_GUARD:
@@ -324,7 +324,7 @@ class StoreLock:
         except Exception:  # noqa: BLE001
             pass
 
-    def __enter__(self) -> "StoreLock":
+    def __enter__(self) -> StoreLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:

@@ -40,7 +40,7 @@ __all__ = ["Manifest", "chunk_fingerprint"]
 _CHUNK_RE = re.compile(r"chunk-(\d+)-([0-9a-f]+)\.parquet$")
 
 
-def chunk_fingerprint(pieces: list[tuple[str, int, int]], start: int, stop: int) -> str:
+def chunk_fingerprint(pieces: list[Any], start: int, stop: int) -> str:
     """A short hash of a chunk's plan: its store rows and the source rows filling them."""
     h = hashlib.sha256(json.dumps([start, stop, pieces], separators=(",", ":")).encode())
     return h.hexdigest()[:16]

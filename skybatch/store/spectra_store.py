@@ -268,7 +268,7 @@ def missing_creation_attrs(attrs: dict[str, Any]) -> list[str]:
 
 def resize_spectra_store(g: zarr.Group, n_spectra: int) -> None:
     """Set the length of the ``spectrum`` dimension of every array on it (idempotent)."""
-    for name, arr in g.arrays():
+    for _name, arr in g.arrays():
         dims = arr.metadata.dimension_names or ()
         if dims and dims[0] == "spectrum" and arr.shape[0] != n_spectra:
             arr.resize((n_spectra,) + tuple(arr.shape[1:]))

@@ -187,6 +187,31 @@ def test_astrometric_noise_term_lowers_scorr_at_bright_stars_only():
     np.testing.assert_allclose(ast.F_psf_err, plain.F_psf_err, rtol=1e-5)
 
 
+def test_psf_error_term_silences_a_bright_star_with_a_wrong_psf_but_not_a_transient():
+    rng = np.random.default_rng(3)
+    shape = (128, 128)
+    # the new image's true PSF is 3 % wider than the stamp ZOGY is given: a bright static star
+    # leaves a ring; a faint transient elsewhere must keep its significance
+    pn_true, pn, pr = 3.09, gaussian_psf(3.0, 19), gaussian_psf(2.5, 15)
+    N = (render_sources(shape, np.array([40.0, 90.0]), np.array([40.0, 90.0]), np.array([3e5, 900.0]), pn_true,
+                        size=19) + rng.normal(0, 5, shape))
+    R = render_sources(shape, np.array([40.0]), np.array([40.0]), np.array([3e5]), 2.5, size=15) + rng.normal(0, 5, shape)
+    plain = zogy(N, R, pn, pr, 5.0, 5.0, 1.0, new_gain=1.0, ref_gain=1.0)
+    corr = zogy(N, R, pn, pr, 5.0, 5.0, 1.0, new_gain=1.0, ref_gain=1.0, psf_accuracy=0.03)
+    star = (slice(28, 53), slice(28, 53))
+    assert np.abs(plain.S_corr[star]).max() > 10  # the PSF mismatch is detected as a transient
+    assert np.abs(corr.S_corr[star]).max() < 5  # the PSF-error variance accounts for it
+    # a transient of S/N s keeps s / sqrt(1 + eps^2 s^2) (its own PSF is as uncertain); empty sky is unchanged
+    s0 = float(plain.S_corr[90, 90])
+    assert s0 > 8
+    assert corr.S_corr[90, 90] == pytest.approx(s0 / np.sqrt(1 + (0.03 * s0) ** 2), rel=0.03)
+    far = (slice(5, 25), slice(70, 120))
+    assert corr.S_corr[far].std() / plain.S_corr[far].std() > 0.98
+    np.testing.assert_allclose(corr.F_psf_err, plain.F_psf_err, rtol=1e-5)
+    with pytest.raises(ValueError, match="psf_accuracy"):
+        zogy(N, R, pn, pr, 5.0, 5.0, 1.0, psf_accuracy=-0.1)
+
+
 def test_sigma_map_and_nonfinite_pixels():
     rng = np.random.default_rng(2)
     shape = (128, 128)

@@ -216,7 +216,9 @@ def test_selection_parsing_and_errors():
 
 
 def _generated_rest_frame_survey(n, seed):
-    from skybatch.sample.spectra import add_noise, draw_population, noise_sigma, render_spectra
+    from skybatch.sample.render import render_spectra
+    from skybatch.sample.sky_noise import add_noise, noise_sigma
+    from skybatch.sample.spectra import draw_population
     from skybatch.spectra.recipe import PreprocessRecipe, preprocess_block
 
     kinds = ("qso_weak_lines", "qso_strong_lines", "bal", "seyfert2", "star_galaxy", "extreme_line_ratio",
@@ -272,7 +274,8 @@ def test_population_score_finds_the_new_anomaly_kinds_on_a_generated_survey():
 
 
 def test_generator_draws_every_new_anomaly_kind_with_its_class_and_strength():
-    from skybatch.sample.spectra import ALL_ANOMALY_KINDS, draw_population, render_spectra
+    from skybatch.sample.render import render_spectra
+    from skybatch.sample.spectra import ALL_ANOMALY_KINDS, draw_population
 
     rng = np.random.default_rng(8)
     p = draw_population(440, rng, anomaly_fraction=0.1, anomaly_kinds=ALL_ANOMALY_KINDS, anomaly_strength=(0.5, 1.5),

@@ -248,9 +248,24 @@ def test_rerun_writes_nothing_new_and_resumes(main_run, fields, dask_client):
     assert resumed.pairs_written == 1 and resumed.pairs_skipped == 3
     pd.testing.assert_frame_equal(read_candidates(out), cat0)
     assert open_candidates(out).sizes["candidate"] == len(cat0)
-    # other settings into the same store: refused, naming the setting to change
-    with pytest.raises(ValueError, match="--out"):
+    # other settings into the same store: refused, naming the setting, its flag and both values
+    with pytest.raises(ValueError, match=r"threshold \(--threshold\): store 5.0, now 4.0.*--out"):
         difference([f"{root}/sci"], [f"{root}/ref"], out, threshold=4.0, **kw)
+    with pytest.raises(ValueError, match=r"psf_accuracy \(--psf-accuracy\): store 0.005, now 0.02"):
+        difference([f"{root}/sci"], [f"{root}/ref"], out, psf_accuracy=0.02, **kw)
+
+
+def test_settings_mismatch_with_an_older_store():
+    """A store made before a setting existed resumes when that setting is at its default, else names it."""
+    cfg = DifferenceConfig(science=["s"], reference=["r"], out="o")
+    old = {k: v for k, v in cfg.science_settings().items() if k != "psf_accuracy"}
+    assert cfg.settings_mismatch(old) == {}
+    assert cfg.settings_mismatch(cfg.science_settings()) == {}
+    diff = DifferenceConfig(science=["s"], reference=["r"], out="o", psf_accuracy=0.01).settings_mismatch(old)
+    assert list(diff) == ["psf_accuracy"] and diff["psf_accuracy"][1] == 0.01
+    assert "not recorded" in str(diff["psf_accuracy"][0])
+    with pytest.raises(ValueError, match="psf_accuracy.*--psf-accuracy"):
+        DifferenceConfig(science=["s"], reference=["r"], out="o", psf_accuracy=-1)
 
 
 def test_bad_inputs_are_set_aside(fields, dask_client, tmp_path):

@@ -7,16 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-from skybatch.sample.spectra import (
-    ANOMALY_KINDS,
-    C_KMS,
-    _forest_transmission,
-    add_noise,
-    draw_population,
-    mag_to_flux_level,
-    noise_sigma,
-    render_spectra,
-)
+from skybatch.sample.render import _forest_transmission, render_spectra
+from skybatch.sample.sky_noise import add_noise, noise_sigma
+from skybatch.sample.spectra import ANOMALY_KINDS, C_KMS, draw_population, mag_to_flux_level
 
 BRZ = 3600.0 + 0.8 * np.arange(7781)
 

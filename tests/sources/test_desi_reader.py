@@ -332,6 +332,7 @@ def test_read_into_equals_read_bit_for_bit(request, fs, which, verify):
 def test_numpy_table_columns_equal_astropy(request, fs, which):
     """FIBERMAP and REDSHIFTS columns decoded with NumPy equal astropy's, every column that decoder covers."""
     from skybatch.sources import _fits
+    from skybatch.sources import _fitsread
     from skybatch.sources._fitstable import read_columns
 
     pair = request.getfixturevalue(which)
@@ -340,14 +341,14 @@ def test_numpy_table_columns_equal_astropy(request, fs, which):
         with _fits.open_source(fs, path, size) as f:
             lay = _fits.scan_fits(f, path, size)
             e = lay.require(hdu)
-            table = _fits.read_table(f, e, path)
-            names = _fits.table_columns(table)
+            table = _fitsread.read_table(f, e, path)
+            names = _fitsread.table_columns(table)
             checked = 0
             for name in names:
                 got = read_columns(f, e, path, [name], verify=True)
                 if got is None:  # a layout left to astropy (arrays, logicals...)
                     continue
-                want = _fits.native_column(table, name)
+                want = _fitsread.native_column(table, name)
                 assert got[name].dtype == want.dtype or want.dtype == object, name
                 assert got[name].tolist() == want.tolist() or np.array_equal(got[name], want, equal_nan=True), name
                 checked += 1

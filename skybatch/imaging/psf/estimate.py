@@ -107,10 +107,11 @@ def estimate_psf(
     if n_found == 0:
         return _fallback(xp, dt, default_fwhm, size, "gaussian-default", "no sources detected")
 
-    sig_at = np.asarray(to_numpy(sigma), dtype=np.float64) if not np.isscalar(sigma) else float(sigma)
+    sig_at: np.ndarray | float = (np.asarray(to_numpy(sigma), dtype=np.float64) if not np.isscalar(sigma)
+              else float(np.asarray(sigma, dtype=np.float64)))
     ix = np.clip(np.rint(cat["x"]).astype(np.int64), 0, nx - 1)
     iy = np.clip(np.rint(cat["y"]).astype(np.int64), 0, ny - 1)
-    s_loc = sig_at if np.isscalar(sig_at) else sig_at[iy, ix]
+    s_loc = sig_at if isinstance(sig_at, float) else sig_at[iy, ix]
     clean = (cat["flag"] == 0) & (cat["r_half"] > 0.3) & np.isfinite(cat["r_half"])
     if not np.any(clean):
         return _fallback(xp, dt, default_fwhm, size, "gaussian-default", "no clean source with a measurable size")
@@ -168,7 +169,7 @@ def estimate_psf(
         mvals = gather(xp, xp.astype(xp.asarray(mask), dt), gy, gx).reshape(ci.size, mm, mm)
         ok &= mvals.max(axis=(1, 2)) == 0
     flux = stamps.sum(axis=(1, 2))
-    s_c = s_loc if np.isscalar(s_loc) else s_loc[ci]
+    s_c = s_loc if isinstance(s_loc, float) else s_loc[ci]
     snr = flux / (s_c * math.sqrt(4.0 * math.pi) * fwhm_meas / FWHM_PER_SIGMA)
     ok &= snr >= min_snr
     # flat-topped (saturated or non-linear) cores even without a saturation level: the
@@ -177,7 +178,7 @@ def estimate_psf(
     if np.any(ok):
         ok &= peak_frac > 0.7 * np.median(peak_frac[ok])
     ci, stamps, flux = ci[ok], stamps[ok], flux[ok]
-    s_c = s_c if np.isscalar(s_c) else s_c[ok]
+    s_c = s_c if isinstance(s_c, float) else s_c[ok]
     if ci.size < min_stars:
         return _fallback(
             xp, dt, fwhm_meas, size, "gaussian-measured",
@@ -185,7 +186,7 @@ def estimate_psf(
         )
     order = np.argsort(-flux)[:max_stars]
     ci, stamps, flux = ci[order], stamps[order], flux[order]
-    s_c = s_c if np.isscalar(s_c) else s_c[order]
+    s_c = s_c if isinstance(s_c, float) else s_c[order]
 
     # sub-pixel centring: windowed centroids, then Fourier shift to the stamp centre
     x0, y0 = cat["x"][ci], cat["y"][ci]

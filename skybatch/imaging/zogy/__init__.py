@@ -15,7 +15,8 @@ Hats are 2-D DFTs (unnormalised forward transform, as in ``numpy.fft``)::
     k_r^    = beta^2 conj(P_r^) |P_n^|^2 / den                          [28]
     V(S_N)  = V_N (x) k_n^2,  V(S_R) = V_R (x) k_r^2                    [26, 27]
     V_ast   = sum_{I=N,R} sigma_x^2 (dS_I/dx)^2 + sigma_y^2 (dS_I/dy)^2 [30, 31]
-    S_corr  = S / sqrt(V(S_N) + V(S_R) + V_ast)                         [25]
+    V_psf   = eps^2 (S_N^2 + S_R^2)   (PSFs accurate to a fraction eps)
+    S_corr  = S / sqrt(V(S_N) + V(S_R) + V_ast + V_psf)                 [25]
     F_S     = sum_k beta^2 |P_n^|^2 |P_r^|^2 / den / (ny nx)            [41]
     alpha   = S / F_S,  its error sqrt(V(S_N) + V(S_R)) / F_S           [42, 43]
 
@@ -28,7 +29,7 @@ reference units.
 
 Cost per call: 2 forward + 2 inverse full-size real FFTs (D, S); one more inverse
 when the variance is not constant (a gain or a map), one more forward per variance
-*map*, one more inverse with astrometric noise. The elementwise work is done in one
+*map*, one more inverse with astrometric noise or PSF errors. The elementwise work is done in one
 cache-blocked pass over the spectra and one over the real maps. The PSF-dependent
 filters are computed by a :class:`ZogyPlan` once per (image shape, PSF pair) and
 cached per (sigma_n, sigma_r, beta). ``P_n^``/``P_r^`` and the source-noise kernels

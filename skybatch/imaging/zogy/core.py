@@ -30,7 +30,7 @@ class ZogyResult:
     D : difference image, white noise of unit variance (dimensionless) [eq. 13].
     S : matched-filter score ``F_D D (x) flip(P_D)`` [eq. 17], reference-flux units.
     S_corr : ``S`` over its standard deviation including source and astrometric noise
-        [eq. 25]; N(0, 1) on empty sky. Threshold this for detection.
+        [eq. 25] and PSF errors (``psf_accuracy``); N(0, 1) on empty sky. Threshold this for detection.
     F_psf : point-source flux at each pixel in **new-image counts** (``flux_ratio * S / F_S``).
     F_psf_err : 1-sigma error of ``F_psf`` from background and source noise (no astrometric term).
     P_D : PSF of ``D`` as an odd stamp, unit sum, centred [eq. 14].
@@ -121,6 +121,7 @@ def zogy(
     new_gain: float | None = None,
     ref_gain: float | None = None,
     astrometric_sigma: tuple[float, float] = (0.0, 0.0),
+    psf_accuracy: float = 0.0,
     mask: Array | None = None,
     plan: ZogyPlan | None = None,
     dtype: Any = "float32",
@@ -147,6 +148,11 @@ def zogy(
     new_gain, ref_gain : e-/ADU, only to build the default variance (see above).
     astrometric_sigma : (sigma_x, sigma_y) registration noise in pixels [eqs. 30-31];
         (0, 0) skips the term.
+    psf_accuracy : fractional accuracy ``eps`` of the PSF stamps. A PSF wrong by a fraction
+        ``eps`` of its profile leaves a residual of about ``eps * S_I`` in each image's
+        matched-filter score, so ``V_psf = eps^2 (S_N^2 + S_R^2)`` joins the variance of S
+        (like the astrometric term, it is large only on bright static sources, where it
+        keeps their residuals from being detected); 0 skips the term.
     mask : optional boolean (ny, nx), True = bad pixel in either image (e.g. saturated);
         used only when fitting ``flux_ratio``. Non-finite pixels are always zeroed.
     plan : a :class:`ZogyPlan` for this shape and PSF pair, to reuse PSF transforms.
@@ -241,7 +247,11 @@ def zogy(
     sx, sy = (float(astrometric_sigma[0]), float(astrometric_sigma[1]))
     if sx < 0 or sy < 0:
         raise ValueError(f"astrometric_sigma must be >= 0 pixels; got {astrometric_sigma}")
-    need_ast = sx > 0 or sy > 0
+    eps = float(psf_accuracy)
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"psf_accuracy must be a fraction >= 0; got {psf_accuracy}")
+    # S_N and S_R separately: for the astrometric term (their gradients) and the PSF-error term
+    need_ast = sx > 0 or sy > 0 or eps > 0
     kn2_hat, kr2_hat = plan.source_noise_kernels(f) if need_v else (None, None)
 
     # One cache-blocked pass over the spectra. D^ overwrites N^, V^ overwrites R^ (both
@@ -261,9 +271,11 @@ def zogy(
                 src = img_b * alpha if alpha != 0.0 else None
                 if w_hat is not None:
                     src = w_hat[b] if src is None else src + w_hat[b]
+                assert k2 is not None  # the source-noise kernels exist whenever need_v
                 term = src * k2[b]
                 v_b = term if v_b is None else v_b + term
         if need_ast:
+            assert SR_hat is not None  # allocated above whenever need_ast
             S_hat[b] = x_n * f.c_s[b]  # S_N^
             SR_hat[b] = x_r * f.c_s[b]  # S_R^
             N_hat[b] = x_n - x_r
@@ -301,14 +313,19 @@ def zogy(
     else:
         F_psf_err = V_S  # filled in place, block by block
     inv_sd_const = 1.0 / math.sqrt(V_S_const) if V_S_const > 0 else 0.0
-    wx, wy = sx * sx, sy * sy
+    wx, wy, eps2 = sx * sx, sy * sy, eps * eps
     for r0, r1 in _row_ranges(xp, shape):
         b = (slice(r0, r1), ...)
         if need_ast:
             s_b = S_N[b] - S_R[b]
             S[b] = s_b
-            v_ast = _grad_sq_rows(xp, S_N, r0, r1, wx, wy)
-            v_ast += _grad_sq_rows(xp, S_R, r0, r1, wx, wy)
+            if wx > 0 or wy > 0:
+                v_ast = _grad_sq_rows(xp, S_N, r0, r1, wx, wy)
+                v_ast += _grad_sq_rows(xp, S_R, r0, r1, wx, wy)
+            else:
+                v_ast = xp.zeros(s_b.shape, dtype=dt)
+            if eps2 > 0:  # V_psf = eps^2 (S_N^2 + S_R^2)
+                v_ast += eps2 * (S_N[b] * S_N[b] + S_R[b] * S_R[b])
         else:
             s_b = S[b]
             v_ast = None

@@ -106,7 +106,7 @@ def save(
             "bytes": weights_path.stat().st_size,
         },
         "skybatch_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     full.update(card_in)
     _write_atomic(card_path, _to_json_text(full).encode("utf-8"))

@@ -231,10 +231,9 @@ def stem_only_filter(model: eqx.Module, band: str) -> Any:
     :class:`skybatch.models.tile_objective.TileJEPAObjective`).
     """
     if isinstance(model, TileEncoder):
-        enc = model
         spec = jax.tree.map(lambda _: False, model)
-        enc.band_index(band)  # KeyError naming the bands if absent
-        stem_spec = jax.tree.map(eqx.is_array, enc.stems[band])
+        model.band_index(band)  # KeyError naming the bands if absent
+        stem_spec = jax.tree.map(eqx.is_array, model.stems[band])
         return eqx.tree_at(lambda m: m.stems[band], spec, stem_spec)
     enc = getattr(model, "encoder", None)
     if not isinstance(enc, TileEncoder):

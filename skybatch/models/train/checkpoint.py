@@ -33,7 +33,8 @@ def _history_to_npz(history: dict[str, dict[str, list[float]]], path: Path) -> N
         for name, values in d.items()
     }
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        # numpy's stub lets **arrays bind its allow_pickle: bool; the keys here are split/name, never that
+        np.savez(f, **arrays)  # type: ignore[arg-type]
         f.flush()
         os.fsync(f.fileno())
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import equinox as eqx
 import jax
@@ -25,8 +25,12 @@ _SCHEDULES = ("constant", "cosine")
 _RESUME_MUST_MATCH = ("batch_size", "optimizer", "seed")
 
 
+#: The model type an :class:`Objective` trains (any Equinox module).
+ModelT = TypeVar("ModelT", bound=eqx.Module)
+
+
 @runtime_checkable
-class Objective(Protocol):
+class Objective(Protocol[ModelT]):
     """What the trainer needs to know about a model and its loss.
 
     Attributes and methods
@@ -46,17 +50,18 @@ class Objective(Protocol):
         (1 after the first), a traced int32 scalar. Return ``state`` unchanged when stateless.
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
-    def init_model(self, key: PRNGKeyArray) -> eqx.Module: ...
+    def init_model(self, key: PRNGKeyArray) -> ModelT: ...
 
-    def init_state(self, model: eqx.Module) -> PyTree: ...
+    def init_state(self, model: ModelT) -> PyTree: ...
 
     def loss(
-        self, model: eqx.Module, state: PyTree, batch: dict[str, jax.Array], key: PRNGKeyArray
+        self, model: ModelT, state: PyTree, batch: dict[str, jax.Array], key: PRNGKeyArray
     ) -> tuple[jax.Array, dict[str, jax.Array]]: ...
 
-    def update_state(self, model: eqx.Module, state: PyTree, step: Any) -> PyTree: ...
+    def update_state(self, model: ModelT, state: PyTree, step: Any) -> PyTree: ...
 
 
 @dataclass(frozen=True)

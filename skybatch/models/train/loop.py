@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 import equinox as eqx
 import jax
@@ -30,6 +30,7 @@ from skybatch.models.train.checkpoint import (
 )
 from skybatch.models.train.config import (
     _RESUME_MUST_MATCH,
+    ModelT,
     Objective,
     TrainConfig,
     _opt_settings,
@@ -47,7 +48,7 @@ from skybatch.models.train.step import (
 log = logging.getLogger("skybatch.models.train")
 
 @dataclass
-class TrainResult:
+class TrainResult(Generic[ModelT]):
     """What :func:`fit` returns.
 
     Attributes
@@ -66,7 +67,7 @@ class TrainResult:
     card : the card written with the model (training settings, metrics, loss curves)
     """
 
-    model: eqx.Module
+    model: ModelT
     state: PyTree
     step: int
     start_step: int
@@ -101,7 +102,7 @@ def _objective_settings(objective: Objective) -> dict[str, Any]:
 
 
 def fit(
-    objective: Objective,
+    objective: Objective[ModelT],
     make_batches: Callable[[int], Iterator[Mapping[str, np.ndarray]]],
     config: TrainConfig,
     out_dir: str | os.PathLike[str],
@@ -110,7 +111,7 @@ def fit(
     resume: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     card: Mapping[str, Any] | None = None,
-) -> TrainResult:
+) -> TrainResult[ModelT]:
     """Train ``objective``'s model on the batches of ``make_batches``; checkpoint and resume.
 
     Parameters
@@ -264,6 +265,7 @@ def fit(
 
     def run_validation() -> dict[str, float]:
         nonlocal last_val_step
+        assert eval_step is not None and val_batches is not None  # only called when val_batches was given
         flush()
         metrics = _validate(eval_step, model, obj_state, val_batches, val_key, placement, step)
         va = history["val"]
@@ -349,7 +351,7 @@ def fit(
 
     model_dir: Path | None = out / "model"
     try:
-        registry.save(model_dir, model, full_card, overwrite=True)
+        registry.save(out / "model", model, full_card, overwrite=True)
     except registry.ModelRegistryError as err:
         log.info("model not saved to the registry: %s", err)
         model_dir = None

@@ -103,7 +103,8 @@ def difference(science: list[str] | str, reference: list[str] | str, out: str, c
     ``science`` / ``reference``: files, globs, directories, URLs, or a tile store each. With
     ``client=None`` a cluster is started from ``settings.get("cluster", "auto")``.
     """
-    config = DifferenceConfig(science=science, reference=reference, out=out, **settings)
+    config = DifferenceConfig(science=[science] if isinstance(science, str) else science,
+                              reference=[reference] if isinstance(reference, str) else reference, out=out, **settings)
     return run(config) if client is None else run_with_client(config, client)
 
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -24,11 +24,9 @@ _PARTS = "parts"
 _SCIENCE_FIELDS = (
     "threshold", "sign", "cutout_size", "max_candidates", "subtile", "subtile_overlap", "psf", "psf_size",
     "default_fwhm", "flux_ratio", "noise", "gain", "saturation", "mask_bits", "background_box",
-    "astrometric_sigma", "inject", "inject_snr", "inject_seed", "hdu",
+    "astrometric_sigma", "inject", "inject_snr", "inject_seed", "hdu", "psf_accuracy",
 )  # fmt: skip
-#: fractional accuracy assumed for estimated PSFs by the bright-star veto (see
-#: :mod:`skybatch.imaging.veto`); recorded with the science settings. Not yet a CLI flag
-#: (the flow's parameters are fixed elsewhere).
+#: default fractional accuracy of the estimated PSFs (``psf_accuracy``)
 PSF_ACCURACY = 0.005
 #: mask-map bit of pixels vetoed around bright and saturated stars (beside the store's
 #: bad = 1 and saturated = 2): detections there are counted per pair, not catalogued
@@ -84,6 +82,11 @@ class DifferenceConfig(StorageSettings):
         (LSST ``MP_*`` keywords), else none (pixels with infinite noise are always bad).
     background_box: background mesh size (px).
     astrometric_sigma: registration noise (px, per axis) for ZOGY's astrometric term (eq. 30).
+    psf_accuracy: fractional accuracy of the PSF models (0.005 = 0.5 %). It enters S_corr's
+        variance as a PSF-error term (``(accuracy * S_I)^2`` per image: a bright star leaves a
+        residual that large) and sets the bright-star veto (bit 4 of the mask map: stars whose
+        residual could reach half the threshold get a veto disc; detections there are counted
+        as ``n_vetoed``, not catalogued). 0 = exact PSFs (only saturated stars are vetoed).
     inject: point sources to inject into each science image (0 = none): an injection-recovery
         run (completeness against S/N, false positives per megapixel).
     inject_snr: (low, high) background-limited S/N in the science image of the injected
@@ -123,6 +126,7 @@ class DifferenceConfig(StorageSettings):
     mask_bits: int | None = None
     background_box: int = 64
     astrometric_sigma: float = 0.0
+    psf_accuracy: float = PSF_ACCURACY
     inject: int = 0
     inject_snr: tuple[float, float] = (3.0, 30.0)
     inject_seed: int = 0
@@ -198,6 +202,9 @@ class DifferenceConfig(StorageSettings):
             raise bad("background_box", f"must be an integer >= 8 px, got {self.background_box!r}")
         if not self.astrometric_sigma >= 0:
             raise bad("astrometric_sigma", f"must be >= 0 px, got {self.astrometric_sigma!r}")
+        if not (isinstance(self.psf_accuracy, (int, float)) and 0 <= self.psf_accuracy < 1
+                and math.isfinite(self.psf_accuracy)):
+            raise bad("psf_accuracy", f"must be a fraction in [0, 1) (0.005 = 0.5 %), got {self.psf_accuracy!r}")
         if not _is_int(self.inject) or self.inject < 0:
             raise bad("inject", f"must be an integer >= 0, got {self.inject!r}")
         snr = tuple(float(s) for s in self.inject_snr)
@@ -216,10 +223,22 @@ class DifferenceConfig(StorageSettings):
         """The settings that shape the outputs (recorded in the store; a resumed store must match)."""
         d = {k: getattr(self, k) for k in _SCIENCE_FIELDS}
         d["inject_snr"] = list(d["inject_snr"])
-        # bright and saturated stars get veto discs (bit 4 of the mask map; detections there are
-        # counted per pair as n_vetoed, not catalogued), assuming PSFs accurate to this fraction
-        d["psf_accuracy"] = PSF_ACCURACY
         return d
+
+    def settings_mismatch(self, stored: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """The science settings that differ from a store's ``stored`` ones: {name: (store, now)}.
+
+        A setting the store does not record (made by a version without it) counts as its
+        default then, so an older store resumes when that setting is left at its default."""
+        defaults = {f.name: f.default for f in fields(self)}
+        out = {}
+        for k, v in self.science_settings().items():
+            old = stored[k] if k in stored else defaults.get(k)
+            if isinstance(old, tuple):
+                old = list(old)
+            if old != v:
+                out[k] = (stored.get(k, f"{old!r} (not recorded: the default then)"), v)
+        return out
 
     def identity(self) -> str:
         return hashlib.sha256(json.dumps(self.science_settings(), sort_keys=True).encode()).hexdigest()[:16]
@@ -233,6 +252,13 @@ class DifferenceConfig(StorageSettings):
         d.pop("progress", None)
         d.pop("_s3_cache", None)
         return d
+
+
+def mismatch_message(out: str, diff: dict[str, tuple[Any, Any]]) -> str:
+    """The error for resuming ``out`` with other science settings: each setting, its flag and both values."""
+    items = "; ".join(f"{k} (--{k.replace('_', '-')}): store {a!r}, now {b!r}" for k, (a, b) in diff.items())
+    return (f"out: {out} already holds differences made with other settings: {items}. Give the store's values "
+            "to resume it, choose another --out, or delete it to start over")
 
 
 class DifferenceSettingsError(ValueError):

@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import skybatch
 from skybatch.store.fsutil import atomic_write_bytes, filesystem, join, public_options
 from skybatch.store.manifest import Manifest
+from skybatch.store.retry import RetriesExhausted, retry_call
 
-from .config import DifferenceConfig, DifferenceSettingsError, STAGE, _PLAN_FILE
+from .config import DifferenceConfig, DifferenceSettingsError, STAGE, _PLAN_FILE, mismatch_message
 
 
 @dataclass
@@ -115,27 +116,29 @@ def _store_frames(url: str, view: str | None, options: dict[str, Any], side: str
 
 def _inspect_batch(urls: list[str], instrument: str | None, tile_pattern: str | None, options: dict[str, Any],
                    hdu: str | None = None) -> list:
-    """Inspect tile files on a worker (headers only); unreadable ones come back as set-aside records."""
+    """Inspect tile files on a worker (headers only); unreadable ones come back as set-aside records.
+
+    Transient storage errors are retried (:func:`skybatch.store.retry.retry_call`); when they persist,
+    the record's reason is ``unreachable``."""
     from skybatch.sources.base import SourceError
     from skybatch.sources.tiles import inspect_tile_source
+
+    def look(url: str) -> Any:
+        fs = filesystem(url, options)
+        if not fs.exists(url):
+            return {"url": url, "reason": "not-found", "message": f"{url}: no such file; check the path or URL"}
+        if fs.isdir(url):
+            return {"url": url, "reason": "empty-directory",
+                    "message": f"{url}: a directory with no image files (.fits, .fit, .fits.fz, .npz); check the path"}
+        return inspect_tile_source(fs, url, instrument=instrument, tile_pattern=tile_pattern, hdu=hdu)
 
     out: list[Any] = []
     for url in urls:
         try:
-            fs = filesystem(url, options)
-            if not fs.exists(url):
-                out.append({"url": url, "reason": "not-found",
-                            "message": f"{url}: no such file; check the path or URL"})
-                continue
-            if fs.isdir(url):
-                out.append({"url": url, "reason": "empty-directory",
-                            "message": f"{url}: a directory with no image files (.fits, .fit, .fits.fz, .npz); "
-                            "check the path"})
-                continue
-            out.append(inspect_tile_source(fs, url, instrument=instrument, tile_pattern=tile_pattern, hdu=hdu))
+            out.append(retry_call(look, url, what=f"inspect {url}", base_delay_s=0.5))
         except SourceError as e:
             out.append({"url": url, "reason": e.reason, "message": str(e)})
-        except (FileNotFoundError, PermissionError) as e:
+        except (FileNotFoundError, PermissionError, RetriesExhausted) as e:
             out.append({"url": url, "reason": "unreachable",
                         "message": f"{url}: cannot be read ({type(e).__name__}: {e})"})
         except Exception as e:  # a file nothing can parse
@@ -271,12 +274,10 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
     if exists:
         g = ds.open_difference_group(config.out, st_opts)
         if g.attrs.get("identity") != identity:
-            old = dict(g.attrs.get("science_settings", {}))
-            diff = {k: (old.get(k), v) for k, v in config.science_settings().items() if old.get(k) != v}
-            raise DifferenceSettingsError(
-                f"out: {config.out} already holds differences made with other settings (setting: (store, now) "
-                f"{diff}); choose another --out, or delete it to start over"
-            )
+            diff = config.settings_mismatch(dict(g.attrs.get("science_settings", {})))
+            if diff:
+                raise DifferenceSettingsError(mismatch_message(config.out, diff))
+            identity = str(g.attrs["identity"])  # an older store whose new settings are at their defaults
 
     sci, set_aside = _frames("science", config, client, run_id)
     ref, ref_aside = _frames("reference", config, client, run_id)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from skybatch.store.fsutil import filesystem
+from skybatch.store.retry import retry_call
 
 from .config import BAD_MASK_PLANES
 from .plan import PairTask
@@ -63,7 +64,8 @@ def _read_frame(frame: dict[str, Any], options: dict[str, Any], instrument: str 
         fs = filesystem(url, options)
         info = TilePlaneInfo(frame["tile_id"], frame["instrument"], frame["band"], int(frame["height"]),
                              int(frame["width"]), frame["locator"], frame["unit"], frame.get("meta") or "")
-        (p,) = read_tile_planes(fs, url, [info], instrument=instrument, tile_pattern=tile_pattern, hdu=hdu)
+        (p,) = retry_call(read_tile_planes, fs, url, [info], what=f"read {url}", instrument=instrument,
+                          tile_pattern=tile_pattern, hdu=hdu)
         if not p.present:
             raise _InputError(url, "absent", f"{url}: plane {frame['tile_id']}/{frame['band']} holds no finite pixel")
         return _Frame(p.image, p.noise, p.mask, p.wcs)

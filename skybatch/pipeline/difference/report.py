@@ -22,7 +22,9 @@ class DifferenceReport:
     failed: pairs whose task failed (re-run to retry). set_aside: inputs set aside with a
     reason (fix them and re-run). unused_references: references nothing paired with.
     n_candidates: rows of the catalogue; n_dropped: detections beyond ``max_candidates`` per pair
-    (not catalogued). catalogue, png, recovery_json: files beside the store.
+    (not catalogued); n_vetoed: detections inside the bright-star veto (mask bit 4: residuals
+    of bright or saturated stars, counted, not catalogued). catalogue, png, recovery_json:
+    files beside the store.
     recovery: injection runs: totals, completeness per S/N bin, flux pulls (else None).
     """
 
@@ -46,6 +48,7 @@ class DifferenceReport:
     plan_seconds: float = 0.0
     pairs_seconds: float = 0.0
     catalogue_seconds: float = 0.0
+    n_vetoed: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -71,6 +74,9 @@ class DifferenceReport:
         if self.n_dropped:
             lines.append(f"NOTE {self.n_dropped} detections beyond --max-candidates per pair were not catalogued "
                          "(raise it, or look at those pairs' subtraction)")
+        if self.n_vetoed:
+            lines.append(f"vetoed: {self.n_vetoed} detections next to bright or saturated stars (mask bit 4, "
+                         "not catalogued; --psf-accuracy sets the veto)")
         if self.png and self.n_candidates:
             lines.append(f"brightest triplets: {self.png}")
         if self.recovery:

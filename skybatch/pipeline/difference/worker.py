@@ -43,7 +43,8 @@ def _difference_window(prep: _Prepared | _SetAside, window: tuple,
         prep.new[ws], prep.ref[ws], flux_ratio=settings["flux_ratio"], flux_ratio_guess=prep.flux_ratio_guess,
         new_mask=prep.new_bad[ws] | sat, ref_mask=prep.ref_bad[ws] | sat,
         background_box=settings["background_box"], psf_size=settings["psf_size"],
-        default_fwhm=settings["default_fwhm"], astrometric_sigma=(a, a), fft_workers=1, **kw,
+        default_fwhm=settings["default_fwhm"], astrometric_sigma=(a, a),
+        psf_accuracy=float(settings.get("psf_accuracy", 0.0)), fft_workers=1, **kw,
     )
     z = out.zogy
     bad = np.asarray(out.bad) | (np.asarray(z.bad) if z.bad is not None else False)
@@ -156,9 +157,9 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
         x, y, flux = injected["x"], injected["y"], injected["flux"]
         n_inj = int(len(x))
         snr = expected_snr(res, x, y, flux) if n_inj else np.zeros(0)
-        rec = recovery(det, x, y, flux, snr, area=float(ny * nx))
-        n_false = int(rec.n_false)
-        m = rec.matched
+        recov = recovery(det, x, y, flux, snr, area=float(ny * nx))
+        n_false = int(recov.n_false)
+        m = recov.matched
         det.loc[m.loc[m.recovered, "det_index"].to_numpy(), "injected"] = True
         inj_table = pd.DataFrame({
             "pair": task.pair, "pair_id": task.pair_id, "x": m["x"], "y": m["y"], "flux_true": m["flux_true"],

@@ -46,6 +46,19 @@ _ARRAYS: dict[tuple, dict[str, Any]] = {}
 _ARRAYS_LOCK = threading.Lock()
 
 
+def _whole_chunk_writer(arr: Any) -> Any:
+    """``arr`` set to write every chunk it is given, without first testing it for all-fill values.
+
+    Zarr's default (``write_empty_chunks=False``) compares each inner chunk with the fill value
+    before encoding it (~3 ms per 4 MB chunk: ~15 % of a chunk task's CPU). An ingest chunk is
+    hardly ever all fill, and writing one that is reads back the same values.
+    """
+    try:
+        return arr.with_config({"write_empty_chunks": True})
+    except (AttributeError, TypeError):  # another zarr: keep its default
+        return arr
+
+
 def _store_arrays(store: str, options: dict[str, Any], run_id: str, names: list[str]) -> dict[str, Any]:
     """The store's arrays ``names``, opened once per run per worker process.
 
@@ -58,7 +71,7 @@ def _store_arrays(store: str, options: dict[str, Any], run_id: str, names: list[
         got = _ARRAYS.get(key)
         if got is None or any(n not in got for n in names):
             g = open_group(store, options)
-            got = {n: g[n] for n in names}
+            got = {n: _whole_chunk_writer(g[n]) for n in names}
             _ARRAYS.clear()
             _ARRAYS[key] = got
         return got

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import pandas as pd
 
+from skybatch.pipeline.sourcejob import SourcesConfig
 from skybatch.sources.base import Grid, SourceInfo
-from skybatch.store.fsutil import StorageSettings, public_options
+from skybatch.store.fsutil import StorageSettings
 
 __all__ = ["FORMATS", "IngestConfig", "ChunkTask", "IngestPlan"]
 
@@ -16,7 +17,7 @@ FORMATS = ("auto", "desi", "sdss", "skyvac")
 
 
 @dataclass
-class IngestConfig(StorageSettings):
+class IngestConfig(SourcesConfig, StorageSettings):
     """Settings of one ingest run (CLI flags, YAML keys and flow parameters map onto these).
 
     sources: local paths, globs, directories, ``s3://`` URLs or prefixes of FITS files.
@@ -63,29 +64,15 @@ class IngestConfig(StorageSettings):
     dedupe_files: bool = True
     wait_lock: float | None = None
 
+    not_recorded: ClassVar[tuple[str, ...]] = ("progress", "wait_lock")
+
     def __post_init__(self) -> None:
-        if isinstance(self.sources, str):
-            self.sources = [self.sources]
-        if not self.sources:
-            raise ValueError("sources: give at least one path, glob or s3:// URL (--source)")
-        if not self.store:
-            raise ValueError("store: give a local path or s3:// URL for the Zarr store (--store)")
+        self._check_sources()
         if self.format not in FORMATS:
             raise ValueError(f"format: {self.format!r} is not one of {FORMATS} (--format)")
         if not isinstance(self.chunk_spectra, int) or self.chunk_spectra < 1:
             raise ValueError(f"chunk_spectra: must be a positive integer, got {self.chunk_spectra!r} (--chunk-spectra)")
-        if self.retries < 0:
-            raise ValueError("retries: must be >= 0")
-
-
-    def public_dict(self) -> dict[str, Any]:
-        """The settings as recorded in store attrs (no credentials)."""
-        d = asdict(self)
-        d["source_options"] = public_options(self.source_options)
-        d["store_options"] = public_options(self.store_options)
-        d.pop("progress", None)
-        d.pop("wait_lock", None)
-        return d
+        self._check_retries()
 
 
 @dataclass

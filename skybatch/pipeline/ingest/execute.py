@@ -2,44 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from typing import Any
 
 import numpy as np
 
-import skybatch
 from skybatch.pipeline.ingest.chunk import write_chunk
 from skybatch.pipeline.ingest.config import IngestConfig, IngestPlan
 from skybatch.pipeline.ingest.plan import ingest_job, plan_locked
 from skybatch.pipeline.ingest.report import IngestReport
 from skybatch.pipeline.ingest_checks import duplicate_targets
 from skybatch.pipeline.jobcore import StoreJob, run_chunks
-from skybatch.store.fsutil import public_options
+from skybatch.pipeline.sourcejob import run_on_cluster, source_provenance
 from skybatch.store.spectra_store import consolidate, open_group
 
 __all__ = ["execute_plan", "run", "run_with_client", "ingest"]
 
 
 def _provenance(plan: IngestPlan, st_opts: dict[str, Any]) -> dict[str, Any]:
-    src = plan.sources
-    digest = hashlib.sha256(
-        json.dumps(src[["url", "size", "checksum", "n_rows", "spectrum_start"]].values.tolist(), default=str).encode()
-    ).hexdigest()
-    return {
-        "n_sources": int(len(src)),
-        "total_source_bytes": int(src["size"].sum()) if len(src) else 0,
-        "sources_sha256": digest,
-        "sources_table": "sources.parquet in the manifest (url, size, checksum, rows per source)",
-        "source_examples": src["url"].head(5).tolist(),
-        "skybatch_version": skybatch.__version__,
-        "settings": plan.config.public_dict(),
-        "store_options": public_options(st_opts),
-        "last_run_id": plan.run_id,
-        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    return source_provenance(plan.sources, ["url", "size", "checksum", "n_rows", "spectrum_start"],
+                             "sources.parquet in the manifest (url, size, checksum, rows per source)",
+                             plan.config, plan.run_id, st_opts)
 
 
 def execute_plan(plan: IngestPlan, client) -> IngestReport:
@@ -99,7 +83,7 @@ def _execute(plan: IngestPlan, client, job: StoreJob) -> IngestReport:
         g.attrs["formats"] = sorted(set(plan.formats.values()))
         consolidate(config.store, st_opts)
         if plan.n_spectra:
-            n_dup, examples = duplicate_targets(g["targetid"][:], g["survey"][:], g["program"][:], g["source"][:])
+            n_dup, examples = duplicate_targets(g["targetid"][:], g["survey"][:], g["program"][:], g["source"])
     quarantined = manifest.quarantined().to_dict("records") if plan.grid is not None or plan.set_aside else []
     set_aside = {r["url"]: {k: r[k] for k in ("url", "reason", "message")} for r in quarantined}
     for r in chunk_set_aside:
@@ -122,10 +106,7 @@ def run_with_client(config: IngestConfig, client) -> IngestReport:
 
 def run(config: IngestConfig) -> IngestReport:
     """Plan and execute an ingest on a cluster started from ``config.cluster``."""
-    from skybatch.cluster import cluster_client
-
-    with cluster_client(config.cluster) as client:
-        return run_with_client(config, client)
+    return run_on_cluster(run_with_client, config)
 
 
 def ingest(

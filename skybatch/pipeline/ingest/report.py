@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from skybatch.pipeline.jobcore import exit_status
+from skybatch.pipeline.sourcejob import SourcesReport
 
 __all__ = ["IngestReport"]
 
 
 @dataclass
-class IngestReport:
+class IngestReport(SourcesReport):
     """The outcome of an ingest run.
 
     n_spectra: spectra in the store after the run.
@@ -40,25 +40,15 @@ class IngestReport:
     duplicate_targets: int = 0
     duplicate_examples: list[str] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed_chunks and not self.set_aside
-
-    @property
-    def exit_code(self) -> int:
-        """0: all done; 3: done, but sources were set aside; 1: chunks failed (re-run)."""
-        return exit_status(self.failed_chunks, self.set_aside)
-
     def summary(self) -> str:
         lines = [
             f"store: {self.store}",
             f"spectra in store: {self.n_spectra} ({self.spectra_written} written by this run)",
-            f"chunks: {self.chunks_written} written, {self.chunks_skipped} already done, {self.chunks_total} total",
+            self._chunks_line(),
         ]
         if self.n_bad_pixels:
             lines.append(f"NaN/inf pixels zeroed (ivar=0, mask bit set): {self.n_bad_pixels}")
-        for s in self.set_aside:
-            lines.append(f"SET ASIDE [{s['reason']}] {s['message']}")
+        lines += self._set_aside_lines()
         if self.duplicate_targets:
             lines.append(f"WARNING {self.duplicate_targets} spectra share (TARGETID, survey, program) with another "
                          "row, e.g. " + "; ".join(self.duplicate_examples))

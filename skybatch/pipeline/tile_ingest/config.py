@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from skybatch.store.fsutil import StorageSettings, public_options
+from skybatch.pipeline.sourcejob import SourcesConfig
+from skybatch.store.fsutil import StorageSettings
 
 
 @dataclass
-class TileIngestConfig(StorageSettings):
+class TileIngestConfig(SourcesConfig, StorageSettings):
     """Settings of one tile ingest run (CLI flags, YAML keys and flow parameters map onto these).
 
     sources: local paths, globs, directories, ``s3://`` URLs or prefixes of ``.npz`` / FITS tiles.
@@ -48,12 +49,7 @@ class TileIngestConfig(StorageSettings):
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.sources, str):
-            self.sources = [self.sources]
-        if not self.sources:
-            raise ValueError("sources: give at least one path, glob or s3:// URL of tiles (--source)")
-        if not self.store:
-            raise ValueError("store: give a local path or s3:// URL for the Zarr tile store (--store)")
+        self._check_sources(" of tiles", "tile store")
         if isinstance(self.chunk_tiles, bool) or not isinstance(self.chunk_tiles, int) or self.chunk_tiles < 1:
             raise ValueError(f"chunk_tiles: must be a positive integer, got {self.chunk_tiles!r} (--chunk-tiles)")
         if self.instrument is not None and not str(self.instrument).strip():
@@ -67,14 +63,4 @@ class TileIngestConfig(StorageSettings):
             if "tile" not in pat.groupindex:
                 raise ValueError(f"tile_pattern: {self.tile_pattern!r} needs a named group (?P<tile>...) "
                                  "(--tile-pattern)")
-        if self.retries < 0:
-            raise ValueError("retries: must be >= 0")
-
-
-    def public_dict(self) -> dict[str, Any]:
-        """The settings as recorded in store attrs (no credentials)."""
-        d = asdict(self)
-        d["source_options"] = public_options(self.source_options)
-        d["store_options"] = public_options(self.store_options)
-        d.pop("progress", None)
-        return d
+        self._check_retries()

@@ -5,18 +5,16 @@ whole chunk; then provenance and the report. Also the doors :func:`run`,
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from typing import Any
 
 import numpy as np
 
-import skybatch
 from skybatch.pipeline.chunkrun import run_chunk_tasks
+from skybatch.pipeline.sourcejob import run_on_cluster, source_provenance
 from skybatch.sources.tiles import TilePlaneInfo, read_tile_planes
-from skybatch.store.fsutil import filesystem, public_options
+from skybatch.store.fsutil import filesystem
 from skybatch.store.manifest import Manifest
 from skybatch.store.retry import retry_call
 from skybatch.store.tile_store import (
@@ -85,22 +83,9 @@ def _write_tile_chunk(
 
 
 def _provenance(plan: TileIngestPlan, st_opts: dict[str, Any]) -> dict[str, Any]:
-    src = plan.table.drop_duplicates("url")
-    ident = json.dumps(src[["url", "size", "checksum"]].values.tolist(), default=str)
-    digest = hashlib.sha256(ident.encode()).hexdigest()
-    return {
-        "n_sources": int(len(src)),
-        "n_planes": int((plan.table["view"] != "").sum()),
-        "total_source_bytes": int(src["size"].sum()) if len(src) else 0,
-        "sources_sha256": digest,
-        "sources_table": f"{PLAN_FILE} in the manifest (url, size, checksum, tile, band, view per plane)",
-        "source_examples": src["url"].head(5).tolist(),
-        "skybatch_version": skybatch.__version__,
-        "settings": plan.config.public_dict(),
-        "store_options": public_options(st_opts),
-        "last_run_id": plan.run_id,
-        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    return source_provenance(plan.table.drop_duplicates("url"), ["url", "size", "checksum"],
+                             f"{PLAN_FILE} in the manifest (url, size, checksum, tile, band, view per plane)",
+                             plan.config, plan.run_id, st_opts, n_planes=int((plan.table["view"] != "").sum()))
 
 
 def execute_tile_plan(plan: TileIngestPlan, client) -> TileIngestReport:
@@ -180,10 +165,7 @@ def run_with_client(config: TileIngestConfig, client) -> TileIngestReport:
 
 def run(config: TileIngestConfig) -> TileIngestReport:
     """Plan and execute a tile ingest on a cluster started from ``config.cluster``."""
-    from skybatch.cluster import cluster_client
-
-    with cluster_client(config.cluster) as client:
-        return run_with_client(config, client)
+    return run_on_cluster(run_with_client, config)
 
 
 def ingest_tiles(

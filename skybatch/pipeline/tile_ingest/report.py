@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from skybatch.pipeline.sourcejob import SourcesReport
+
 
 @dataclass
-class TileIngestReport:
+class TileIngestReport(SourcesReport):
     """The outcome of a tile ingest run.
 
     n_tiles: tiles in the store after the run. views: planes planned per view.
@@ -35,31 +37,19 @@ class TileIngestReport:
     seconds: float
     run_id: str
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed_chunks and not self.set_aside
-
-    @property
-    def exit_code(self) -> int:
-        """0: all done; 3: done, but sources were set aside; 1: chunks failed (re-run)."""
-        if self.failed_chunks:
-            return 1
-        return 3 if self.set_aside else 0
-
     def summary(self) -> str:
         views = ", ".join(f"{k}: {v} planes" for k, v in self.views.items()) or "none"
         lines = [
             f"store: {self.store}",
             f"tiles in store: {self.n_tiles}; views: {views}",
             f"planes written by this run: {self.planes_written}",
-            f"chunks: {self.chunks_written} written, {self.chunks_skipped} already done, {self.chunks_total} total",
+            self._chunks_line(),
         ]
         if self.n_bad_pixels:
             lines.append(f"NaN/inf pixels neutralised (image 0, noise inf): {self.n_bad_pixels}")
         if self.n_absent:
             lines.append(f"planes absent in their sources (present=False): {self.n_absent}")
-        for s in self.set_aside:
-            lines.append(f"SET ASIDE [{s['reason']}] {s['message']}")
+        lines += self._set_aside_lines()
         for c in self.failed_chunks:
             lines.append(f"FAILED view {c.get('view')} chunk {c['chunk']}: {c['error']} "
                          "-- re-run the same command to retry")

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..spectra import add_noise, noise_sigma, render_spectra, sky_spectrum
+from ..render import render_spectra
+from ..sky_noise import add_noise, noise_sigma, sky_spectrum
 from .layout import ARMS, _arm_slice, arm_wavelength, brz_wavelength, targetid_from_parts
 from .tables import make_exp_fibermap, make_fibermap, make_redshifts, make_scores, make_tsnr2, points_in_healpix
 from .write import resolution_data, write_desi_coadd, write_redrock

@@ -178,7 +178,7 @@ def make_scores(targetid: np.ndarray, flux: dict[str, np.ndarray], ivar: dict[st
 def make_tsnr2(scores: np.ndarray) -> np.ndarray:
     """Redrock TSNR2 table (TARGETID + the 32 TSNR2 columns of SCORES)."""
     out = np.zeros(len(scores), dtype=TSNR2_DTYPE)
-    for name in TSNR2_DTYPE.names:
+    for name in TSNR2_DTYPE.names or ():  # a structured dtype: names is never None
         out[name] = scores[name]
     return out
 

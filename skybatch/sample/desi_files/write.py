@@ -57,8 +57,8 @@ def _primary_header(kind: str, healpix: int, survey: str, program: str, extra: d
     for k, (nm, ver) in enumerate(deps):
         h[f"DEPNAM{k:02d}"] = nm
         h[f"DEPVER{k:02d}"] = ver
-    for k, v in (extra or {}).items():
-        h[k] = v
+    for key, v in (extra or {}).items():
+        h[key] = v
     return h
 
 

@@ -46,7 +46,7 @@ def _wcs_header(ra: float, dec: float, size: int, scale_arcsec: float, dy: float
     return "".join(cards)
 
 
-def write_npz_tiles(tiles: "MultiBandTiles | SurveyViews", out_dir: str | Path) -> dict[str, list[Path]]:
+def write_npz_tiles(tiles: MultiBandTiles | SurveyViews, out_dir: str | Path) -> dict[str, list[Path]]:
     """Write one ``.npz`` per tile and instrument (or view): ``OUT/<instrument or view>/<tile_id>.npz``.
 
     Each file holds ``image`` and ``rms`` float32 (n_bands_of_instrument, H, W) (NaN where a
@@ -71,7 +71,7 @@ def write_npz_tiles(tiles: "MultiBandTiles | SurveyViews", out_dir: str | Path) 
             for inst in dict.fromkeys(tiles.instruments)}
 
 
-def _write_group(tiles: "MultiBandTiles", d: Path, sel: np.ndarray) -> list[Path]:
+def _write_group(tiles: MultiBandTiles, d: Path, sel: np.ndarray) -> list[Path]:
     size = tiles.image.shape[-1]
     inst = tiles.instruments[sel[0]]
     d.mkdir(parents=True, exist_ok=True)

@@ -214,5 +214,7 @@ def make_survey_views(n_tiles: int = 64, field_arcsec: float = 9.6, *, seed: int
     scales = dict(pixel_scales or REAL_PIXEL_SCALES)
     ref = min(scales.values())
     size = int(round(field_arcsec / ref))
-    return make_multiband_tiles(n_tiles, size, seed=seed, pixel_scale_arcsec=ref, pixel_scales=scales,
-                                source_density=source_density_arcsec2 * ref * ref, **kwargs)
+    views = make_multiband_tiles(n_tiles, size, seed=seed, pixel_scale_arcsec=ref, pixel_scales=scales,
+                                 source_density=source_density_arcsec2 * ref * ref, **kwargs)
+    assert isinstance(views, SurveyViews)  # pixel_scales given: one view per survey grid
+    return views

@@ -43,7 +43,7 @@ class SurveyViews:
                 return v, v.bands.index(band)
         raise KeyError(f"band {band!r} not in these views; bands are {list(self.bands)}")
 
-    def subset(self, rows: np.ndarray) -> "SurveyViews":
+    def subset(self, rows: np.ndarray) -> SurveyViews:
         """The same views restricted to tile rows ``rows`` (e.g. a held-out split)."""
         rows = np.asarray(rows)
         out = {}

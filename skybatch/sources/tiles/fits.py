@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import _fits, _plain
+from .. import _fitsread
 from ..base import SourceError
 from .naming import (
     INSTRUMENT_BANDS,
@@ -112,7 +113,7 @@ def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_p
         if len(shape) != 2 or 0 in shape:
             raise SourceError(url, "not-an-image", f"{img.name} has shape {shape}; expected a 2-D image")
         nshape = shape if nse is None else _image_shape(nse)
-        if nshape != shape:
+        if nse is not None and nshape != shape:
             raise SourceError(url, "shape-mismatch", f"{img.name} has shape {shape} but {nse.name} has shape {nshape}; "
                               "the noise must match the image pixel for pixel")
         msk = g.get("mask")
@@ -158,6 +159,7 @@ def _fits_planes(url: str, lay: _fits.FitsLayout, instrument: str | None, tile_p
             loc = (f"fits:{_plain.locator_name(lay, img)}|{_plain.locator_name(lay, nse)}|{kind}|"
                    f"{_plain.locator_name(lay, msk)}")
         else:
+            assert nse is not None  # a non-plain group without a noise extension was refused above
             loc = f"fits:{img.name}|{nse.name}|{kind}|{msk.name if msk is not None else ''}"
         meta = _plain.header_meta(headers)
         planes.append(TilePlaneInfo(tile, inst, band, shape[0], shape[1], loc, unit, meta))
@@ -195,7 +197,7 @@ def _inspect_fits(fs: Any, url: str, instrument: str | None, tile_pattern: str |
 def _read_hdu(f, e, url: str) -> tuple[np.ndarray, Any]:
     """(data, header) of an image HDU; tile-compressed HDUs are decompressed with astropy."""
     if not _is_compressed(e):
-        return _fits.read_image(f, e, url), e.header
+        return _fitsread.read_image(f, e, url), e.header
     from astropy.io import fits
 
     f.seek(e.header_offset)

@@ -174,9 +174,10 @@ def _npz_planes(url: str, lay: _NpzLayout, instrument: str | None, tile_pattern:
             "cannot tell the instrument: add an 'instrument' array to the .npz, put the file under a rubin/ or "
             "euclid/ directory, or set the instrument of the run (--instrument)",
         )
+    known_insts = [i for i in insts if i is not None]  # all of them: None was refused just above
     bands: list[str] = []
     for j in range(nb):
-        inst = insts[j]
+        inst = known_insts[j]
         if raw_bands is None:
             canon = INSTRUMENT_BANDS.get(inst, ())
             if len(canon) != nb:
@@ -207,7 +208,7 @@ def _npz_planes(url: str, lay: _NpzLayout, instrument: str | None, tile_pattern:
         if k in small:
             unit = _strs(small[k])[0]
     planes = [
-        TilePlaneInfo(tile, insts[j], bands[j], lay.shape[0], lay.shape[1], f"npz:{j}", unit)
+        TilePlaneInfo(tile, known_insts[j], bands[j], lay.shape[0], lay.shape[1], f"npz:{j}", unit)
         for j in range(nb) if present[j]
     ]
     return planes, [tile], int(nb - present.sum())

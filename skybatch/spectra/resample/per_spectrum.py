@@ -170,8 +170,8 @@ def _resample_per_spectrum(xp, flux, ivar, mask, wave_in, wave_out, min_good, ne
         fb = xp.astype(gflux[r0:r1, :], f64)
         Cf = _cumsum0(xp, fb * delta)
         x_off = xp.clip(e[None, :], E_c, E_c1) - E_c  # position of the edge inside its pixel
-        I = _flat_take(xp, Cf, flat_c0, eshape) + x_off * _flat_take(xp, fb, flat_c, eshape)
-        num = (I[:, 1:] - I[:, :-1]) / width[None, :]
+        cum_at_edge = _flat_take(xp, Cf, flat_c0, eshape) + x_off * _flat_take(xp, fb, flat_c, eshape)
+        num = (cum_at_edge[:, 1:] - cum_at_edge[:, :-1]) / width[None, :]
 
         # Variance Σ p² var: first and last touched pixels (a = c_j, b = c_j+1) with their
         # partial overlaps, plus the whole pixels a+1 .. b-1 from a cumulative sum.

@@ -46,7 +46,7 @@ class ViewSpec:
                 "shard_planes": bool(self.shard_planes)}
 
     @classmethod
-    def from_attrs(cls, name: str, d: dict[str, Any]) -> "ViewSpec":
+    def from_attrs(cls, name: str, d: dict[str, Any]) -> ViewSpec:
         h, w = d["shape"]
         return cls(name, d["instrument"], tuple(d["bands"]), int(h), int(w), bool(d.get("shard_planes", False)))
 

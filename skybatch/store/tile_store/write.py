@@ -77,7 +77,8 @@ def ensure_view(g: zarr.Group, spec: ViewSpec, chunk_tiles: int, n_tiles: int, a
             attributes={"long_name": schema["variables"][name]["long_name"], "coordinates": _PLANE_COORDS},
             **kw, **codec,
         )
-    for name, dtype, fill in (("wcs", str, ""), ("present", "bool", False), ("source", str, "")):
+    coord_specs: list[tuple[str, Any, Any]] = [("wcs", str, ""), ("present", "bool", False), ("source", str, "")]
+    for name, dtype, fill in coord_specs:
         v.create_array(
             name, shape=(n_tiles, nb), chunks=(chunk_tiles, nb), dtype=dtype, fill_value=fill,
             dimension_names=["tile", "band"], attributes={"long_name": schema["coords"][name]["long_name"]},

@@ -1,0 +1,75 @@
+"""The one flow body of the store-writing jobs (ingest, tile ingest, preprocess): config from the flow's
+parameter, deployment path check, the job's ``run_with_client`` as one coarse retried Prefect task on the
+cluster's client, the report as a Markdown artifact, and a final state that says what happened.
+
+Imports Prefect: import it after :func:`skybatch.orchestrate._common.set_default_env`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from skybatch.cluster import cluster_client
+from skybatch.orchestrate._common import (
+    check_deployment_paths,
+    final_state,
+    job_config,
+    publish_report,
+    retry_on_transient,
+)
+
+
+@dataclass(frozen=True)
+class JobFlow:
+    """How one job runs as a flow.
+
+    ``config_cls``/``run_with_client``: the job's config class and entry point; ``task_name``: the name of
+    its Prefect task; ``what``: the job in the final state's message (e.g. ``"tile ingest"``);
+    ``report_key``: the artifact's key; ``title(report)``: the artifact's title; ``paths(config)``: the
+    config's paths checked in a deployment (name -> path or list of paths); ``where``: the flow's call in
+    error messages; ``coerce``: turns the flow parameter's nested mappings into objects before the config
+    is built (``None``: none)."""
+
+    config_cls: type
+    run_with_client: Callable[[Any, Any], Any]
+    task_name: str
+    what: str
+    report_key: str
+    title: Callable[[Any], str]
+    paths: Callable[[Any], dict[str, Any]]
+    where: str
+    coerce: Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        run = self.run_with_client
+
+        def run_job(config: Any, client: Any) -> Any:
+            # a retry plans again: chunks written by the failed attempt are skipped (the job is resumable)
+            return run(config, client)
+
+        def report(r: Any) -> Any:
+            get_run_logger().info(r.summary())
+            publish_report(self.report_key, self.title(r), asdict(r))
+            return r
+
+        object.__setattr__(self, "_run_task", task(name=self.task_name, retries=2, retry_delay_seconds=[5, 30],
+                                                    retry_condition_fn=retry_on_transient,
+                                                    cache_policy=NO_CACHE)(run_job))
+        object.__setattr__(self, "_report_task", task(name="report", cache_policy=NO_CACHE)(report))
+
+    def __call__(self, value: Any) -> dict:
+        """Run the job for the flow parameter ``value`` (a config or a mapping of its settings) inside the
+        current flow run; returns the final state, whose data is the report as a dict."""
+        if self.coerce is not None:
+            value = self.coerce(value)
+        config = job_config(self.config_cls, value, self.where)
+        check_deployment_paths(**self.paths(config))
+        with cluster_client(config.cluster) as client:
+            r = self._run_task(config, client)  # type: ignore[attr-defined]
+        self._report_task(r)  # type: ignore[attr-defined]
+        return final_state(asdict(r), r.exit_code, self.what)

@@ -1,0 +1,115 @@
+"""Pieces shared by the jobs that read sources into a store (ingest, tile ingest): the checks and the
+recorded form of their settings, the counts and exit code of their reports, and ``run`` on a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, ClassVar, TypeVar
+
+from skybatch.pipeline.jobcore import exit_status
+from skybatch.store.fsutil import public_options
+
+__all__ = ["SourcesConfig", "SourcesReport", "run_on_cluster", "source_provenance"]
+
+R = TypeVar("R")
+
+
+class SourcesConfig:
+    """Mixin for the dataclass config of a job that reads ``sources`` into ``store``.
+
+    ``not_recorded``: settings of the run, not of the store, left out of :meth:`public_dict`."""
+
+    sources: list[str]
+    store: str
+    retries: int
+    source_options: dict[str, Any]
+    store_options: dict[str, Any]
+    not_recorded: ClassVar[tuple[str, ...]] = ("progress",)
+
+    def _check_sources(self, of: str = "", store: str = "store") -> None:
+        """Check ``sources`` (a string becomes a list of one) and ``store``; ``of`` and ``store`` name
+        what they hold in the messages (e.g. ``" of tiles"``, ``"tile store"``)."""
+        if isinstance(self.sources, str):
+            self.sources = [self.sources]
+        if not self.sources:
+            raise ValueError(f"sources: give at least one path, glob or s3:// URL{of} (--source)")
+        if not self.store:
+            raise ValueError(f"store: give a local path or s3:// URL for the Zarr {store} (--store)")
+
+    def _check_retries(self) -> None:
+        if self.retries < 0:
+            raise ValueError("retries: must be >= 0")
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as recorded in store attrs (no credentials)."""
+        d = asdict(self)  # type: ignore[call-overload]
+        d["source_options"] = public_options(self.source_options)
+        d["store_options"] = public_options(self.store_options)
+        for k in self.not_recorded:
+            d.pop(k, None)
+        return d
+
+
+class SourcesReport:
+    """Mixin for the report of a job that reads sources into chunks of a store."""
+
+    store: str
+    manifest: str
+    chunks_written: int
+    chunks_skipped: int
+    chunks_total: int
+    failed_chunks: list[dict[str, Any]]
+    set_aside: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_chunks and not self.set_aside
+
+    @property
+    def exit_code(self) -> int:
+        """0: all done; 3: done, but sources were set aside; 1: chunks failed (re-run)."""
+        return exit_status(self.failed_chunks, self.set_aside)
+
+    def _chunks_line(self) -> str:
+        return (f"chunks: {self.chunks_written} written, {self.chunks_skipped} already done, "
+                f"{self.chunks_total} total")
+
+    def _set_aside_lines(self) -> list[str]:
+        return [f"SET ASIDE [{s['reason']}] {s['message']}" for s in self.set_aside]
+
+
+def run_on_cluster(run_with_client: Callable[[Any, Any], R], config: Any) -> R:
+    """``run_with_client(config, client)`` on a cluster started from ``config.cluster``."""
+    from skybatch.cluster import cluster_client
+
+    with cluster_client(config.cluster) as client:
+        return run_with_client(config, client)
+
+
+def source_provenance(src: Any, columns: list[str], sources_table: str, config: Any, run_id: str,
+                      store_options: dict[str, Any], **counts: int) -> dict[str, Any]:
+    """The ``provenance`` attrs of a store after a run: how many sources (``src``, a DataFrame with a row
+    per source and a ``url`` and ``size`` column), a SHA-256 of their ``columns``, where the full table is
+    (``sources_table``), the settings (``config.public_dict()``) and storage options without credentials,
+    the run and the time (UTC). ``counts`` follow ``n_sources`` (e.g. ``n_planes``)."""
+    import hashlib
+    import json
+    import time
+
+    import skybatch
+
+    digest = hashlib.sha256(json.dumps(src[columns].values.tolist(), default=str).encode()).hexdigest()
+    return {
+        "n_sources": int(len(src)),
+        **counts,
+        "total_source_bytes": int(src["size"].sum()) if len(src) else 0,
+        "sources_sha256": digest,
+        "sources_table": sources_table,
+        "source_examples": src["url"].head(5).tolist(),
+        "skybatch_version": skybatch.__version__,
+        "settings": config.public_dict(),
+        "store_options": public_options(store_options),
+        "last_run_id": run_id,
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
