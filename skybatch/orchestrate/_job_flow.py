@@ -62,6 +62,17 @@ class JobFlow:
                                                     cache_policy=NO_CACHE)(run_job))
         object.__setattr__(self, "_report_task", task(name="report", cache_policy=NO_CACHE)(report))
 
+    @property
+    def run_task(self) -> Any:
+        """The job as one retried Prefect task, called ``run_task(config, client)`` inside a flow (the
+        quick start runs ingest this way inside its own flow, on its own client)."""
+        return self._run_task  # type: ignore[attr-defined]
+
+    @property
+    def report_task(self) -> Any:
+        """The Prefect task ``report_task(report)``: logs the summary and publishes the Markdown artifact."""
+        return self._report_task  # type: ignore[attr-defined]
+
     def __call__(self, value: Any) -> dict:
         """Run the job for the flow parameter ``value`` (a config or a mapping of its settings) inside the
         current flow run; returns the final state, whose data is the report as a dict."""
@@ -70,6 +81,6 @@ class JobFlow:
         config = job_config(self.config_cls, value, self.where)
         check_deployment_paths(**self.paths(config))
         with cluster_client(config.cluster) as client:
-            r = self._run_task(config, client)  # type: ignore[attr-defined]
-        self._report_task(r)  # type: ignore[attr-defined]
+            r = self.run_task(config, client)
+        self.report_task(r)
         return final_state(asdict(r), r.exit_code, self.what)

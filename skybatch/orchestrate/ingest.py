@@ -19,6 +19,11 @@ _JOB = JobFlow(Config, run_with_client, task_name="ingest", what="ingest", repor
                title=lambda r: f"skybatch ingest into {r.store}",
                paths=lambda c: dict(sources=c.sources, store=c.store), where="ingest_flow(config)")
 
+#: The ingest as one retried Prefect task (``run_ingest(config, client)``) and its report task, for flows
+#: that run an ingest among other steps (the quick start).
+run_ingest = _JOB.run_task
+report = _JOB.report_task
+
 
 @flow(name="skybatch-ingest", log_prints=True, validate_parameters=False)
 def ingest_flow(config: Config) -> dict:
