@@ -103,7 +103,10 @@ def kill_driver_at(args: list[str], delay: float, env: dict | None = None) -> st
     p.wait_for_line("START", timeout=300)
     time.sleep(delay)
     finished = p.proc.exitcode is not None
-    os.kill(p.proc.pid, signal.SIGKILL)
+    try:
+        os.kill(p.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it ended (and the fork server, its parent, reaped it) just before the kill
+        finished = True
     p.proc.join(30)
     rest = p.stdout()
     return "finished before the kill" if finished or "END" in rest else f"killed {delay:.2f} s after START"

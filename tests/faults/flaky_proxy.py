@@ -13,10 +13,44 @@ import random
 import socket
 import struct
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
              b'<Message>Please reduce your request rate.</Message></Error>')
+
+
+def set_botocore_backoff_scale(scale: float) -> float:
+    """Multiply botocore's standard-mode retry waits (``rand * 2**(attempt-1)`` s, up to 20 s) by ``scale`` in
+    this process; returns the previous scale. botocore has no setting for its back-off; 1.0 is its own."""
+    from botocore.retries.standard import ExponentialBackoff
+
+    if "_unscaled_delay_amount" not in ExponentialBackoff.__dict__:
+        unscaled = ExponentialBackoff.delay_amount
+
+        def delay_amount(self, context):
+            return ExponentialBackoff._skybatch_scale * unscaled(self, context)
+
+        ExponentialBackoff._unscaled_delay_amount = unscaled
+        ExponentialBackoff._skybatch_scale = 1.0
+        ExponentialBackoff.delay_amount = delay_amount
+    old = ExponentialBackoff._skybatch_scale
+    ExponentialBackoff._skybatch_scale = float(scale)
+    return old
+
+
+@contextmanager
+def short_botocore_backoff(client, scale: float = 0.05) -> Iterator[None]:
+    """botocore's retry waits times ``scale`` in this process and on every worker of ``client`` while the block
+    runs (the same retries of the same faults, ~1/scale times shorter sleeps); botocore's own waits after."""
+    set_botocore_backoff_scale(scale)
+    client.run(set_botocore_backoff_scale, scale)
+    try:
+        yield
+    finally:
+        set_botocore_backoff_scale(1.0)
+        client.run(set_botocore_backoff_scale, 1.0)
 
 
 class FlakyProxy:
@@ -108,7 +142,7 @@ class FlakyProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def start(self) -> "FlakyProxy":
+    def start(self) -> FlakyProxy:
         self.thread.start()
         return self
 
