@@ -334,7 +334,7 @@ def report(small: dict, large: dict, args) -> None:
               f"{a['tasks']:8d}{b['tasks']:8d}")
     if args.quick:
         print("(--quick: sizes too small for the time ratios; fixed per-stage costs and JIT compilation dominate)")
-    print(f"\npeak RSS, MB (per stage; L/S ratio of the largest peak across stages: 1.0 = flat)")
+    print("\npeak RSS, MB (per stage; L/S ratio of the largest peak across stages: 1.0 = flat)")
     procs = list(small["stages"]["ingest"]["peaks"])
     head = "".join(f"{s[:5] + ' S':>9s}{s[:5] + ' L':>9s}" for s in small["stages"])
     print(f"{'process':12s}{head}{'L/S max':>9s}")

@@ -31,6 +31,16 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    """A small synthetic DESI + SDSS survey on disk (3 HEALPix coadds of 60 spectra, 12 SDSS files), one per module."""
+    from skybatch.sample.survey import generate_sample_survey
+
+    out = tmp_path_factory.mktemp("survey")
+    generate_sample_survey(str(out), n_healpix=3, spectra_per_file=60, n_sdss=12, seed=3)
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

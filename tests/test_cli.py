@@ -14,7 +14,7 @@ import xarray as xr
 
 from skybatch.cli import main
 
-from .pipeline.test_ingest import assert_stores_equal, coadds, survey  # noqa: F401
+from .pipeline.test_ingest import assert_stores_equal, coadds
 
 
 def test_cluster_show_slurm(capsys):

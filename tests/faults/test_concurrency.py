@@ -58,7 +58,7 @@ def test_two_concurrent_writers_each_spectrum_once_or_refused(survey, tmp_path):
     pa = _start(store, a_files, 0)
     time.sleep(0.3)
     pb = _start(store, b_files, 0)
-    (oa, ea), (ob, eb) = pa.communicate(timeout=600), pb.communicate(timeout=600)
+    (_, ea), (_, eb) = pa.communicate(timeout=600), pb.communicate(timeout=600)
     codes = sorted([pa.returncode, pb.returncode])
     refused = ea if pa.returncode else eb
     print("non-waiting writers exit codes:", pa.returncode, pb.returncode, "|", refused.strip().splitlines()[-1][:160])

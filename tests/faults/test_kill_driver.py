@@ -33,7 +33,7 @@ def _trials(kind: str, args_for, reference: str, n: int, seed: int, tmp_path, co
         what = kill_driver_at(args_for(target), delay)
         again = run_driver(*args_for(target))
         print(f"{kind} trial {i}: {what}; re-run exit {again.returncode}: "
-              + " | ".join(l for l in again.stdout.splitlines() if l.startswith("chunks")))
+              + " | ".join(ln for ln in again.stdout.splitlines() if ln.startswith("chunks")))
         assert again.returncode == 0, again.stdout + again.stderr
         assert_same_store(reference, target, skip=compare_skip)
     return dur

@@ -61,6 +61,6 @@ def test_main_defined_model_maps_in_process(tmp_path):
     p = subprocess.run([sys.executable, str(script), str(tmp_path / "s.zarr"), root], capture_output=True, text=True,
                        timeout=600)
     print(p.stdout)
-    print("\n".join(l for l in p.stderr.splitlines() if "FAILED" in l or "latent2" in l)[-600:])
+    print("\n".join(ln for ln in p.stderr.splitlines() if "FAILED" in ln or "latent2" in ln)[-600:])
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     assert "executor: local exit: 0" in p.stdout

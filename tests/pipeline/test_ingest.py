@@ -18,15 +18,6 @@ from skybatch.store.fsutil import filesystem
 from skybatch.store.manifest import Manifest
 
 
-@pytest.fixture(scope="module")
-def survey(tmp_path_factory):
-    from skybatch.sample.survey import generate_sample_survey
-
-    out = tmp_path_factory.mktemp("survey")
-    generate_sample_survey(str(out), n_healpix=3, spectra_per_file=60, n_sdss=12, seed=3)
-    return out
-
-
 def coadds(survey) -> list[str]:
     return sorted(glob.glob(str(survey / "desi" / "**" / "coadd-*.fits"), recursive=True))
 

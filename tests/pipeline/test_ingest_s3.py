@@ -10,7 +10,7 @@ import xarray as xr
 
 from skybatch.pipeline.ingest import ingest
 
-from .test_ingest import assert_stores_equal, coadds, survey  # noqa: F401  (module fixture)
+from .test_ingest import assert_stores_equal, coadds
 
 pytestmark = pytest.mark.s3
 

@@ -14,7 +14,7 @@ from skybatch.pipeline.preprocess import preprocess
 from skybatch.spectra import PreprocessRecipe, preprocess_block
 from skybatch.store.schema import check_spectra_store
 
-from .test_ingest import coadds, survey  # noqa: F401
+from .test_ingest import coadds
 
 
 @pytest.fixture(scope="module")

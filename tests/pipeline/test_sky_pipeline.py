@@ -110,7 +110,7 @@ def test_dark_time_airglow_ratios_within_real_scatter(sky):
         lo, hi = np.percentile(r_real, [16, 84])
         assert lo <= np.median(r_gen) <= hi, (a, b, lo, np.median(r_gen), hi)
     # line brightness itself is close to the real median
-    for name, c in LINES.items():
+    for c in LINES.values():
         assert np.median(line_flux(wave, gen, c)) == pytest.approx(np.median(line_flux(wave, real, c)), rel=0.25)
 
 

@@ -78,7 +78,7 @@ def test_combine_arms_into_is_bit_identical_to_clean_then_coadd(seed):
 
     rng = np.random.default_rng(seed)
     n, offs, widths, nw = 40, [0, 2700, 4900], [2751, 2326, 2881], 7781
-    F, I, M = [], [], []
+    Fb, Ib, Mb = [], [], []  # big-endian arm arrays, as read from FITS
     for w in widths:
         f = rng.standard_normal((n, w)).astype(">f4")
         i = rng.uniform(-0.1, 2, (n, w)).astype(">f4")
@@ -88,16 +88,16 @@ def test_combine_arms_into_is_bit_identical_to_clean_then_coadd(seed):
         f[rng.random((n, w)) < 0.01] = -0.0
         m = rng.integers(-2**31, 2**31 - 1, (n, w)).astype(">i4")
         m[rng.random((n, w)) < 0.7] = 0
-        F.append(f)
-        I.append(i)
-        M.append(m)
-    fl = [np.ascontiguousarray(x, dtype=np.float32) for x in F]
-    iv = [np.ascontiguousarray(x, dtype=np.float32) for x in I]
-    mk = [np.ascontiguousarray(x.astype("<i4")).view(np.uint32) for x in M]
+        Fb.append(f)
+        Ib.append(i)
+        Mb.append(m)
+    fl = [np.ascontiguousarray(x, dtype=np.float32) for x in Fb]
+    iv = [np.ascontiguousarray(x, dtype=np.float32) for x in Ib]
+    mk = [np.ascontiguousarray(x.astype("<i4")).view(np.uint32) for x in Mb]
     n_bad = sum(clean_nonfinite(a, b, c, 8) for a, b, c in zip(fl, iv, mk))
     rf, ri, rm = coadd_cameras(fl, iv, mk, offs, nw, nodata_bit=8)
     of, oi, om = np.full((n, nw), 7, np.float32), np.full((n, nw), 7, np.float32), np.full((n, nw), 7, np.uint32)
-    assert combine_arms_into(F, I, M, offs, of, oi, om, nodata_bit=8) == n_bad > 0
+    assert combine_arms_into(Fb, Ib, Mb, offs, of, oi, om, nodata_bit=8) == n_bad > 0
     assert np.array_equal(rf.view(np.uint32), of.view(np.uint32))
     assert np.array_equal(ri.view(np.uint32), oi.view(np.uint32))
     assert np.array_equal(rm, om)

@@ -261,7 +261,7 @@ def _plan_tiles(config: TileIngestConfig, client, job: StoreJob) -> TileIngestPl
         view_attrs = {"skybatch_version": skybatch.__version__, "manifest": manifest.url}
         ids_in_order = [t for t, _ in sorted(tile_index.items(), key=lambda kv: kv[1])]
         new_planes = [p for info in final for p in info.planes]
-        for name, spec in views.items():
+        for spec in views.values():
             ensure_view(g, spec, chunk, n_tiles, view_attrs)
         resize_tiles(g, n_tiles)
         for name, spec in views.items():
