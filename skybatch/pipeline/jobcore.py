@@ -340,13 +340,14 @@ class StoreJob:
         self.notes.append(msg)
         print(f"note: {msg}", file=sys.stderr)
 
-    def _open_manifest(self) -> Manifest:
+    def open_manifest(self) -> Manifest:
+        """The store's manifest (opened by ``__enter__``); RuntimeError outside the ``with`` block."""
         if self.manifest is None:
             raise RuntimeError(f"{self.store}: StoreJob used outside its `with StoreJob(...)` block (no manifest open)")
         return self.manifest
 
     def _check_manifest(self) -> None:
-        m = self._open_manifest()
+        m = self.open_manifest()
         fs = m.fs
         if not fs.exists(m.url):
             if self.identity is not None:
@@ -374,11 +375,11 @@ class StoreJob:
     def created(self, identity: dict[str, Any]) -> None:
         """Tell the job the store was just created with ``identity`` (records it in the manifest)."""
         self.identity = identity
-        self._open_manifest().write_identity(identity)
+        self.open_manifest().write_identity(identity)
 
     def todo(self, tasks: Sequence[Any], n_chunks: int | None = None) -> list[Any]:
         """The tasks not yet done: a manifest record with the same fingerprint AND the store's marker agree."""
-        done = self._open_manifest().done_chunks()
+        done = self.open_manifest().done_chunks()
         marks = store_markers(self.store, self.storage_options, self.stage)
         if n_chunks is not None:
             reset_markers(self.store, self.storage_options, self.stage, n_chunks)

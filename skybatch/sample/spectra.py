@@ -265,7 +265,7 @@ def draw_population(
 def _unknown_rest_lines(rng: np.random.Generator, z: float) -> np.ndarray:
     """Three rest wavelengths inside DESI/SDSS coverage, each >= 40 Å from any known line."""
     lo, hi = 3900.0 / (1 + max(z, 0.0)), 9300.0 / (1 + max(z, 0.0))
-    out = []
+    out: list[float] = []
     while len(out) < 3:
         w = rng.uniform(lo, hi)
         if np.min(np.abs(_KNOWN_LINES - w)) > 40.0 and all(abs(w - o) > 100.0 for o in out):

@@ -316,7 +316,7 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
         s, r = sci_by[key], ref_by[key]
         pair_id = f"{key[0]}/{key[1]}"
         group = ds.group_name((s["height"], s["width"]))
-        row = {"pair_id": pair_id, "group": group, "tile_id": key[0], "band": key[1], "run_id": run_id,
+        row: dict[str, Any] = {"pair_id": pair_id, "group": group, "tile_id": key[0], "band": key[1], "run_id": run_id,
                "planned_at": now}
         for side, f in (("science", s), ("reference", r)):
             for k in _FRAME_FIELDS:
@@ -398,7 +398,8 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
         if r["fingerprint"] in done.get(int(r["pair"]), set()):
             n_done += 1
             continue
-        shape = tuple(int(x) for x in r["group"].split("x"))
+        ny, nx = (int(x) for x in r["group"].split("x"))
+        shape = (ny, nx)
         todo.append(PairTask(
             pair=int(r["pair"]), pair_id=r["pair_id"], group=r["group"], index=int(r["pair_index"]),
             shape=shape, science=_frame_of(r, "science"), reference=_frame_of(r, "reference"),

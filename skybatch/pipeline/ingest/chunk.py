@@ -79,6 +79,8 @@ def _store_arrays(store: str, options: dict[str, Any], run_id: str, names: list[
 
 def _open_piece(task: ChunkTask, url: str, source_options, keep_nonscience, verify_checksums: bool):
     """(reader, fs, SourceInfo) of one source of the chunk, checked against what was planned."""
+    if task.source_rows is None:
+        raise RuntimeError(f"chunk {task.chunk}: submitted before execute_plan filled its source_rows")
     src = task.source_rows[url]
     fs = filesystem(url, source_options)
     reader = _reader_for(fs, url, src["format"], verify_checksums)

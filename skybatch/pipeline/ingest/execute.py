@@ -34,7 +34,7 @@ def execute_plan(plan: IngestPlan, client) -> IngestReport:
     """
     with ingest_job(plan.config) as job:
         same = (job.identity or {}).get("uuid") == plan.store_uuid and \
-            job.manifest.read_sources()["url"].tolist() == plan.sources["url"].tolist()
+            job.open_manifest().read_sources()["url"].tolist() == plan.sources["url"].tolist()
         if not same:
             print(f"note: {plan.config.store} changed since it was planned; planning again", file=sys.stderr)
             plan = plan_locked(plan.config, client, job)
@@ -46,7 +46,7 @@ def _execute(plan: IngestPlan, client, job: StoreJob) -> IngestReport:
     config = plan.config
     st_opts = config.store_storage_options()
     src_opts = config.source_storage_options()
-    manifest = job.manifest
+    manifest = job.open_manifest()
     failed: list[dict[str, Any]] = [{"chunk": None, "url": r["url"], "error": r["failed"]}
                                     for r in plan.failed_sources]
     written = 0
@@ -76,7 +76,8 @@ def _execute(plan: IngestPlan, client, job: StoreJob) -> IngestReport:
         chunk_set_aside = list({r["url"]: r for r in out.set_aside}.values())
         if chunk_set_aside:
             manifest.add_quarantine(chunk_set_aside, plan.run_id + "-write")
-    n_dup, examples = 0, []
+    n_dup = 0
+    examples: list[str] = []
     if plan.grid is not None:
         g = open_group(config.store, st_opts)
         g.attrs["provenance"] = _provenance(plan, st_opts)
@@ -105,7 +106,7 @@ def run_with_client(config: IngestConfig, client) -> IngestReport:
 
 
 def run(config: IngestConfig) -> IngestReport:
-    """Plan and execute an ingest on a cluster started from ``config.cluster``."""
+    """Plan and execute an ingest on the current Dask client, else on a cluster started from ``config.cluster``."""
     return run_on_cluster(run_with_client, config)
 
 
@@ -119,8 +120,8 @@ def ingest(
 ) -> IngestReport:
     """Ingest survey FITS files into a spectra store; see :class:`IngestConfig` for settings.
 
-    With ``client=None`` a cluster is started from ``settings.get("cluster", "auto")``.
+    With ``client=None``: the current Dask client, else a cluster from ``settings.get("cluster", "auto")``.
     Returns an :class:`IngestReport` (spectra written, chunks, sources set aside).
     """
-    config = IngestConfig(sources=sources, store=store, format=format, chunk_spectra=chunk_spectra, **settings)
+    config = IngestConfig(sources=[sources] if isinstance(sources, str) else list(sources), store=store, format=format, chunk_spectra=chunk_spectra, **settings)
     return run(config) if client is None else run_with_client(config, client)

@@ -87,7 +87,7 @@ def plan_locked(config: IngestConfig, client, job: StoreJob) -> IngestPlan:
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     src_opts = config.source_storage_options()
     st_opts = config.store_storage_options()
-    manifest = job.manifest
+    manifest = job.open_manifest()
 
     set_aside: list[dict[str, Any]] = []
     urls: list[str] = []
@@ -121,7 +121,7 @@ def plan_locked(config: IngestConfig, client, job: StoreJob) -> IngestPlan:
             print(f"note: store {config.store} was created with chunk_spectra={chunk}; keeping it "
                   f"(--chunk-spectra {config.chunk_spectra} ignored)")
     else:
-        grid, columns, chunk = None, None, config.chunk_spectra
+        grid, columns, chunk = None, {}, config.chunk_spectra  # columns: the first accepted source's
     known = set(planned["url"])
     new = [u for u in urls if u not in known]
 
@@ -206,7 +206,7 @@ def plan_locked(config: IngestConfig, client, job: StoreJob) -> IngestPlan:
                         "manifest": manifest.url,
                         "provenance": {},
                     },
-                    extra_columns={k: v for k, v in (columns or {}).items() if k not in PER_SPECTRUM_COLUMNS},
+                    extra_columns={k: v for k, v in columns.items() if k not in PER_SPECTRUM_COLUMNS},
                     storage_options=st_opts,
                 )
             except FileExistsError as e:

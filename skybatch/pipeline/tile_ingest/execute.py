@@ -52,6 +52,8 @@ def _write_tile_chunk(
     by_url: dict[str, list[tuple[int, int]]] = {}
     for url, ti, bi, _tid, _band, _loc in task.pieces:
         by_url.setdefault(url, []).append((ti - task.start, bi))
+    if task.planes is None or task.read_options is None:
+        raise RuntimeError(f"{task.view} chunk {task.chunk}: submitted before its planes were filled")
     n_bad = n_absent = 0
     for url, slots in by_url.items():
         fs = filesystem(url, source_options)
@@ -94,7 +96,7 @@ def execute_tile_plan(plan: TileIngestPlan, client) -> TileIngestReport:
     Takes the writer lock again; a store replaced or re-planned since is planned again first.
     """
     with _job(plan.config) as job:
-        if read_plan_table(job.manifest)["url"].tolist() != plan.table["url"].tolist():
+        if read_plan_table(job.open_manifest())["url"].tolist() != plan.table["url"].tolist():
             print(f"note: {plan.config.store} changed since it was planned; planning again", file=sys.stderr)
             plan = _plan_tiles(plan.config, client, job)
         return _execute_tiles(plan, client)
@@ -164,7 +166,7 @@ def run_with_client(config: TileIngestConfig, client) -> TileIngestReport:
 
 
 def run(config: TileIngestConfig) -> TileIngestReport:
-    """Plan and execute a tile ingest on a cluster started from ``config.cluster``."""
+    """Plan and execute a tile ingest on the current Dask client, else on a cluster from ``config.cluster``."""
     return run_on_cluster(run_with_client, config)
 
 
@@ -177,8 +179,8 @@ def ingest_tiles(
 ) -> TileIngestReport:
     """Ingest ``.npz`` / FITS image tiles into a tile store; see :class:`TileIngestConfig` for settings.
 
-    With ``client=None`` a cluster is started from ``settings.get("cluster", "auto")``.
+    With ``client=None``: the current Dask client, else a cluster from ``settings.get("cluster", "auto")``.
     Returns a :class:`TileIngestReport` (planes written, chunks, sources set aside).
     """
-    config = TileIngestConfig(sources=sources, store=store, chunk_tiles=chunk_tiles, **settings)
+    config = TileIngestConfig(sources=[sources] if isinstance(sources, str) else list(sources), store=store, chunk_tiles=chunk_tiles, **settings)
     return run(config) if client is None else run_with_client(config, client)
