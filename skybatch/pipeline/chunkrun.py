@@ -15,11 +15,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ChunkOutcome", "chunk_ranges", "keep_arrays_on_heap", "run_chunk_tasks"]
+__all__ = ["ChunkOutcome", "chunk_ranges", "keep_arrays_on_heap", "run_chunk_tasks", "sum_timings"]
 
 _HEAP_SET: list[bool] = []
 #: glibc's M_MMAP_THRESHOLD (mallopt parameter -3) and the largest value it accepts on 64-bit Linux.
 _M_MMAP_THRESHOLD, _HEAP_ARRAY_BYTES = -3, 32 * 2**20
+
+
+def sum_timings(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds per step summed over the chunk tasks' records (each with an optional ``seconds`` mapping)."""
+    total: dict[str, float] = {}
+    for rec in records:
+        for key, sec in (rec.get("seconds") or {}).items():
+            total[key] = total.get(key, 0.0) + float(sec)
+    return total
 
 
 def keep_arrays_on_heap() -> bool:

@@ -263,8 +263,8 @@ def map_model(
     outputs: names of the new variables; their extra dims are named
         ``<name>_dim`` (or ``output_dims[name]``).
     batch_size: rows per model call; every call has exactly this many rows.
-    client: a ``distributed.Client``; ``None`` starts one from ``cluster`` (unless the
-        work runs in this process, see ``executor``).
+    client: a ``distributed.Client``; ``None``: the current Dask client if there is one, else a
+        cluster started from ``cluster`` (unless the work runs in this process, see ``executor``).
     overwrite: recompute outputs written earlier by a different model (else an error).
     executor: ``auto`` (Dask workers when the model's classes are importable there, else
         this process), ``dask`` or ``local`` (this process, a thread pool).
@@ -274,9 +274,9 @@ def map_model(
         raise ValueError(f"executor: {executor!r} is not one of ('auto', 'dask', 'local')")
     local = executor == "local" or (executor == "auto" and not runs_on_workers(model))
     if client is None and not local:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(cluster) as c:
+        with client_for(None, cluster) as c:
             return map_model(store, model, method, inputs, outputs, batch_size, c, output_dims=output_dims,
                              output_attrs=output_attrs, storage_options=storage_options, overwrite=overwrite,
                              progress=progress, executor=executor, wait_lock=wait_lock)

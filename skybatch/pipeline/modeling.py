@@ -152,9 +152,9 @@ def _predict_rows(model, method, batches: StoreBatches, rows: np.ndarray, batch_
 def train(config: TrainJobConfig, client=None) -> TrainJobReport:
     """Train a model on a store (see :class:`TrainJobConfig`); resumes from ``config.out`` if it holds checkpoints."""
     if client is None:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(config.cluster) as c:
+        with client_for(None, config.cluster) as c:
             return train(config, c)
     from skybatch import models as M
 
@@ -269,9 +269,9 @@ def score(store: str, model_dir: str, top: int = 100, client=None, *, batch_size
     if method not in ("vae", "population"):
         raise ValueError(f"method: {method!r} is not one of ('vae', 'population')")
     if client is None:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(cluster) as c:
+        with client_for(None, cluster) as c:
             return score(store, model_dir, top, c, batch_size=batch_size, storage_options=storage_options,
                          progress=progress, out_dir=out_dir, select=select, method=method)
     from skybatch.store.lock import StoreLock
@@ -381,9 +381,9 @@ def classify(store: str, model_dir: str, client=None, *, batch_size: int = 1024,
              cluster: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Write calibrated ``class_prob`` (spectrum, class) and ``class_pred`` (index into ``class``)."""
     if client is None:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(cluster) as c:
+        with client_for(None, cluster) as c:
             return classify(store, model_dir, c, batch_size=batch_size, storage_options=storage_options,
                             progress=progress)
     from skybatch.store.lock import StoreLock
@@ -418,9 +418,9 @@ def embed(store: str, model_dir: str, client=None, *, batch_size: int = 1024, st
           cluster: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Write ``embedding`` (spectrum, embedding_dim): the VAE's latent mean of every spectrum."""
     if client is None:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(cluster) as c:
+        with client_for(None, cluster) as c:
             return embed(store, model_dir, c, batch_size=batch_size, storage_options=storage_options,
                          progress=progress)
     model, card, path = _load(model_dir, "spectrum_vae")

@@ -272,10 +272,10 @@ def _sum_timings(records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def run(config: PreprocessConfig) -> PreprocessReport:
-    """Preprocess on a cluster started from ``config.cluster``."""
-    from skybatch.cluster import cluster_client
+    """Preprocess on the current Dask client if there is one, else on a cluster started from ``config.cluster``."""
+    from skybatch.cluster import client_for
 
-    with cluster_client(config.cluster) as client:
+    with client_for(None, config.cluster) as client:
         return run_with_client(config, client)
 
 

@@ -91,9 +91,9 @@ def plot_residuals(measured: np.ndarray, predicted: np.ndarray, bands, png: str,
 def train_broadband(config: SkyBroadbandConfig, client=None) -> dict[str, Any]:
     """Train the broadband model (see the module docstring); resumes from ``config.out``."""
     if client is None:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(config.cluster) as c:
+        with client_for(None, config.cluster) as c:
             return train_broadband(config, c)
     import jax
 
@@ -165,9 +165,9 @@ def predict_broadband(store: str, model_dir: str, client=None, *, batch_size: in
                       out_dir: str | None = None) -> dict[str, Any]:
     """Write ``sky_mag_pred`` (spectrum, band) predicted from the store's condition columns."""
     if client is None:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(cluster) as c:
+        with client_for(None, cluster) as c:
             return predict_broadband(store, model_dir, c, batch_size=batch_size, storage_options=storage_options,
                                      progress=progress, out_dir=out_dir)
     from skybatch.pipeline.map_model import map_model

@@ -209,9 +209,9 @@ def _gen_chunk(task, out, opts, model, cond, extra, cols, source, cfg, run_id):
 def generate(config: GenerateConfig, client=None, *, conditions_table=None) -> GenerateReport:
     """Generate a spectra store (see the module docstring). ``conditions_table``: a DataFrame instead of the file."""
     if client is None:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(config.cluster) as c:
+        with client_for(None, config.cluster) as c:
             return generate(config, c, conditions_table=conditions_table)
     import skybatch
     from skybatch.pipeline.sky_ldm import load_sky_ldm

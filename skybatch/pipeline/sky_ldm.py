@@ -131,9 +131,9 @@ def encode_latents(store: str, vae, client, *, batch_size: int = 256, storage_op
 def train_sky_ldm(config: SkyLDMConfig, client=None) -> dict[str, Any]:
     """Train a sky latent diffusion model (see the module docstring); resumes from ``config.out``."""
     if client is None:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(config.cluster) as c:
+        with client_for(None, config.cluster) as c:
             return train_sky_ldm(config, c)
     from skybatch import models as M
     from skybatch.models.sky_broadband import Standardiser

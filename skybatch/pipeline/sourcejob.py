@@ -80,10 +80,11 @@ class SourcesReport:
 
 
 def run_on_cluster(run_with_client: Callable[[Any, Any], R], config: Any) -> R:
-    """``run_with_client(config, client)`` on a cluster started from ``config.cluster``."""
-    from skybatch.cluster import cluster_client
+    """``run_with_client(config, client)`` on the current Dask client if there is one, else on a cluster
+    started from ``config.cluster`` (:func:`skybatch.cluster.client_for`)."""
+    from skybatch.cluster import client_for
 
-    with cluster_client(config.cluster) as client:
+    with client_for(None, config.cluster) as client:
         return run_with_client(config, client)
 
 

@@ -144,9 +144,9 @@ class TileTrainConfig:
 def train_tile_encoder(config: TileTrainConfig, client=None) -> dict[str, Any]:
     """Train the band-agnostic tile encoder on a tile store, streaming; returns paths and the card's metrics."""
     if client is None:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(config.cluster) as c:
+        with client_for(None, config.cluster) as c:
             return train_tile_encoder(config, c)
     from skybatch.models import read_card, save
     from skybatch.models import tile_diagnostics as D
@@ -243,9 +243,9 @@ def embed_tiles_store(store: str, model_dir: str, client=None, *, batch_size: in
     was trained on). Planes set aside by the WCS checks are listed in the result (``set_aside``).
     """
     if client is None:
-        from skybatch.cluster import cluster_client
+        from skybatch.cluster import client_for
 
-        with cluster_client(cluster) as c:
+        with client_for(None, cluster) as c:
             return embed_tiles_store(store, model_dir, c, batch_size=batch_size, storage_options=storage_options,
                                      progress=progress)
     from skybatch.models import load

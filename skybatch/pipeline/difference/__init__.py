@@ -89,10 +89,11 @@ def run_with_client(config: DifferenceConfig, client) -> DifferenceReport:
 
 
 def run(config: DifferenceConfig) -> DifferenceReport:
-    """Plan and execute a difference run on a cluster started from ``config.cluster``."""
-    from skybatch.cluster import cluster_client
+    """Plan and execute a difference run on the current Dask client if there is one, else on a cluster
+    started from ``config.cluster``."""
+    from skybatch.cluster import client_for
 
-    with cluster_client(config.cluster) as client:
+    with client_for(None, config.cluster) as client:
         return run_with_client(config, client)
 
 
@@ -101,7 +102,7 @@ def difference(science: list[str] | str, reference: list[str] | str, out: str, c
     """Difference science images against references into the store ``out`` (see :class:`DifferenceConfig`).
 
     ``science`` / ``reference``: files, globs, directories, URLs, or a tile store each. With
-    ``client=None`` a cluster is started from ``settings.get("cluster", "auto")``.
+    ``client=None``: the current Dask client, else a cluster from ``settings.get("cluster", "auto")``.
     """
     config = DifferenceConfig(science=[science] if isinstance(science, str) else science,
                               reference=[reference] if isinstance(reference, str) else reference, out=out, **settings)
