@@ -39,7 +39,7 @@ import numpy as np
 
 from skybatch.models.registry import model_fingerprint
 from skybatch.pipeline.chunk_reader import ChunkReader
-from skybatch.pipeline.chunkrun import chunk_ranges, keep_arrays_on_heap
+from skybatch.pipeline.chunkrun import chunk_ranges, keep_arrays_on_heap, sum_timings
 from skybatch.pipeline.jobcore import Chunk, StoreJob, reset_markers, run_chunks
 from skybatch.store.manifest import chunk_fingerprint
 from skybatch.store.schema import SCHEMA_NAME
@@ -336,13 +336,5 @@ def map_model(
         store=store, outputs={k: v[2] for k, v in specs.items()}, chunks_written=len(todo) - len(out.failed),
         chunks_skipped=len(ranges) - len(todo), chunks_total=len(ranges),
         failed_chunks=out.failed, seconds=time.perf_counter() - t0, spectra_written=out.rows_done,
-        executor="local" if local else "dask", timings=_sum_timings(out.records),
+        executor="local" if local else "dask", timings=sum_timings(out.records),
     )
-
-
-def _sum_timings(records: list[dict[str, Any]]) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for rec in records:
-        for key, sec in (rec.get("seconds") or {}).items():
-            total[key] = total.get(key, 0.0) + float(sec)
-    return total

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 import skybatch
-from skybatch.pipeline.chunkrun import chunk_ranges, keep_arrays_on_heap
+from skybatch.pipeline.chunkrun import chunk_ranges, keep_arrays_on_heap, sum_timings
 from skybatch.pipeline.jobcore import Chunk, StoreJob, exit_status, run_chunks
 from skybatch.sources.base import Grid
 from skybatch.spectra import PreprocessRecipe, preprocess_block, target_wavelength
@@ -259,16 +259,8 @@ def run_with_client(config: PreprocessConfig, client) -> PreprocessReport:
     return PreprocessReport(
         store=config.store, out=config.out, n_spectra=n, chunks_written=len(tasks) - len(res.failed),
         chunks_skipped=len(ranges) - len(tasks), chunks_total=len(ranges), failed_chunks=res.failed,
-        flag_counts=flag_counts, seconds=time.perf_counter() - t0, timings=_sum_timings(res.records),
+        flag_counts=flag_counts, seconds=time.perf_counter() - t0, timings=sum_timings(res.records),
     )
-
-
-def _sum_timings(records: list[dict[str, Any]]) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for rec in records:
-        for key, sec in (rec.get("seconds") or {}).items():
-            total[key] = total.get(key, 0.0) + float(sec)
-    return total
 
 
 def run(config: PreprocessConfig) -> PreprocessReport:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .base import META_COLUMNS, Grid
+from .base import META_COLUMNS, Grid, SourceError
 
 __all__ = [
     "DESI_BRZ_GRID",
@@ -120,3 +121,20 @@ class LayoutCache:
     def clear(self) -> None:
         with self._lock:
             self._d.clear()
+
+    def plan_for(self, info: Any, make: Callable[[], Any], checksum_of: Callable[[Any], str], *key: Any) -> Any:
+        """The plan of the file ``info`` (a SourceInfo) from the cache, else ``make()``, which must have the
+        identity the file was planned with (``checksum_of(plan)`` vs ``info.checksum``; a SourceError
+        ``changed`` if not) and is cached under (url, size, checksum, ``*key``)."""
+        k = (info.url, info.size, info.checksum, *key)
+        plan = self.get(k)
+        if plan is None:
+            plan = make()
+            got = checksum_of(plan)
+            if info.checksum and got != info.checksum:
+                raise SourceError(
+                    info.url, "changed",
+                    f"file changed since it was planned (identity {info.checksum} -> {got}); re-plan the ingest",
+                )
+            self.put(k, plan)
+        return plan

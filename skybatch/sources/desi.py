@@ -281,17 +281,7 @@ class DesiCoaddReader:
 
     # ------------------------------------------------------------------ read
     def _get_plan(self, fs: Any, info: SourceInfo) -> _Plan:
-        key = (info.url, info.size, info.checksum, self.redshifts)
-        plan = _CACHE.get(key)
-        if plan is None:
-            plan = self._plan(fs, info.url)
-            if info.checksum and plan.checksum != info.checksum:
-                raise SourceError(
-                    info.url, "changed",
-                    f"file changed since it was planned (identity {info.checksum} -> {plan.checksum}); re-plan the ingest",
-                )
-            _CACHE.put(key, plan)
-        return plan
+        return _CACHE.plan_for(info, lambda: self._plan(fs, info.url), lambda p: p.checksum, self.redshifts)
 
     def _redshift_columns(self, fs: Any, plan: _Plan, url: str) -> dict[str, np.ndarray]:
         if plan.redshifts is not None:

@@ -155,13 +155,7 @@ class SdssSpecReader:
             return SpectraBlock(flux=flux, ivar=ivar, mask=mask, meta=meta)
         if np.any(rows != 0):
             raise SourceError(info.url, "row-mismatch", f"an SDSS spec file has one spectrum (row 0); rows {rows.tolist()} requested")
-        key = (info.url, info.size, info.checksum)
-        plan = _CACHE.get(key)
-        if plan is None:
-            plan = self._plan(fs, info.url)
-            if info.checksum and plan["checksum"] != info.checksum:
-                raise SourceError(info.url, "changed", "file changed since it was planned; re-plan the ingest")
-            _CACHE.put(key, plan)
+        plan = _CACHE.plan_for(info, lambda: self._plan(fs, info.url), lambda p: p["checksum"])
         with _fits.open_source(fs, info.url, info.size) as f:
             coadd = _fitsread.read_table(f, plan["coadd"], info.url)
             spall = _fitsread.read_table(f, plan["spall"], info.url)

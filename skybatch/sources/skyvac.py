@@ -171,13 +171,7 @@ class SkyVacReader:
     def read(self, fs: Any, info: SourceInfo, start: int, stop: int) -> SpectraBlock:
         """Read rows ``info.rows[start:stop]`` of FLUX (ranged reads) with their METADATA."""
         rows = np.asarray(info.rows[start:stop], dtype=np.int64)
-        key = (info.url, info.size, info.checksum)
-        plan = _CACHE.get(key)
-        if plan is None:
-            plan = self._plan(fs, info.url)
-            if info.checksum and plan["checksum"] != info.checksum:
-                raise SourceError(info.url, "changed", "file changed since it was planned; re-plan the ingest")
-            _CACHE.put(key, plan)
+        plan = _CACHE.plan_for(info, lambda: self._plan(fs, info.url), lambda p: p["checksum"])
         n = rows.size
         meta = empty_meta(n, plan["extra_columns"])
         if n == 0:
