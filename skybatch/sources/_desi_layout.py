@@ -71,13 +71,7 @@ _REDSHIFT_COLUMNS = (
 
 def _redshift_table(f, entry: _fits.HduEntry, url: str, verify: bool) -> dict[str, np.ndarray]:
     """TARGETID and the redshift columns of a redrock REDSHIFTS table (upper-case names), decoded with NumPy."""
-    names = ["TARGETID"] + [c for _, c, _ in _REDSHIFT_COLUMNS]
-    got = read_columns(f, entry, url, names, verify=verify)
-    if got is not None:
-        return got
-    red = _fitsread.read_table(f, entry, url, verify=verify)
-    cols = {c.upper(): c for c in _fitsread.table_columns(red)}
-    return {k: _fitsread.native_column(red, cols[k]) for k in names if k in cols}
+    return _named_columns(f, entry, url, ["TARGETID"] + [c for _, c, _ in _REDSHIFT_COLUMNS], verify)
 
 
 _FIBERMAP_COLUMNS = ["TARGETID", "TARGET_RA", "TARGET_DEC", "OBJTYPE", "COADD_FIBERSTATUS"]
@@ -89,12 +83,18 @@ def _fibermap_columns(f, entry: _fits.HduEntry, url: str, verify: bool) -> dict[
     Falls back to astropy's table for layouts :func:`~skybatch.sources._fitstable.read_columns`
     does not cover; the values are the same either way.
     """
-    got = read_columns(f, entry, url, _FIBERMAP_COLUMNS, verify=verify)
+    return _named_columns(f, entry, url, _FIBERMAP_COLUMNS, verify)
+
+
+def _named_columns(f, entry: _fits.HduEntry, url: str, names: list[str], verify: bool) -> dict[str, np.ndarray]:
+    """The columns ``names`` (upper case) of a binary table HDU, absent ones left out, decoded with NumPy
+    (:func:`~skybatch.sources._fitstable.read_columns`; astropy's table for the layouts it does not cover)."""
+    got = read_columns(f, entry, url, names, verify=verify)
     if got is not None:
         return got
-    fm = _fitsread.read_table(f, entry, url, verify=verify)
-    cols = {c.upper(): c for c in _fitsread.table_columns(fm)}
-    return {k: _fitsread.native_column(fm, cols[k]) for k in _FIBERMAP_COLUMNS if k in cols}
+    table = _fitsread.read_table(f, entry, url, verify=verify)
+    cols = {c.upper(): c for c in _fitsread.table_columns(table)}
+    return {k: _fitsread.native_column(table, cols[k]) for k in names if k in cols}
 
 
 def _as_uint32(mask: np.ndarray, hdu: str, url: str) -> np.ndarray:
