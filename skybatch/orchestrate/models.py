@@ -25,6 +25,15 @@ _RETRY: dict[str, Any] = dict(retries=2, retry_delay_seconds=[5, 30], retry_cond
                               cache_policy=NO_CACHE)
 
 
+def _train(config_cls: type, train_task: Any, config: Any, where: str) -> Any:
+    """The training task for the flow parameter ``config`` (a config or a mapping of its settings) on a
+    cluster started from ``config.cluster``; its report."""
+    config = job_config(config_cls, config, where)
+    check_deployment_paths(store=config.store, out=config.out)
+    with cluster_client(config.cluster) as client:
+        return train_task(config, client)
+
+
 @task(name="train", **_RETRY)
 def train_task(config: train.Config, client) -> train.Report:
     # a retry resumes from the newest checkpoint in config.out
@@ -36,10 +45,7 @@ def train_flow(config: train.Config) -> dict:
     """Train a spectral model (vae | classifier) on a store, streaming shuffled chunks; resumable.
 
     ``config``: a :class:`skybatch.jobs.train.Config` or a mapping of its settings."""
-    config = job_config(train.Config, config, "train_flow(config)")
-    check_deployment_paths(store=config.store, out=config.out)
-    with cluster_client(config.cluster) as client:
-        r = train_task(config, client)
+    r = _train(train.Config, train_task, config, "train_flow(config)")
     get_run_logger().info(r.summary())
     return asdict(r)
 
@@ -54,11 +60,7 @@ def tile_train_flow(config: tile_train.Config) -> dict:
     """Train the band-agnostic tile encoder (cross-band JEPA + VICReg) on a tile store; resumable.
 
     ``config``: a :class:`skybatch.jobs.tile_train.Config` or a mapping of its settings."""
-    config = job_config(tile_train.Config, config, "tile_train_flow(config)")
-    check_deployment_paths(store=config.store, out=config.out)
-    with cluster_client(config.cluster) as client:
-        r = tile_train_task(config, client)
-    return r.to_dict()
+    return _train(tile_train.Config, tile_train_task, config, "tile_train_flow(config)").to_dict()
 
 
 @task(name="map-model", **_RETRY)
