@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 
+from skybatch.background import BackgroundIterator
 from skybatch.models.train.config import TrainConfig
 
 
@@ -101,7 +100,7 @@ def _prepare_batch(
 
 
 
-class DeviceFeed:
+class DeviceFeed(BackgroundIterator[dict[str, jax.Array]]):
     """The training batches, checked and already on the devices: a thread runs ``depth`` batches ahead.
 
     batches: the host iterator (``make_batches(start_step)``), one dict of arrays per step.
@@ -115,81 +114,25 @@ class DeviceFeed:
     closes ``batches`` (from the thread that iterates it).
     """
 
-    _END = object()
-
     def __init__(self, batches: Iterator[Any], placement: _Placement, batch_size: int, start_step: int,
                  depth: int = 1):
-        self._source = batches
-        self._placement = placement
-        self._batch_size = batch_size
-        self._step = start_step
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=self._run, name="skybatch-device-feed", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: Any) -> None:
-        while not self._stop.is_set():
+        def placed() -> Iterator[dict[str, jax.Array]]:
+            keys: tuple[str, ...] | None = None
+            step = start_step
             try:
-                self._q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+                for raw in batches:
+                    batch = _prepare_batch(raw, batch_size, keys, where=f"batch of step {step}")
+                    keys = tuple(sorted(batch))
+                    yield placement.put_batch(batch)
+                    step += 1
+            finally:  # also when the feed is closed: the thread closes the host iterator
+                close = getattr(batches, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        close()
 
-    def _run(self) -> None:
-        keys: tuple[str, ...] | None = None
-        step = self._step
-        try:
-            for raw in self._source:
-                if self._stop.is_set():
-                    break
-                batch = _prepare_batch(raw, self._batch_size, keys, where=f"batch of step {step}")
-                keys = tuple(sorted(batch))
-                self._put(self._placement.put_batch(batch))
-                step += 1
-            else:
-                self._put(self._END)
-        except BaseException as err:  # noqa: BLE001 - raised again by __next__ at this step
-            self._put(_Failed(err))
-        finally:
-            close = getattr(self._source, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
-
-    def __iter__(self) -> DeviceFeed:
-        return self
-
-    def __next__(self) -> dict[str, jax.Array]:
-        if self._done:
-            raise StopIteration
-        while True:
-            try:
-                item = self._q.get(timeout=1.0)
-                break
-            except queue.Empty:
-                if not self._thread.is_alive() and self._q.empty():
-                    self._done = True
-                    raise StopIteration from None
-        if item is self._END:
-            self._done = True
-            raise StopIteration
-        if isinstance(item, _Failed):
-            self._done = True
-            raise item.error
-        return item
+        super().__init__(placed, depth=max(1, depth), name="skybatch-device-feed")
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the thread (it closes ``batches``) and wait for it at most ``timeout`` seconds."""
-        self._stop.set()
-        self._done = True
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._q.get_nowait()
-        self._thread.join(timeout)
-
-
-class _Failed:
-    def __init__(self, error: BaseException):
-        self.error = error
+        super().close(timeout)
