@@ -40,7 +40,7 @@ import zarr
 
 from skybatch.store.codecs import PIXEL_CODEC
 from skybatch.store.schema import StoreSchemaError, dataset_problems, load_schema, raise_problems
-from skybatch.store.zarr_group import consolidate, open_root_group, storage_kwargs
+from skybatch.store.zarr_group import consolidate, holds_schema, open_root_group, storage_kwargs
 
 __all__ = [
     "SCHEMA_NAME",
@@ -125,11 +125,7 @@ def open_difference_group(
 
 def difference_store_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
     """True when ``url`` holds a skybatch difference store."""
-    try:
-        g = open_difference_group(url, storage_options, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
-        return False
-    return g.attrs.get("skybatch_schema") == SCHEMA_NAME
+    return holds_schema(open_difference_group, url, storage_options, SCHEMA_NAME)
 
 
 def create_difference_store(

@@ -27,6 +27,7 @@ from skybatch.sources.base import META_COLUMNS, Grid
 from skybatch.store.codecs import CHUNK_BYTES, PIXEL_CODEC
 from skybatch.store.identity import IDENTITY_ATTR, new_identity
 from skybatch.store.schema import SCHEMA_NAME, SCHEMA_VERSION, StoreSchemaError, check_spectra_store, load_schema
+from skybatch.store.zarr_group import holds_schema
 
 __all__ = [
     "open_group",
@@ -77,11 +78,7 @@ def open_group(url: str, storage_options: dict[str, Any] | None = None, mode: st
 
 def store_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
     """True when ``url`` holds a skybatch spectra store."""
-    try:
-        g = open_group(url, storage_options, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, zarr.errors.NodeTypeValidationError):
-        return False
-    return g.attrs.get("skybatch_schema") == SCHEMA_NAME
+    return holds_schema(open_group, url, storage_options, SCHEMA_NAME)
 
 
 def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:

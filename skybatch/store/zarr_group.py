@@ -7,6 +7,7 @@ Shared by the tile store and the difference store: ``storage_options`` apply to 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import zarr
@@ -37,6 +38,18 @@ def open_root_group(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return zarr.open_group(url, **kw)
+
+
+def holds_schema(open_group: Callable[..., Any], url: str, storage_options: dict[str, Any] | None,
+                 schema: str) -> bool:
+    """True when ``open_group(url, storage_options, mode="r")`` opens a group whose ``skybatch_schema`` attr
+    is ``schema``; False when nothing is there, an array is, or a group of another kind."""
+    try:
+        g = open_group(url, storage_options, mode="r")
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError,
+            zarr.errors.NodeTypeValidationError):
+        return False
+    return g.attrs.get("skybatch_schema") == schema
 
 
 def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:

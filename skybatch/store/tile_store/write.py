@@ -12,7 +12,7 @@ import zarr
 from skybatch.sources.tiles import band_key
 from skybatch.store.codecs import PIXEL_CODEC
 from skybatch.store.schema import load_schema
-from skybatch.store.zarr_group import open_root_group
+from skybatch.store.zarr_group import holds_schema, open_root_group
 
 from .views import _PLANE_COORDS, SCHEMA_NAME, SCHEMA_VERSION, ViewSpec
 
@@ -26,11 +26,7 @@ def open_tile_group(
 
 def tile_store_exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
     """True when ``url`` holds a skybatch tile store."""
-    try:
-        g = open_tile_group(url, storage_options, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, zarr.errors.NodeTypeValidationError):
-        return False
-    return g.attrs.get("skybatch_schema") == SCHEMA_NAME
+    return holds_schema(open_tile_group, url, storage_options, SCHEMA_NAME)
 
 
 def create_tile_store(
