@@ -190,6 +190,7 @@ def _prepare_or_raise(task: PairTask, settings: dict[str, Any], ctx: dict[str, A
         ref_sat = np.nan_to_num(moved_sat, nan=0.0) >= 0.01
         ref_bad = ~(np.nan_to_num(moved_bad, nan=1.0) < 0.01) | ~np.isfinite(ref) | ~al.footprint
         ref_bad &= ~ref_sat
+        assert al.variance_white is not None  # a variance was given
         white = np.where(ref_bad | ref_sat, np.nan, al.variance_white)
         ref_noise = _fill_noise(np.sqrt(white).astype(np.float32), task.reference["uri"])
         ref = np.where(np.isfinite(ref), ref, 0.0).astype(np.float32)
