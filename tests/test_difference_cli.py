@@ -120,3 +120,35 @@ def test_quickstart_imaging_part(prefect_server, dask_client, tmp_path, capsys):
     ds = open_difference_store(str(tmp_path / "qs" / "images-diff.zarr"))["256x256"]
     assert ds.done.values.tolist() == [True, True]
     assert (tmp_path / "qs" / "images" / "truth" / "transients.parquet").exists()
+
+
+@pytest.mark.prefect
+def test_cli_pairs_a_single_unconventionally_named_pair(prefect_server, dask_client, skybatch_main, tmp_path, capsys):
+    """One science and one reference file whose names do not pair them: paired anyway, with a NOTE saying how."""
+    from skybatch.sample.images import write_plain_fits
+    from skybatch.sample.imaging import make_image_pair
+
+    p = make_image_pair((160, 160), seed=4, n_stars=60, n_saturated=0, n_transients=2, transient_snr=(15.0, 30.0))
+    sci, ref = tmp_path / "sci", tmp_path / "ref"
+    sci.mkdir()
+    ref.mkdir()
+    write_plain_fits(sci / "ztf_20260101_sciimg.fits", p.new, p.new_wcs, "r", GAIN=2.0, EXPTIME=60.0)
+    write_plain_fits(ref / "ps1_skycell_stack.fits", p.ref, p.ref_wcs, "r", GAIN=2.0, EXPTIME=300.0)
+    out = str(tmp_path / "one.zarr")
+    args = ["run", "difference", "--science", str(sci), "--reference", str(ref), "--out", out,
+            "--cluster", dask_client.scheduler.address, "--no-progress"]
+    code = skybatch_main(args)
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "NOTE paired the only science image" in text and "ztf_20260101_sciimg.fits" in text, text
+    assert "ps1_skycell_stack.fits" in text and "SET ASIDE" not in text
+    assert "pairs: 1 differenced by this run" in text
+    ds = open_difference_store(out)["160x160"]
+    assert ds.reference.values.tolist()[0].endswith("ps1_skycell_stack.fits")
+    # with a second science image the names decide again: nothing is paired by guesswork
+    write_plain_fits(sci / "ztf_20260102_sciimg.fits", p.new, p.new_wcs, "r", GAIN=2.0, EXPTIME=60.0)
+    out2 = str(tmp_path / "two.zarr")
+    assert skybatch_main(["run", "difference", "--science", str(sci), "--reference", str(ref), "--out", out2,
+                          "--cluster", dask_client.scheduler.address, "--no-progress"]) == 3
+    text = capsys.readouterr().out
+    assert "NOTE paired" not in text and "SET ASIDE [no-reference]" in text

@@ -3,7 +3,16 @@
 When both WCS describe the same grid (checked by mapping test pixels through
 both, to ``tolerance`` pixels) the input is returned unchanged. Otherwise:
 
-- ``method="interp"`` (default): astropy maps the target pixel grid to source
+- ``method="auto"`` (default): ``"area"`` when the source pixels are markedly smaller
+  than the target's (pixel-area ratio >= :data:`AREA_RATIO_THRESHOLD`, e.g. a 0.1"/px
+  HST/Euclid reference for a 0.25"/px ground image), else ``"interp"``.
+- ``method="area"``: flux-conserving area averaging with drizzle-like footprint weights
+  (:func:`skybatch.imaging.area_resample.area_average`): every source pixel under a
+  target pixel counts by the fraction of its area inside it. Interpolation would sample
+  only a few of them (wrong noise, PSF without the target pixel's box). The variance
+  is ``sum_i w_i^2 var_i / W^2``, the white one ``sum_i w_i var_i / W^2`` (W = sum_i w_i).
+  NumPy on the host for every namespace.
+- ``method="interp"``: astropy maps the target pixel grid to source
   pixel coordinates (exactly on a coarse grid every ``step`` pixels, bilinearly
   in between; WCS maps are smooth, so this is accurate to ~1e-4 px) and
   ``scipy.ndimage.map_coordinates`` resamples (NumPy, or ``cupyx.scipy.ndimage``
@@ -35,11 +44,16 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.imaging.area_resample import area_average
 from skybatch.xp import get_namespace, is_numpy_namespace, to_numpy
 
 Array = Any
 
-__all__ = ["Aligned", "same_grid", "align_to_grid", "pixel_map", "pixel_area_ratio"]
+__all__ = ["Aligned", "same_grid", "align_to_grid", "pixel_map", "pixel_area_ratio", "AREA_RATIO_THRESHOLD"]
+
+#: ``method="auto"`` area-averages when a target pixel covers at least this many source pixels
+#: (below it the bilinear kernel, two source pixels wide, still spans a target pixel).
+AREA_RATIO_THRESHOLD = 2.5
 
 _ORDERS = {"nearest-neighbor": 0, "bilinear": 1, "biquadratic": 2, "bicubic": 3}
 
@@ -120,7 +134,7 @@ def align_to_grid(
     *,
     variance: Array | None = None,
     order: str = "bilinear",
-    method: str = "interp",
+    method: str = "auto",
     tolerance: float = 1e-3,
     flux_conserving: bool = False,
 ) -> Aligned:
@@ -132,8 +146,8 @@ def align_to_grid(
     wcs : its astropy WCS.
     target_wcs, target_shape : the science image's WCS and (ny, nx).
     variance : optional variance map of ``image``, resampled the same way.
-    order : "nearest-neighbor", "bilinear" (default), "biquadratic" or "bicubic".
-    method : "interp" (default, see module docstring) or "reproject".
+    order : "nearest-neighbor", "bilinear" (default), "biquadratic" or "bicubic" (interpolation only).
+    method : "auto" (default), "area", "interp" or "reproject" (see the module docstring).
     tolerance : grids closer than this (px) count as identical.
     flux_conserving : multiply the image by the pixel-area ratio (counts per target
         pixel: a star keeps its total counts when the pixel scales differ) and both
@@ -145,8 +159,8 @@ def align_to_grid(
     """
     if order not in _ORDERS:
         raise ValueError(f"order={order!r}: use one of {sorted(_ORDERS)}")
-    if method not in ("interp", "reproject"):
-        raise ValueError(f"method={method!r}: use 'interp' or 'reproject'")
+    if method not in ("auto", "area", "interp", "reproject"):
+        raise ValueError(f"method={method!r}: use 'auto', 'area', 'interp' or 'reproject'")
     xp = get_namespace(image)
     shape_in = tuple(int(s) for s in image.shape)
     if same_grid(wcs, shape_in, target_wcs, tuple(target_shape), tolerance):
@@ -154,9 +168,17 @@ def align_to_grid(
     dt = np.float32 if "float32" in str(getattr(image, "dtype", "")) else np.float64
     target_shape = (int(target_shape[0]), int(target_shape[1]))
     area = pixel_area_ratio(wcs, target_wcs, target_shape)
-    img, var, foot, ident, white = _align(xp, image, wcs, target_wcs, target_shape, variance, order, method, dt)
-    if white is not None:
-        white = white / dt(area)
+    if method == "auto":
+        method = "area" if area >= AREA_RATIO_THRESHOLD else "interp"
+    if method == "area":
+        img, var, white, foot = (_area(xp, a, dt) for a in area_average(
+            to_numpy(image), wcs, target_wcs, target_shape,
+            variance=None if variance is None else to_numpy(variance)))
+        ident = False
+    else:
+        img, var, foot, ident, white = _align(xp, image, wcs, target_wcs, target_shape, variance, order, method, dt)
+        if white is not None:
+            white = white / dt(area)
     if not flux_conserving or area == 1.0:
         return Aligned(img, var, foot, ident, white, area)
     a2 = dt(area * area)
@@ -177,6 +199,14 @@ def pixel_area_ratio(wcs: Any, target_wcs: Any, target_shape: tuple[int, int]) -
     bx, by = sx[2] - sx[0], sy[2] - sy[0]
     a = abs(ax * by - ay * bx)
     return float(a) if np.isfinite(a) and a > 0 else 1.0
+
+
+def _area(xp: Any, a: np.ndarray | None, dt: Any) -> Array:
+    """An area-average output in the input's namespace (float ``dt``; boolean footprints as they are)."""
+    if a is None:
+        return None
+    a = a if a.dtype == bool else a.astype(dt)
+    return a if is_numpy_namespace(xp) else xp.asarray(a)
 
 
 def _bilinear_sq(xp: Any, var: Array, sx: Array, sy: Array, covered: Array, dt: Any) -> Array:

@@ -90,7 +90,8 @@ class ClassifyReport(ResultReport):
         d = self.details
         return (f"scored {d['n_candidates']} candidates: {d['n_real']} real at threshold {d['threshold']:.4f} "
                 f"({d['completeness']:.0%} completeness); columns realbogus_score, realbogus_real in "
-                f"{d['catalogue']}")
+                f"{d['catalogue']}" + (f" and variables {', '.join(d['store_variables'])} in the store's candidates "
+                                       "group" if d.get("store_variables") else ""))
 
 
 def _store_stamp(store: str) -> int:

@@ -64,6 +64,7 @@ __all__ = [
     "create_candidates_group",
     "write_cutout_rows",
     "write_candidate_coords",
+    "write_candidate_scores",
     "open_difference_store",
     "open_candidates",
     "read_candidates",
@@ -274,6 +275,39 @@ def write_candidate_coords(c: zarr.Group, table: pd.DataFrame) -> None:
             continue
         vals = table[name].to_numpy()
         c[name][:] = np.asarray([str(v) for v in vals], dtype=object) if dtype == "str" else vals.astype(dtype)
+
+
+def write_candidate_scores(url: str, columns: dict[str, tuple[np.ndarray, str]],
+                           storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Write per-candidate values (e.g. ``realbogus_score``) as variables (candidate,) of the
+    ``candidates`` group, replacing any of the same name, and re-consolidate the store's metadata.
+
+    columns: name -> (values, long_name); each ``values`` has one entry per candidate (float or bool).
+    Returns the names written (none when the store has no candidates group). Driver only.
+    """
+    g = open_difference_group(url, storage_options, mode="r+")
+    if CANDIDATES_GROUP not in g:
+        return []
+    c = g[CANDIDATES_GROUP]
+    n = int(c["cutouts"].shape[0])
+    names = []
+    for name, (values, long_name) in columns.items():
+        if name in _CANDIDATE_COORDS or name in ("cutouts", "kind"):
+            raise ValueError(f"{name}: a name the candidates group already uses for something else")
+        a = np.asarray(values)
+        if a.shape != (n,):
+            raise ValueError(f"{name}: {a.shape} values for {n} candidates")
+        dtype = "bool" if a.dtype == bool else "float64"
+        if name in c:
+            del c[name]
+        arr = c.create_array(name, shape=(n,), chunks=(max(n, 1),), dtype=dtype,
+                             fill_value=False if dtype == "bool" else np.nan, dimension_names=["candidate"],
+                             attributes={"long_name": long_name})
+        if n:
+            arr[:] = a.astype(dtype)
+        names.append(name)
+    consolidate(url, storage_options)
+    return names
 
 
 # -- open / check --------------------------------------------------------------------------------

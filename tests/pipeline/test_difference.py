@@ -160,9 +160,13 @@ def test_pipeline_finds_the_transients(main_run, fields):
             assert np.hypot(dra, ddec).max() < 0.2  # arcsec (1 px = 0.2")
         n_false += len(sel) - len(set(j[dist < 1.0]))
     assert len(pulls) == 22 and abs(np.mean(pulls)) < 0.8
-    # the null pair and the other fields: residuals of bright stars are rare
-    assert n_false <= 4, cat.to_string()
-    assert len(cat[cat.pair_id == "tile_0002/r"]) <= 2
+    # the null pair and the other fields: bright-star residuals are vetoed (counted, not catalogued), so the
+    # false positives are at most the pure-noise rate of a calibrated S_corr (~0.4 beyond 5 sigma per Mpix)
+    # plus one per 4 Mpix: 0.34 on these 0.52 Mpix, so none
+    area = sum(p.new.size for p in truth.values()) / 1e6
+    assert n_false <= 0.4 * area + area / 4, cat.to_string()
+    assert rep.n_vetoed > 0
+    assert len(cat[cat.pair_id == "tile_0002/r"]) == 0
 
 
 def test_store_contents(main_run, fields):
@@ -331,7 +335,7 @@ def test_subtiles(fields, dask_client, tmp_path):
     seam = np.zeros_like(sf)
     seam[186:198, :] = seam[:, 186:198] = True
     assert 0.85 < float(s[sf & seam].std()) < 1.2
-    assert len(cat[cat.pair_id == "tile_0002/r"]) <= 2
+    assert len(cat[cat.pair_id == "tile_0002/r"]) == 0  # the null pair, in sub-tiles too
 
 
 def test_injection_recovery(fields, dask_client, tmp_path):
@@ -353,7 +357,7 @@ def test_injection_recovery(fields, dask_client, tmp_path):
     faint = bins[0.0]
     assert faint["n_injected"] >= 3 and faint["completeness"] <= 0.5  # S/N < 3 stays below a 5 sigma threshold
     assert tot["false_per_mpix"] == pytest.approx(tot["n_false"] / (tot["area_pixels"] / 1e6))
-    assert tot["n_false"] <= 3
+    assert tot["n_false"] <= 0.4 * tot["area_pixels"] / 1e6 + tot["area_pixels"] / 4e6  # 0.1 here: none
     # fluxes unbiased with honest errors (a source injected onto a bright star's wing is an outlier: robust stats)
     pulls = summary["pulls_snr_ge_10"]
     assert pulls["n"] >= 20 and abs(pulls["median"]) < 0.4 and 0.6 < pulls["std_robust"] < 1.4

@@ -17,7 +17,7 @@ from scipy.stats import norm
 
 from skybatch.pipeline.difference import difference
 from skybatch.sample.images import write_sample_images
-from skybatch.store.difference_store import open_difference_store, read_candidates
+from skybatch.store.difference_store import open_candidates, open_difference_store, read_candidates
 
 SIZE = 320
 THRESHOLD = 5.0
@@ -180,6 +180,18 @@ def test_realbogus_scores_the_catalogue(run, sample, tmp_path):
     rings = pd.concat(rings)
     if len(rings):  # bright-star residual rings are bogus
         assert rings.realbogus_score.median() < 0.5, rings[["x", "y", "S_corr", "realbogus_score"]]
-    # a second classification replaces the columns
-    classify_difference_store(run.out, str(tmp_path / "rb"))
+    # the same scores beside the cutouts in the store's candidates group (Zarr), row for row
+    cand = open_candidates(run.out)
+    np.testing.assert_allclose(cand.realbogus_score.values, cat.realbogus_score.to_numpy())
+    assert cand.realbogus_real.values.tolist() == cat.realbogus_real.tolist()
+    np.testing.assert_allclose(cand.anomaly_score.values, cat.anomaly_score.to_numpy())
+    np.testing.assert_allclose(cand.x.values, cat.x.to_numpy())
+    # a second classification, through the CLI as users run it, replaces the columns and the variables
+    from skybatch import cli
+
+    assert cli.main(["run", "classify", "--store", run.out, "--model", str(tmp_path / "rb")]) == 0
     assert list(read_candidates(run.out).columns) == list(cat.columns)
+    again = open_candidates(run.out)
+    assert sorted(again.data_vars) == ["anomaly_score", "cutouts", "realbogus_real", "realbogus_score"]
+    np.testing.assert_allclose(again.realbogus_score.values, read_candidates(run.out).realbogus_score.to_numpy())
+    open_difference_store(run.out)  # still follows its schema

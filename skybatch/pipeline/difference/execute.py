@@ -272,5 +272,5 @@ def execute_difference(plan: DifferencePlan, client) -> DifferenceReport:
         png=paths["png"] if config.plot_top else None,
         recovery_json=paths["recovery_json"] if config.inject else None, recovery=fin["recovery"],
         seconds=time.perf_counter() - t0, run_id=plan.run_id, plan_seconds=float(plan.seconds),
-        pairs_seconds=t_pairs, catalogue_seconds=time.perf_counter() - t0 - t_pairs,
+        pairs_seconds=t_pairs, catalogue_seconds=time.perf_counter() - t0 - t_pairs, notes=list(plan.notes),
     )

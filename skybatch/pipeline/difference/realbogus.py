@@ -1,4 +1,5 @@
-"""Score the candidates of a difference store with a real/bogus model: ``realbogus_score`` in the catalogue."""
+"""Score the candidates of a difference store with a real/bogus model: ``realbogus_score`` in the catalogue
+(Parquet) and in the store's ``candidates`` group (Zarr)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,16 @@ def classify_difference_store(out: str, model: Any, storage_options: dict[str, A
     """Score every candidate's cutout triplet of the store ``out`` with ``model`` (a
     :class:`~skybatch.models.realbogus.RealBogusModel` or its directory) and write
     ``realbogus_score`` (calibrated P(real)) and ``realbogus_real`` (score >= the model's
-    threshold for its stated completeness) into ``OUT.candidates.parquet``. With ``anomaly``
+    threshold for its stated completeness) into ``OUT.candidates.parquet`` and, as variables
+    (candidate,), into the store's ``candidates`` group beside the cutouts. With ``anomaly``
     (default) also ``anomaly_score``: how unusual each candidate's triplet is among the
     store's candidates (:func:`skybatch.models.realbogus_anomaly.triplet_anomaly`, learnt from
     the candidates the model calls real when there are at least 32 of them, else from all),
-    so unusual real transients can be ranked first. Re-running replaces the columns.
-    Returns counts and the threshold.
+    so unusual real transients can be ranked first. Re-running replaces the columns and variables.
+    Returns counts, the threshold and the store variables written.
     """
     from skybatch.models.realbogus import RealBogusModel
-    from skybatch.store.difference_store import open_candidates, outputs, read_candidates
+    from skybatch.store.difference_store import open_candidates, outputs, read_candidates, write_candidate_scores
     from skybatch.store.fsutil import atomic_write_bytes, filesystem
 
     if not isinstance(model, RealBogusModel):
@@ -60,5 +62,14 @@ def classify_difference_store(out: str, model: Any, storage_options: dict[str, A
     pq.write_table(pa.Table.from_pandas(cat, preserve_index=False), buf)
     path = outputs(out)["catalogue"]
     atomic_write_bytes(filesystem(path, storage_options), path, buf.getvalue())
+    # the same columns beside the cutouts in the store's candidates group (row i = candidate i)
+    cols: dict[str, tuple[np.ndarray, str]] = {
+        "realbogus_score": (scores, "calibrated probability that the candidate is real (real/bogus model)"),
+        "realbogus_real": (scores >= model.threshold, "realbogus_score >= the model's threshold for its stated "
+                                                       "completeness"),
+    }
+    if anomaly:
+        cols["anomaly_score"] = (odd, "how unusual the cutout triplet is among the store's candidates")
+    written = write_candidate_scores(out, cols, storage_options)
     return {"n_candidates": n, "n_real": int(cat["realbogus_real"].sum()), "threshold": model.threshold,
-            "completeness": model.completeness, "catalogue": path}
+            "completeness": model.completeness, "catalogue": path, "store_variables": written}

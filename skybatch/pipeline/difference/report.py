@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ class DifferenceReport:
     of bright or saturated stars, counted, not catalogued). catalogue, png, recovery_json:
     files beside the store.
     recovery: injection runs: totals, completeness per S/N bin, flux pulls (else None).
+    notes: NOTE lines from planning (e.g. how a single science/reference pair was paired).
     """
 
     out: str
@@ -49,6 +50,7 @@ class DifferenceReport:
     pairs_seconds: float = 0.0
     catalogue_seconds: float = 0.0
     n_vetoed: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -65,6 +67,7 @@ class DifferenceReport:
             lines.append("NOTHING TO DIFFERENCE: no science image could be paired with a reference"
                          + (" (the reasons, file by file, are below)" if self.set_aside else
                             " (no input files were found: check the --science and --reference paths)"))
+        lines += list(self.notes)
         lines += [
             f"store: {self.out}",
             f"pairs in store: {self.n_pairs} ({groups})",
