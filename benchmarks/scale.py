@@ -136,7 +136,8 @@ def run_stage(stage: str, cl: Cluster, job: dict, work: str) -> dict:
     with open(path + ".out") as f:
         out = json.load(f)
     out["peaks"] = {**cl.peaks(), "driver": out.pop("driver_peak")}
-    out["cpu"] = cl.cpu() - cpu0 + out.pop("driver_cpu")
+    out["cluster_cpu"] = cl.cpu() - cpu0
+    out["cpu"] = out["cluster_cpu"] + out["driver_cpu"]
     out["tasks"] = cl.tasks()
     out["load"] = (load0 + os.getloadavg()[0]) / 2
     return out
@@ -273,6 +274,11 @@ def report(small: dict, large: dict, args) -> None:
               f"{a['load']:6.1f}{b['load']:6.1f}")
     if args.quick:
         print("(--quick: sizes too small for the ratios; fixed per-stage costs dominate)")
+    print("CPU seconds, small / large (x = large/small; 10 = proportional to the spectra): " + "; ".join(
+        f"{s} driver {S[s]['driver_cpu']:.1f} / {L[s]['driver_cpu']:.1f} "
+        f"(x{L[s]['driver_cpu'] / max(S[s]['driver_cpu'], 1e-9):.1f}), scheduler + workers "
+        f"{S[s]['cluster_cpu']:.1f} / {L[s]['cluster_cpu']:.1f} (x{L[s]['cluster_cpu'] / max(S[s]['cluster_cpu'], 1e-9):.1f})"
+        for s in STAGES))
     print("\npeak RSS, MB, per stage (small, large, L/S: 1.0 = flat)")
     print(f"{'process':12s}" + "".join(f"{s + ' S':>13s}{'L':>7s}{'L/S':>6s}{'':>4s}" for s in STAGES))
     flat = total = 0

@@ -30,6 +30,7 @@ def test_scale_benchmark_quick_prints_side_by_side_figures():
         assert float(row.group(5)) > 0 and float(row.group(6)) > 0  # CPU ms per spectrum, measured
         assert int(row.group(10)) > int(row.group(9))  # the task graph grows with the data (chunks)
         assert float(row.group(11)) >= 0 and float(row.group(12)) >= 0  # load averages
+    assert re.search(r"^CPU seconds, small / large .*ingest driver [\d.]+ / [\d.]+ .*score driver", out, re.M), out
     for proc_name in ("scheduler", "driver", "worker 0", "worker 1"):
         row = re.search(rf"^{proc_name}\s+((?:\d+\s+\d+\s+[\d.]+\s+(?:ok|OFF)\s*){{3}})$", out, re.M)
         assert row, f"no peak RSS row for {proc_name} in:\n{out}"
