@@ -1,34 +1,37 @@
 """Scale benchmark: ingest -> preprocess -> score at two sizes 10x apart, and planning at DR1-like file counts.
 
-Prints, side by side for the small and the large set (all measured in this run):
-- spectra/s of each stage, and the large/small ratio of seconds per spectrum (1.0 = constant);
-- peak RSS of the scheduler, of each worker and of the driver in each stage (reset before each
-  stage through /proc/PID/clear_refs), and the large/small ratio (1.0 = flat);
-- tasks the scheduler ran per stage (the task-graph size), the ingest plan time, and the number of
-  files in each store;
-then the plan time of 10^6 spectra in 5,000 files: the driver-side planning measured on 5,000
-synthetic header records, plus the per-file header inspection (the I/O part of planning) measured
-in the large run's ingest plan and extrapolated to 5,000 files over the same workers.
+Each size runs on a fresh cluster (``dask scheduler`` + ``dask worker`` processes, 127.0.0.1), and each
+stage in its own driver process, so every peak belongs to one stage of one size: the scheduler's and
+the workers' peaks are reset before each stage (/proc/PID/clear_refs), the driver's after its imports.
+Printed side by side for the small and the large set (all measured in this run):
+- spectra/s of each stage and the large/small ratio of wall seconds per spectrum (1.0 = constant);
+- CPU ms per spectrum (scheduler + workers + driver) and its large/small ratio: less noisy than wall
+  time on a loaded machine;
+- peak RSS of the scheduler, each worker and the driver in each stage, and the large/small ratio
+  (1.0 = flat);
+- the task-graph size (tasks the scheduler ran) per stage, the ingest plan time, the objects (files)
+  per store variable, and the 1-minute load average during each stage;
+then the plan time of 10^6 spectra in 5,000 files: the driver-side planning measured on 5,000 synthetic
+header records, plus the per-file header inspection (the I/O part of planning) measured in the large
+run's ingest plan and extrapolated to 5,000 files over the same workers.
 
-Scheduler and workers are separate processes (``dask scheduler`` / ``dask worker``, 127.0.0.1), one
-cluster for both sizes; every process's peak is reset before each stage, so a peak belongs to one
-stage of one size. The larger sets are symlinks to the
-generated files under new names: the disk cost stays small, and reads come from the page cache
-(this measures skybatch, not the disk). Score uses a tiny VAE trained once, untimed, on the small set.
+The sets are symlinks to a few generated files under new names: the disk cost stays small and reads
+come from the page cache (this measures skybatch, not the disk). Untimed, on each cluster: a warm-up
+of every stage on two files (imports and JIT compilation on the workers), and once a tiny VAE for score.
 
-    python benchmarks/scale.py --quick                     # CI: ~1 min (sizes too small for the ratios)
-    python benchmarks/scale.py                             # 10^4 and 10^5 spectra
+    python benchmarks/scale.py --quick                     # CI: < 3 min (sizes too small for the ratios)
+    nice python benchmarks/scale.py --dir /tmp/scale-big   # 10^4 and 10^5 spectra
     python benchmarks/scale.py --files 20 --spectra-per-file 500 --workers 2
-    python benchmarks/scale.py --plan-files 5000           # plan 10^6 spectra in 5,000 files, headers only
+    python benchmarks/scale.py --plan-files 5000           # plan 10^6 spectra in 5,000 real files, headers only
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,118 +39,111 @@ import time
 
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _scale_cluster import Cluster, peak_mb, reset_peak  # noqa: E402
 
 GRID = "loglam:3.55:3.99:2e-4"
+STAGES = ("ingest", "preprocess", "score")
 
 
-# -- processes and their peak memory ---------------------------------------------------------
+# -- one stage in its own driver process -----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ingest(job: dict, client) -> dict:
+    from skybatch.pipeline.ingest import IngestConfig, execute_plan, plan_ingest
+
+    t0 = time.perf_counter()
+    plan = plan_ingest(IngestConfig(sources=job["files"], store=job["raw"], format="desi",
+                                    chunk_spectra=job["chunk"], progress=False,
+                                    dedupe_files=False),  # the sets reuse generated files under new names
+                       client)
+    plan_s = time.perf_counter() - t0
+    rep = execute_plan(plan, client)
+    assert rep.exit_code == 0, rep.summary()
+    return {"n": rep.n_spectra, "plan_seconds": plan_s}
 
 
-def _peak_mb(pid: int) -> float:
-    """VmHWM (peak resident set) of a process, MB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+def _preprocess(job: dict, client) -> dict:
+    from skybatch.pipeline.preprocess import preprocess
+
+    preprocess(job["raw"], job["pre"], client=client, progress=False, grid=GRID, rest_frame=True,
+               bad_redshift="observed", normalize="median")
+    return {}
 
 
-def _reset_peak(pid: int) -> None:
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
+def _score(job: dict, client) -> dict:
+    from skybatch.pipeline.modeling import score
+
+    score(job["pre"], job["model"], top=10, client=client, batch_size=256, progress=False,
+          out_dir=job["pre"] + ".score")
+    return {}
 
 
-class Cluster:
-    """``dask scheduler`` + ``dask worker`` (n processes x 1 thread) as separate processes on 127.0.0.1."""
+def _warm(job: dict, client) -> dict:
+    """Every stage on a couple of files, and the score model (a tiny VAE) when there is none yet."""
+    from skybatch.pipeline.modeling import TrainJobConfig, train
 
-    def __init__(self, n_workers: int, memory_limit: str):
-        from distributed import Client
-
-        exe = os.path.join(os.path.dirname(sys.executable), "dask")
-        port = _free_port()
-        self.address = f"tcp://127.0.0.1:{port}"
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        self.procs = [subprocess.Popen([exe, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                        "--dashboard-address", "127.0.0.1:0"], **quiet)]
-        self.procs.append(subprocess.Popen([exe, "worker", self.address, "--host", "127.0.0.1", "--nworkers",
-                                            str(n_workers), "--nthreads", "1", "--memory-limit", memory_limit,
-                                            "--dashboard-address", "127.0.0.1:0"], **quiet))
-        deadline = time.time() + 120
-        while True:
-            try:
-                self.client = Client(self.address, timeout="5s")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.5)
-        self.client.wait_for_workers(n_workers, timeout=120)
-        self.scheduler_pid = self.client.run_on_scheduler(os.getpid)
-        self.worker_pids = dict(sorted(self.client.run(os.getpid).items()))
-        self.client.register_plugin(TaskCounter(), name="skybatch-bench-count")
-
-    def pids(self) -> dict[str, int]:
-        out = {"scheduler": self.scheduler_pid, "driver": os.getpid()}
-        out.update({f"worker {i}": pid for i, pid in enumerate(self.worker_pids.values())})
-        return out
-
-    def reset(self) -> None:
-        for pid in self.pids().values():
-            _reset_peak(pid)
-        self.client.run_on_scheduler(_reset_count)
-
-    def peaks(self) -> dict[str, float]:
-        return {k: _peak_mb(p) for k, p in self.pids().items()}
-
-    def tasks(self) -> int:
-        return int(self.client.run_on_scheduler(_read_count))
-
-    def close(self) -> None:
-        self.client.close()
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    _ingest(job, client)
+    _preprocess(job, client)
+    if not os.path.exists(os.path.join(job["model"], "model")):
+        rep = train(TrainJobConfig(store=job["pre"], model="vae", out=job["model"], steps=job["steps"], batch_size=32,
+                                   checkpoint_every=job["steps"], width=32, latent_dim=4, val_fraction=0.3,
+                                   split_nside=256, progress=False), client=client)
+        assert rep.exit_code == 0, rep.summary()
+    _score(job, client)
+    return {}
 
 
-try:
-    from distributed.diagnostics.plugin import SchedulerPlugin
-except ImportError:  # pragma: no cover
-    SchedulerPlugin = object
+def stage_main(job_path: str) -> int:
+    """``--stage-job FILE``: run one stage as the driver; write its seconds, CPU and peak RSS beside FILE."""
+    import resource
+
+    from distributed import Client
+
+    import skybatch.pipeline.ingest  # noqa: F401 - imports before the clock and the peak reset
+    import skybatch.pipeline.modeling  # noqa: F401
+    import skybatch.pipeline.preprocess  # noqa: F401
+
+    with open(job_path) as f:
+        job = json.load(f)
+    fn = {"ingest": _ingest, "preprocess": _preprocess, "score": _score, "warm": _warm}[job["stage"]]
+    with Client(job["address"], timeout="30s") as client:
+        reset_peak("self")
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        out = fn(job, client)
+        seconds = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+    out.update(seconds=seconds, driver_peak=peak_mb(os.getpid()),
+               driver_cpu=(r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime))
+    with open(job_path + ".out", "w") as f:
+        json.dump(out, f)
+    return 0
 
 
-class TaskCounter(SchedulerPlugin):
-    """Counts tasks that finished on a worker (processing -> memory/erred): the executed graph size."""
+def run_stage(stage: str, cl: Cluster, job: dict, work: str) -> dict:
+    """Run ``stage`` in a new driver process on ``cl``; its figures and those of the cluster's processes."""
+    path = os.path.join(work, f"job-{stage}.json")
+    with open(path, "w") as f:
+        json.dump({**job, "stage": stage, "address": cl.address}, f)
+    cl.reset()
+    cpu0, load0 = cl.cpu(), os.getloadavg()[0]
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--stage-job", path], capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise RuntimeError(f"stage {stage} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    with open(path + ".out") as f:
+        out = json.load(f)
+    out["peaks"] = {**cl.peaks(), "driver": out.pop("driver_peak")}
+    out["cluster_cpu"] = cl.cpu() - cpu0
+    out["cpu"] = out["cluster_cpu"] + out["driver_cpu"]
+    out["tasks"] = cl.tasks()
+    out["load"] = (load0 + os.getloadavg()[0]) / 2
+    return out
 
-    def __init__(self):
-        self.count = 0
 
-    def transition(self, key, start, finish, *args, **kwargs):
-        if start == "processing" and finish in ("memory", "erred"):
-            self.count += 1
-
-
-def _reset_count(dask_scheduler=None):
-    dask_scheduler.plugins["skybatch-bench-count"].count = 0
-
-
-def _read_count(dask_scheduler=None):
-    return dask_scheduler.plugins["skybatch-bench-count"].count
-
-
-# -- data -----------------------------------------------------------------------------------
+# -- data and stores -------------------------------------------------------------------------------
 
 
 def make_set(base_coadds: list[str], out: str, n: int) -> list[str]:
@@ -164,105 +160,41 @@ def make_set(base_coadds: list[str], out: str, n: int) -> list[str]:
     return files
 
 
-def count_files(path: str) -> int:
-    return sum(len(f) for _, _, f in os.walk(path))
-
-
-# -- one size ---------------------------------------------------------------------------------
-
-
-class Stages:
-    """Ingest, preprocess, score of one file set in ``work``; records seconds, peaks and tasks per stage."""
-
-    def __init__(self, cl: Cluster, files: list[str], work: str, args, record: bool = True):
-        self.cl, self.files, self.args, self.record = cl, files, args, record
-        self.raw, self.pre = os.path.join(work, "raw.zarr"), os.path.join(work, "pre.zarr")
-        self.work = work
-        self.res: dict = {"stages": {}}
-
-    def _stage(self, name, fn):
-        self.cl.reset()
-        t0 = time.perf_counter()
-        out = fn()
-        dt = time.perf_counter() - t0
-        if self.record:
-            self.res["stages"][name] = {"seconds": dt, "peaks": self.cl.peaks(), "tasks": self.cl.tasks()}
-        return out
-
-    def ingest(self) -> None:
-        from skybatch.pipeline.ingest import IngestConfig, execute_plan, plan_ingest
-
-        def run():
-            t0 = time.perf_counter()
-            plan = plan_ingest(IngestConfig(sources=self.files, store=self.raw, format="desi",
-                                            chunk_spectra=self.args.chunk_spectra, progress=False,
-                                            dedupe_files=False),  # the sets reuse generated files under new names
-                               self.cl.client)
-            self.res["plan_seconds"] = time.perf_counter() - t0
-            rep = execute_plan(plan, self.cl.client)
-            assert rep.exit_code == 0, rep.summary()
-            self.res["n"] = rep.n_spectra
-
-        self._stage("ingest", run)
-
-    def preprocess(self) -> None:
-        from skybatch.pipeline.preprocess import preprocess
-
-        self._stage("preprocess", lambda: preprocess(self.raw, self.pre, client=self.cl.client, progress=False, grid=GRID,
-                                                     rest_frame=True, bad_redshift="observed", normalize="median"))
-
-    def score(self, model: str) -> None:
-        from skybatch.pipeline.modeling import score
-
-        self._stage("score", lambda: score(self.pre, model, top=10, client=self.cl.client, batch_size=256,
-                                           progress=False, out_dir=os.path.join(self.work, "score")))
-
-    def store_files(self) -> None:
-        self.res["files"] = {"raw store": count_files(self.raw), "preprocessed store": count_files(self.pre)}
-
-
-def train_model(client, store: str, out: str, steps: int) -> str:
-    """A tiny VAE on the small set's preprocessed store (untimed; score needs a model)."""
-    from skybatch.pipeline.modeling import TrainJobConfig, train
-
-    rep = train(TrainJobConfig(store=store, model="vae", out=out, steps=steps, batch_size=64, checkpoint_every=steps,
-                               width=32, latent_dim=4, val_fraction=0.3, split_nside=256, progress=False), client=client)
-    assert rep.exit_code == 0, rep.summary()
+def objects_per_variable(store: str) -> dict[str, int]:
+    """Stored objects (chunk or shard files) of each array of a Zarr v3 store."""
+    out = {}
+    for name in sorted(os.listdir(store)):
+        c = os.path.join(store, name, "c")
+        if os.path.isdir(c):
+            out[name] = sum(len(f) for _, _, f in os.walk(c))
     return out
 
 
-def run_all(small_files: list[str], large_files: list[str], tmp: str, args) -> tuple[dict, dict]:
-    """Both sizes on one cluster (peaks are reset before every stage). Untimed: the model's training and,
-    outside --quick, a warm-up of every stage on one file (imports, JIT compilation on each worker)."""
+def run_size(label: str, files: list[str], tmp: str, args) -> dict:
+    """Warm-up, then ingest, preprocess, score of ``files``, each in its own driver, on a fresh cluster."""
+    work = os.path.join(tmp, f"{label}-run")
+    os.makedirs(work, exist_ok=True)
+    model = os.path.join(tmp, "vae")
     cl = Cluster(args.workers, args.memory_limit)
     try:
-        warm = Stages(cl, small_files[:1], os.path.join(tmp, "warm"), args, record=False) if args.warm_up else None
-        if warm:
-            warm.ingest()
-            warm.preprocess()
-        small = Stages(cl, small_files, os.path.join(tmp, "small-run"), args)
-        small.ingest()
-        small.preprocess()
-        t0 = time.perf_counter()
-        model = train_model(cl.client, small.pre, os.path.join(tmp, "vae"), 5 if args.quick else 50)
-        print(f"trained the score model in {time.perf_counter() - t0:.0f} s (untimed; on the small set)")
-        if warm:
-            warm.score(model)
-        small.score(model)
-        small.store_files()
-        shutil.rmtree(small.work, ignore_errors=True)
-        large = Stages(cl, large_files, os.path.join(tmp, "large-run"), args)
-        large.ingest()
-        large.preprocess()
-        large.score(model)
-        large.store_files()
-        shutil.rmtree(large.work, ignore_errors=True)
+        warm = os.path.join(work, "warm")
+        os.makedirs(warm, exist_ok=True)
+        run_stage("warm", cl, {"files": files[:2], "raw": os.path.join(warm, "raw.zarr"),
+                               "pre": os.path.join(warm, "pre.zarr"), "chunk": args.chunk_spectra, "model": model,
+                               "steps": 5 if args.quick else 50}, warm)
+        job = {"files": files, "raw": os.path.join(work, "raw.zarr"), "pre": os.path.join(work, "pre.zarr"),
+               "chunk": args.chunk_spectra, "model": model}
+        res: dict = {"stages": {s: run_stage(s, cl, job, work) for s in STAGES}}
     finally:
         cl.close()
-    return small.res, large.res
+    res["n"] = res["stages"]["ingest"]["n"]
+    res["plan_seconds"] = res["stages"]["ingest"]["plan_seconds"]
+    res["objects"] = {"raw store": objects_per_variable(job["raw"]), "preprocessed store": objects_per_variable(job["pre"])}
+    shutil.rmtree(work, ignore_errors=True)
+    return res
 
 
-# -- planning at DR1-like file counts ------------------------------------------------------------
+# -- planning at DR1-like file counts ----------------------------------------------------------------
 
 
 def plan_synthetic(n_files: int, per_file: int, chunk: int, work: str) -> dict:
@@ -273,6 +205,7 @@ def plan_synthetic(n_files: int, per_file: int, chunk: int, work: str) -> dict:
     from skybatch.pipeline.ingest import chunk_tasks
     from skybatch.store.manifest import Manifest
 
+    reset_peak("self")
     t0 = time.perf_counter()
     starts = np.arange(n_files, dtype=np.int64) * per_file
     sources = pd.DataFrame({
@@ -284,7 +217,7 @@ def plan_synthetic(n_files: int, per_file: int, chunk: int, work: str) -> dict:
     manifest = Manifest(os.path.join(work, "plan.zarr"))
     manifest.write_sources(sources)
     tasks = chunk_tasks(sources, n_files * per_file, chunk)
-    return {"seconds": time.perf_counter() - t0, "tasks": len(tasks)}
+    return {"seconds": time.perf_counter() - t0, "tasks": len(tasks), "peak": peak_mb(os.getpid())}
 
 
 def plan_real(n_files: int, per_file: int, tmp: str, args) -> None:
@@ -299,11 +232,12 @@ def plan_real(n_files: int, per_file: int, tmp: str, args) -> None:
     cl = Cluster(args.workers, args.memory_limit)
     try:
         cl.reset()
+        reset_peak("self")
         t0 = time.perf_counter()
         plan = plan_ingest(IngestConfig(sources=files, store=os.path.join(tmp, "plan.zarr"), format="desi",
                                         progress=False, dedupe_files=False), cl.client)  # the set reuses files
         dt = time.perf_counter() - t0
-        peaks, tasks = cl.peaks(), cl.tasks()
+        peaks, tasks = {**cl.peaks(), "driver": peak_mb(os.getpid())}, cl.tasks()
     finally:
         cl.close()
     print(f"plan of {n_files} real DESI coadds x {per_file} spectra = {plan.n_spectra} spectra "
@@ -312,7 +246,7 @@ def plan_real(n_files: int, per_file: int, tmp: str, args) -> None:
           + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
 
 
-# -- report ------------------------------------------------------------------------------------
+# -- report ----------------------------------------------------------------------------------------
 
 
 def _verdict(ratio: float, tol: float = 0.2) -> str:
@@ -321,39 +255,54 @@ def _verdict(ratio: float, tol: float = 0.2) -> str:
 
 def report(small: dict, large: dict, args) -> None:
     ns, nl = small["n"], large["n"]
+    S, L = small["stages"], large["stages"]
     print(f"\nscale benchmark: {ns} and {nl} spectra ({nl / ns:.0f}x), {args.workers} worker process(es) x 1 thread, "
-          f"chunk {args.chunk_spectra}, preprocess grid {GRID}")
-    print(f"{'stage':12s}{'spectra/s':>12s}{'spectra/s':>12s}{'s/spec L/S':>12s}{'':>5s}{'tasks':>8s}{'tasks':>8s}")
-    print(f"{'':12s}{'small':>12s}{'large':>12s}{'(1.0=const)':>12s}{'':>5s}{'small':>8s}{'large':>8s}")
-    const = mem_flat = 0
-    for name in small["stages"]:
-        a, b = small["stages"][name], large["stages"][name]
+          f"chunk {args.chunk_spectra}, preprocess grid {GRID}; a fresh cluster per size, a driver process per stage")
+    print(f"{'stage':12s}{'spectra/s':>11s}{'spectra/s':>11s}{'wall s/spec':>12s}{'':>4s}{'CPU ms/spec':>12s}"
+          f"{'CPU ms/spec':>12s}{'CPU':>7s}{'':>4s}{'tasks':>7s}{'tasks':>7s}{'load':>6s}{'load':>6s}")
+    print(f"{'':12s}{'small':>11s}{'large':>11s}{'L/S':>12s}{'':>4s}{'small':>12s}{'large':>12s}{'L/S':>7s}{'':>4s}"
+          f"{'small':>7s}{'large':>7s}{'small':>6s}{'large':>6s}")
+    wall_ok = cpu_ok = 0
+    for name in STAGES:
+        a, b = S[name], L[name]
         r = (b["seconds"] / nl) / (a["seconds"] / ns)
-        const += _verdict(r) == "ok"
-        print(f"{name:12s}{ns / a['seconds']:12.0f}{nl / b['seconds']:12.0f}{r:12.2f}{_verdict(r):>5s}"
-              f"{a['tasks']:8d}{b['tasks']:8d}")
+        ca, cb = 1e3 * a["cpu"] / ns, 1e3 * b["cpu"] / nl
+        wall_ok += _verdict(r) == "ok"
+        cpu_ok += _verdict(cb / ca) == "ok"
+        print(f"{name:12s}{ns / a['seconds']:11.0f}{nl / b['seconds']:11.0f}{r:12.2f}{_verdict(r):>4s}{ca:12.2f}"
+              f"{cb:12.2f}{cb / ca:7.2f}{_verdict(cb / ca):>4s}{a['tasks']:7d}{b['tasks']:7d}"
+              f"{a['load']:6.1f}{b['load']:6.1f}")
     if args.quick:
-        print("(--quick: sizes too small for the time ratios; fixed per-stage costs and JIT compilation dominate)")
-    print("\npeak RSS, MB (per stage; L/S ratio of the largest peak across stages: 1.0 = flat)")
-    procs = list(small["stages"]["ingest"]["peaks"])
-    head = "".join(f"{s[:5] + ' S':>9s}{s[:5] + ' L':>9s}" for s in small["stages"])
-    print(f"{'process':12s}{head}{'L/S max':>9s}")
-    for p in procs:
-        row = "".join(f"{small['stages'][s]['peaks'][p]:9.0f}{large['stages'][s]['peaks'][p]:9.0f}" for s in small["stages"])
-        ms = max(small["stages"][s]["peaks"][p] for s in small["stages"])
-        ml = max(large["stages"][s]["peaks"][p] for s in large["stages"])
-        mem_flat += _verdict(ml / ms) == "ok"
-        print(f"{p:12s}{row}{ml / ms:9.2f} {_verdict(ml / ms)}")
+        print("(--quick: sizes too small for the ratios; fixed per-stage costs dominate)")
+    print("CPU seconds, small / large (x = large/small; 10 = proportional to the spectra): " + "; ".join(
+        f"{s} driver {S[s]['driver_cpu']:.1f} / {L[s]['driver_cpu']:.1f} "
+        f"(x{L[s]['driver_cpu'] / max(S[s]['driver_cpu'], 1e-9):.1f}), scheduler + workers "
+        f"{S[s]['cluster_cpu']:.1f} / {L[s]['cluster_cpu']:.1f} (x{L[s]['cluster_cpu'] / max(S[s]['cluster_cpu'], 1e-9):.1f})"
+        for s in STAGES))
+    print("\npeak RSS, MB, per stage (small, large, L/S: 1.0 = flat)")
+    print(f"{'process':12s}" + "".join(f"{s + ' S':>13s}{'L':>7s}{'L/S':>6s}{'':>4s}" for s in STAGES))
+    flat = total = 0
+    for p in S["ingest"]["peaks"]:
+        row = ""
+        for s in STAGES:
+            a, b = S[s]["peaks"][p], L[s]["peaks"][p]
+            flat += _verdict(b / a) == "ok"
+            total += 1
+            row += f"{a:13.0f}{b:7.0f}{b / a:6.2f}{_verdict(b / a):>4s}"
+        print(f"{p:12s}{row}")
     print(f"\ningest plan time: small {small['plan_seconds']:.2f} s, large {large['plan_seconds']:.2f} s")
-    print("files in each store: " + ", ".join(
-        f"{k} {small['files'][k]} (small) / {large['files'][k]} (large)" for k in small["files"]))
-    print(f"verdict: time per spectrum constant (+-20%) in {const}/{len(small['stages'])} stages; "
-          f"peak memory flat (+-20%) in {mem_flat}/{len(procs)} processes")
+    for store in small["objects"]:
+        os_, ol = small["objects"][store], large["objects"][store]
+        print(f"objects per variable, {store}: max {max(os_.values())} (small) / {max(ol.values())} (large); "
+              f"flux {os_.get('flux', 0)} / {ol.get('flux', 0)}; {len(os_)} variables, "
+              f"{sum(os_.values())} / {sum(ol.values())} objects in all")
+    print(f"verdict: wall time per spectrum constant (+-20%) in {wall_ok}/{len(STAGES)} stages, CPU time per "
+          f"spectrum in {cpu_ok}/{len(STAGES)}; peak memory flat (+-20%) in {flat}/{total} process-stages")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small sizes (CI smoke run, ~1 min)")
+    p.add_argument("--quick", action="store_true", help="small sizes (CI smoke run, < 3 min)")
     p.add_argument("--files", type=int, default=None, help="files in the small set (the large set has 10x)")
     p.add_argument("--spectra-per-file", type=int, default=None)
     p.add_argument("--base-files", type=int, default=None, help="distinct generated files the sets link to")
@@ -363,12 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plan-files", type=int, default=None,
                    help="only plan N real files of 200 spectra (e.g. 5000: 10^6 spectra) and print time and memory")
     p.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed at the end)")
+    p.add_argument("--stage-job", default=None, help=argparse.SUPPRESS)  # a stage's driver process
     a = p.parse_args(argv)
+    if a.stage_job:
+        return stage_main(a.stage_job)
     n_files = a.files or (4 if a.quick else 20)
     per_file = a.spectra_per_file or (40 if a.quick else 500)
     n_base = a.base_files or (2 if a.quick else 4)
     a.chunk_spectra = a.chunk_spectra or (32 if a.quick else 512)
-    a.warm_up = not a.quick
 
     from skybatch.sample.survey import generate_sample_survey
 
@@ -379,22 +330,25 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         t0 = time.perf_counter()
         base = os.path.join(tmp, "base")
-        generate_sample_survey(base, n_healpix=n_base, spectra_per_file=per_file, n_sdss=1, seed=0)
+        if not glob.glob(os.path.join(base, "desi", "**", "coadd-*.fits"), recursive=True):
+            generate_sample_survey(base, n_healpix=n_base, spectra_per_file=per_file, n_sdss=1, seed=0)
         coadds = sorted(glob.glob(os.path.join(base, "desi", "**", "coadd-*.fits"), recursive=True))
         small_files = make_set(coadds, os.path.join(tmp, "small"), n_files)
         large_files = make_set(coadds, os.path.join(tmp, "large"), 10 * n_files)
-        print(f"generated {len(coadds)} DESI coadd files x {per_file} spectra in {time.perf_counter() - t0:.0f} s")
-
-        small, large = run_all(small_files, large_files, tmp, a)
+        print(f"generated {len(coadds)} DESI coadd files x {per_file} spectra in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+        small = run_size("small", small_files, tmp, a)
+        print(f"small set done ({small['n']} spectra)", flush=True)
+        large = run_size("large", large_files, tmp, a)
         report(small, large, a)
 
         syn = plan_synthetic(5000, 200, 2048, tmp)
         per_s = len(large_files) / large["plan_seconds"]
         print(f"\nplanning 10^6 spectra in 5000 files: driver-side plan from 5000 synthetic header records "
-              f"{syn['seconds']:.2f} s ({syn['tasks']} chunk tasks of 2048); header inspection in the large "
-              f"ingest plan {per_s:.0f} files/s on {a.workers} worker(s) -> 5000 files in {5000 / per_s:.0f} s "
-              f"({5000 / per_s * a.workers / 128:.1f} s on 128 workers); scheduler peak RSS in the large ingest "
-              f"{large['stages']['ingest']['peaks']['scheduler']:.0f} MB")
+              f"{syn['seconds']:.2f} s ({syn['tasks']} chunk tasks of 2048, driver peak {syn['peak']:.0f} MB); "
+              f"header inspection in the large ingest plan {per_s:.0f} files/s on {a.workers} worker(s) -> 5000 "
+              f"files in {5000 / per_s:.0f} s ({5000 / per_s * a.workers / 128:.1f} s on 128 workers); scheduler "
+              f"peak RSS in the large ingest {large['stages']['ingest']['peaks']['scheduler']:.0f} MB")
     finally:
         if a.dir is None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -21,18 +21,29 @@ def test_scale_benchmark_quick_prints_side_by_side_figures():
     assert proc.returncode == 0, out + proc.stderr[-3000:]
     m = re.search(r"scale benchmark: (\d+) and (\d+) spectra \(10x\)", out)
     assert m and int(m.group(2)) == 10 * int(m.group(1)), out
+    num = r"([\d.]+)"
     for stage in ("ingest", "preprocess", "score"):
-        row = re.search(rf"^{stage}\s+(\d+)\s+(\d+)\s+([\d.]+)\s+(ok|OFF)\s+(\d+)\s+(\d+)$", out, re.M)
+        row = re.search(rf"^{stage}\s+(\d+)\s+(\d+)\s+{num}\s+(ok|OFF)\s+{num}\s+{num}\s+{num}\s+(ok|OFF)"
+                        rf"\s+(\d+)\s+(\d+)\s+{num}\s+{num}$", out, re.M)
         assert row, f"no {stage} row in:\n{out}"
-        assert int(row.group(1)) > 0 and int(row.group(2)) > 0
-        assert int(row.group(6)) > int(row.group(5))  # the task graph grows with the data (chunks)
+        assert int(row.group(1)) > 0 and int(row.group(2)) > 0  # spectra/s
+        assert float(row.group(5)) > 0 and float(row.group(6)) > 0  # CPU ms per spectrum, measured
+        assert int(row.group(10)) > int(row.group(9))  # the task graph grows with the data (chunks)
+        assert float(row.group(11)) >= 0 and float(row.group(12)) >= 0  # load averages
+    assert re.search(r"^CPU seconds, small / large .*ingest driver [\d.]+ / [\d.]+ .*score driver", out, re.M), out
     for proc_name in ("scheduler", "driver", "worker 0", "worker 1"):
-        row = re.search(rf"^{proc_name}\s+((?:\d+\s+){{6}})([\d.]+) (ok|OFF)$", out, re.M)
+        row = re.search(rf"^{proc_name}\s+((?:\d+\s+\d+\s+[\d.]+\s+(?:ok|OFF)\s*){{3}})$", out, re.M)
         assert row, f"no peak RSS row for {proc_name} in:\n{out}"
-        assert all(float(v) > 50 for v in row.group(1).split())  # real processes, measured
+        cells = row.group(1).split()
+        peaks = [float(cells[k]) for k in range(0, 12, 4)] + [float(cells[k]) for k in range(1, 12, 4)]
+        assert all(v > 50 for v in peaks)  # real processes, measured
+        for k in range(0, 12, 4):  # the ratio printed is the ratio of the peaks printed
+            assert abs(float(cells[k + 2]) - float(cells[k + 1]) / float(cells[k])) < 0.01
     assert re.search(r"ingest plan time: small [\d.]+ s, large [\d.]+ s", out)
-    files = re.search(r"raw store (\d+) \(small\) / (\d+) \(large\)", out)
-    assert files and int(files.group(2)) > int(files.group(1)) > 0
-    assert re.search(r"verdict: time per spectrum constant \(\+-20%\) in \d/3 stages; peak memory flat \(\+-20%\) "
-                     r"in \d/4 processes", out)
+    objs = re.search(r"objects per variable, raw store: max (\d+) \(small\) / (\d+) \(large\); flux (\d+) / (\d+)", out)
+    assert objs and int(objs.group(2)) > int(objs.group(1)) > 0 and int(objs.group(4)) > int(objs.group(3)) > 0
+    assert re.search(r"objects per variable, preprocessed store: max \d+ \(small\)", out)
+    assert re.search(r"verdict: wall time per spectrum constant \(\+-20%\) in \d/3 stages, CPU time per spectrum "
+                     r"in \d/3; peak memory flat \(\+-20%\) in \d+/12 process-stages", out)
     assert re.search(r"planning 10\^6 spectra in 5000 files: driver-side plan .* ([\d.]+) s \(489 chunk tasks", out)
+    assert re.search(r"scheduler peak RSS in the large ingest \d+ MB", out)

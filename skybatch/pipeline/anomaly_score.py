@@ -35,6 +35,7 @@ from skybatch.models.anomaly_population import (
     fit_population_model,
 )
 from skybatch.models.anomaly_tails import log_snr, tail_score
+from skybatch.pipeline.toprows import take_rows, top_rows
 from skybatch.store.spectra_store import consolidate, open_group
 
 __all__ = ["parse_select", "select_rows", "score_population"]
@@ -200,7 +201,7 @@ def score_population(store: str, storage_options: dict | None, *, model, card: d
         {"cells": table["cells"], "classes": pop.info, "select": str(select or "")}, default=float))
     consolidate(store, storage_options)
 
-    order = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")[: min(top, int(good.sum()))]
+    order = top_rows(score, min(top, int(good.sum())))
     cat = _catalogue(g, order, score, z_terms, raw, regions, chi2)
     out_dir = out_dir or (store.rstrip("/") + ".outputs")
     os.makedirs(out_dir, exist_ok=True)
@@ -223,7 +224,7 @@ def score_population(store: str, storage_options: dict | None, *, model, card: d
 def _catalogue(g, order, score, z_terms, raw, regions, chi2):
     import pandas as pd
 
-    cols = {k: np.asarray(g[k][:])[order] for k in ("targetid", "source", "source_row", "z", "spectype")}
+    cols = {k: take_rows(g[k], order) for k in ("targetid", "source", "source_row", "z", "spectype")}
     for k in ("source", "spectype"):
         cols[k] = np.asarray(np.asarray(cols[k]).astype(object), dtype=str)
     cat = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "spectrum": order, **cols,

@@ -12,7 +12,9 @@
 - :func:`duplicate_files` finds one file reached under two names (same bytes);
   the copy is read once and the others are set aside as ``duplicate``.
 - :func:`duplicate_targets` counts rows of a store sharing (TARGETID, survey,
-  program) with another row, naming examples and their sources.
+  program) with another row, naming examples and their sources; it reads the keys in
+  blocks as int64/int32 codes, in passes over TARGETID residues past 4M rows, so the
+  driver's memory does not grow with the number of spectra.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from skybatch.sources.base import SourceError, SourceInfo
 from skybatch.store.fsutil import filesystem
 from skybatch.store.retry import RetriesExhausted, retry_call
 
-__all__ = ["inspect_batch", "inspect_one", "duplicate_files", "duplicate_targets"]
+__all__ = ["DUPLICATE_BLOCK_ROWS", "DUPLICATE_PASS_ROWS", "inspect_batch", "inspect_one", "duplicate_files",
+           "duplicate_targets"]
 
 def _reader_for(fs, url: str, fmt: str, verify_checksums: bool = False):
     """The reader of ``url`` (format detected from its headers when ``auto``).
@@ -160,26 +163,40 @@ def _hash_or_none(url: str, options: dict[str, Any]) -> str | None:
         return None
 
 
-def duplicate_targets(targetid: np.ndarray, survey: np.ndarray, program: np.ndarray, source: Any,
-                      max_examples: int = 5) -> tuple[int, list[str]]:
-    """Rows (with TARGETID > 0) sharing (TARGETID, survey, program) with another row.
+#: Rows read per block by :func:`duplicate_targets` (TARGETID, survey, program of 65,536 spectra).
+DUPLICATE_BLOCK_ROWS = 1 << 16
+#: Rows of keys held at once by :func:`duplicate_targets` (24 bytes each); larger stores take passes.
+DUPLICATE_PASS_ROWS = 1 << 22
 
-    Vectorised (one sort of the n rows, no per-row Python): the end-of-ingest check of a DR1-size
-    store stays a fraction of the ingest. ``source`` (n,) may be an array or a Zarr array; of a
-    Zarr array only the rows of the example targets are read.
 
-    Returns (number of such rows, up to ``max_examples`` lines naming the key and its sources, in the
-    order their first row appears in the store).
-    """
-    tid = np.asarray(targetid, np.int64)
-    rows = np.flatnonzero(tid > 0)
-    if rows.size == 0:
-        return 0, []
-    surveys, sv = np.unique(np.asarray(survey)[rows], return_inverse=True)
-    programs, pg = np.unique(np.asarray(program)[rows], return_inverse=True)
-    t, sv, pg = tid[rows], sv.ravel(), pg.ravel()
-    order = np.lexsort((pg, sv, t))
-    ts, ss, ps = t[order], sv[order], pg[order]
+class _Codes:
+    """Strings -> int32 codes, in order of first appearance (a few survey/program names per store)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        uniq, inv = np.unique(np.asarray(values), return_inverse=True)
+        codes = np.array([self.index.setdefault(str(u), len(self.index)) for u in uniq], np.int32)
+        return codes[inv.ravel()]
+
+    def name(self, code: int) -> str:
+        return next(k for k, v in self.index.items() if v == code)
+
+
+def _key_blocks(targetid: Any, survey: Any, program: Any, block: int, sv: _Codes, pg: _Codes):
+    """(start, targetid int64, survey code, program code) per block of ``block`` rows."""
+    n = int(targetid.shape[0])
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        yield a, np.asarray(targetid[a:b], np.int64), sv.encode(survey[a:b]), pg.encode(program[a:b])
+
+
+def _duplicates_in(rows: np.ndarray, t: np.ndarray, s: np.ndarray, p: np.ndarray, max_examples: int):
+    """Rows (global indices, ascending) and keys of one pass: the number of rows whose key repeats, and for
+    the first ``max_examples`` repeated keys (by first row) (first row, key, member rows)."""
+    order = np.lexsort((p, s, t))
+    ts, ss, ps = t[order], s[order], p[order]
     same = (ts[1:] == ts[:-1]) & (ss[1:] == ss[:-1]) & (ps[1:] == ps[:-1])  # row i+1 repeats row i's key
     dup_sorted = np.zeros(order.size, bool)
     dup_sorted[1:] |= same
@@ -193,12 +210,51 @@ def duplicate_targets(targetid: np.ndarray, survey: np.ndarray, program: np.ndar
     dup[order] = dup_sorted
     at = np.flatnonzero(dup)
     _, first = np.unique(group[at], return_index=True)
-    examples: list[str] = []
-    for i in np.sort(first)[:max_examples]:
+    out = []
+    for i in np.sort(first)[:max_examples]:  # rows ascend, so the earliest keys come first
         k = at[i]
-        members = rows[group == group[k]]
+        out.append((int(rows[k]), (int(t[k]), int(s[k]), int(p[k])), rows[group == group[k]]))
+    return n, out
+
+
+def duplicate_targets(targetid: Any, survey: Any, program: Any, source: Any, max_examples: int = 5,
+                      block: int = DUPLICATE_BLOCK_ROWS, pass_rows: int = DUPLICATE_PASS_ROWS) -> tuple[int, list[str]]:
+    """Rows (with TARGETID > 0) sharing (TARGETID, survey, program) with another row.
+
+    ``targetid``, ``survey``, ``program`` and ``source`` (n,) are arrays or Zarr arrays; the first three
+    are read ``block`` rows at a time, survey and program kept as int32 codes, so the keys take 16 bytes
+    a row, never a Python string per row. A store of more than ``pass_rows`` rows is checked in passes,
+    each keeping the rows of one TARGETID residue class (duplicates share a TARGETID): the memory held
+    stays below ~``pass_rows`` x 24 bytes (100 MB) whatever the number of spectra. Vectorised (one sort
+    per pass). Of ``source`` only the rows of the example targets are read.
+
+    Returns (number of such rows, up to ``max_examples`` lines naming the key and its sources, in the
+    order their first row appears in the store).
+    """
+    targetid, survey, program = (x if hasattr(x, "shape") else np.asarray(x) for x in (targetid, survey, program))
+    n_rows = int(targetid.shape[0])
+    if n_rows == 0:
+        return 0, []
+    n_pass = max(1, -(-n_rows // max(1, pass_rows)))
+    sv, pg = _Codes(), _Codes()
+    total, found = 0, []
+    for part in range(n_pass):
+        rows_l, t_l, s_l, p_l = [], [], [], []
+        for a, t, s, p in _key_blocks(targetid, survey, program, block, sv, pg):
+            keep = (t > 0) & (t % n_pass == part)
+            idx = np.flatnonzero(keep)
+            rows_l.append(idx + a)
+            t_l.append(t[idx])
+            s_l.append(s[idx])
+            p_l.append(p[idx])
+        rows = np.concatenate(rows_l)
+        if rows.size:
+            n, ex = _duplicates_in(rows, np.concatenate(t_l), np.concatenate(s_l), np.concatenate(p_l), max_examples)
+            total += n
+            found += ex
+    examples: list[str] = []
+    for _, (t0, s0, p0), members in sorted(found, key=lambda e: e[0])[:max_examples]:
         src = source.oindex[members] if hasattr(source, "oindex") else np.asarray(source)[members]
-        where = sorted({str(s) for s in np.asarray(src).tolist()})
-        examples.append(f"TARGETID {int(t[k])} (survey {str(surveys[sv[k]])!r}, program {str(programs[pg[k]])!r}) "
-                        f"in {', '.join(where)}")
-    return n, examples
+        where = sorted({str(x) for x in np.asarray(src).tolist()})
+        examples.append(f"TARGETID {t0} (survey {sv.name(s0)!r}, program {pg.name(p0)!r}) in {', '.join(where)}")
+    return total, examples

@@ -10,9 +10,20 @@ from typing import Any, ClassVar, TypeVar
 from skybatch.pipeline.jobcore import exit_status
 from skybatch.store.fsutil import public_options
 
-__all__ = ["SourcesConfig", "SourcesReport", "run_on_cluster", "source_provenance"]
+__all__ = ["SOURCE_EXAMPLES", "SourcesConfig", "SourcesReport", "bounded_list", "run_on_cluster",
+           "source_provenance"]
 
 R = TypeVar("R")
+
+#: Sources (paths, globs, URLs) a store's attrs name; the full list lives in the manifest (Parquet).
+SOURCE_EXAMPLES = 5
+
+
+def bounded_list(values: Any, keep: int = SOURCE_EXAMPLES) -> list[Any]:
+    """The first ``keep`` of ``values`` (a list, or a string as a list of one): what store attrs record of a
+    list that grows with the number of input files; its length is recorded beside it."""
+    items = [values] if isinstance(values, str) else list(values or [])
+    return items[:keep]
 
 
 class SourcesConfig:
@@ -42,8 +53,12 @@ class SourcesConfig:
             raise ValueError("retries: must be >= 0")
 
     def public_dict(self) -> dict[str, Any]:
-        """The settings as recorded in store attrs (no credentials)."""
+        """The settings as recorded in store attrs (no credentials). Of ``sources`` only the first
+        :data:`SOURCE_EXAMPLES` are kept, and their number as ``n_sources_given``: the attrs stay small
+        however many files a run names (the manifest's sources table lists every file read)."""
         d = asdict(self)  # type: ignore[call-overload]
+        d["n_sources_given"] = 1 if isinstance(self.sources, str) else len(self.sources)
+        d["sources"] = bounded_list(self.sources)
         d["source_options"] = public_options(self.source_options)
         d["store_options"] = public_options(self.store_options)
         for k in self.not_recorded:
@@ -107,7 +122,7 @@ def source_provenance(src: Any, columns: list[str], sources_table: str, config: 
         "total_source_bytes": int(src["size"].sum()) if len(src) else 0,
         "sources_sha256": digest,
         "sources_table": sources_table,
-        "source_examples": src["url"].head(5).tolist(),
+        "source_examples": src["url"].head(SOURCE_EXAMPLES).tolist(),
         "skybatch_version": skybatch.__version__,
         "settings": config.public_dict(),
         "store_options": public_options(store_options),

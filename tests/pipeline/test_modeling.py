@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+
 import equinox as eqx
 import jax
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+import zarr
 
 from skybatch.pipeline.batches import StoreBatches, split_pixels
 from skybatch.pipeline.ingest import ingest
@@ -73,6 +78,40 @@ def test_vae_anomalies_ranked_on_top(model_store, dask_client):
     cat = pd.read_parquet(out["top_parquet"])
     assert cat["targetid"].iloc[0] == ds.targetid.values[np.argmax(s)]
     assert (d / "vae" / "loss_curve.png").exists()
+    # the table (scored block by block, the top rows chosen by partition) is the whole-array ranking
+    want = np.argsort(-s, kind="stable")[:30]
+    assert cat["spectrum"].tolist() == want.tolist()
+    assert cat["targetid"].tolist() == ds.targetid.values[want].tolist()
+    assert cat["source"].tolist() == ds.source.values[want].tolist()
+    np.testing.assert_array_equal(cat["anomaly_score"], s[want])
+
+
+def test_top_table_reads_only_the_top_rows(model_store, dask_client, tmp_path):
+    """Every shard of ``source`` and ``spectype`` without a top row is made unreadable: the top table is
+    still written, the same (a table that read the whole variables would fail)."""
+    d, store, _ = model_store
+    if not (d / "vae" / "loss_curve.png").exists():  # the model of test_vae_anomalies_ranked_on_top
+        train(TrainJobConfig(store=store, model="vae", out=str(d / "vae"), steps=50, batch_size=128,
+                             split_nside=256, progress=False), dask_client)
+    copy = str(tmp_path / "p.zarr")
+    shutil.copytree(store, copy)
+    first = pd.read_parquet(score(copy, str(d / "vae"), top=5, client=dask_client, progress=False,
+                                  out_dir=str(tmp_path / "a"))["top_parquet"])
+    chunk = int(xr.open_zarr(copy).attrs["chunk_spectra"])
+    keep = {int(r) // chunk for r in first["spectrum"]}
+    broken = 0
+    for var in ("source", "spectype"):
+        for f in glob.glob(os.path.join(copy, var, "c", "*")):
+            if int(os.path.basename(f)) not in keep:
+                with open(f, "wb") as fh:
+                    fh.write(b"not a shard")
+                broken += 1
+    assert broken >= 2
+    with pytest.raises((RuntimeError, ValueError)):  # a corrupt chunk or shard
+        np.asarray(zarr.open_group(copy, mode="r")["source"][:])
+    again = pd.read_parquet(score(copy, str(d / "vae"), top=5, client=dask_client, progress=False,
+                                  out_dir=str(tmp_path / "b"))["top_parquet"])
+    pd.testing.assert_frame_equal(again, first)
 
 
 def test_classifier_calibrated_on_held_out_pixels(model_store, dask_client):

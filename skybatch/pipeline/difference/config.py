@@ -244,8 +244,14 @@ class DifferenceConfig(StorageSettings):
         return hashlib.sha256(json.dumps(self.science_settings(), sort_keys=True).encode()).hexdigest()[:16]
 
     def public_dict(self) -> dict[str, Any]:
-        """Every setting as recorded in store attrs (no credentials)."""
+        """Every setting as recorded in store attrs (no credentials); of ``science`` and ``reference`` the
+        first few (their numbers as ``n_science_given``/``n_reference_given``; every image is in the plan)."""
+        from skybatch.pipeline.sourcejob import bounded_list
+
         d = asdict(self)
+        for k in ("science", "reference"):
+            d[f"n_{k}_given"] = 1 if isinstance(d[k], str) else len(d[k])
+            d[k] = bounded_list(d[k])
         d["source_options"] = public_options(self.source_options)
         d["store_options"] = public_options(self.store_options)
         d["inject_snr"] = list(d["inject_snr"])

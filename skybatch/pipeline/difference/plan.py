@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import skybatch
+from skybatch.pipeline.sourcejob import bounded_list
 from skybatch.store.fsutil import atomic_write_bytes, filesystem, join, public_options
 from skybatch.store.manifest import Manifest
 from skybatch.store.retry import RetriesExhausted, retry_call
@@ -377,7 +378,8 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
             "n_pairs": int(len(table)),
             "settings": settings,
             "provenance": {
-                "science": config.science, "reference": config.reference,
+                "science": bounded_list(config.science), "n_science_given": len(config.science),
+                "reference": bounded_list(config.reference), "n_reference_given": len(config.reference),
                 "science_view": config.science_view, "reference_view": config.reference_view,
                 "pairs_table": f"{_PLAN_FILE} in the manifest (science/reference URI, locator, checksum per pair)",
                 "skybatch_version": skybatch.__version__, "store_options": public_options(st_opts),

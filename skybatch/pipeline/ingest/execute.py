@@ -84,7 +84,7 @@ def _execute(plan: IngestPlan, client, job: StoreJob) -> IngestReport:
         g.attrs["formats"] = sorted(set(plan.formats.values()))
         consolidate(config.store, st_opts)
         if plan.n_spectra:
-            n_dup, examples = duplicate_targets(g["targetid"][:], g["survey"][:], g["program"][:], g["source"])
+            n_dup, examples = duplicate_targets(g["targetid"], g["survey"], g["program"], g["source"])
     quarantined = manifest.quarantined().to_dict("records") if plan.grid is not None or plan.set_aside else []
     set_aside = {r["url"]: {k: r[k] for k in ("url", "reason", "message")} for r in quarantined}
     for r in chunk_set_aside:
