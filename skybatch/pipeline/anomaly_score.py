@@ -139,8 +139,8 @@ def population_features(g, keep: np.ndarray, card: dict, *, max_fit: int = 3000,
     qso_ew_ref = qso_ew_reference(wl, fflux[is_q], fivar[is_q]) if is_q.sum() >= 5 else None
     # star + galaxy composites: star archetypes (of this store's STAR class) at z = 0 fitted with the galaxy basis
     is_s = has & (spectype[fit_rows] == "STAR")
-    star_t = star_templates(wl, fflux[is_s], fivar[is_s]) if "GALAXY" in pop.classes else np.zeros((0, wl.size))
-    star_t = star_t if star_t.shape[0] else None
+    archetypes = star_templates(wl, fflux[is_s], fivar[is_s]) if "GALAXY" in pop.classes else np.zeros((0, wl.size))
+    star_t = archetypes if archetypes.shape[0] else None
     del fflux, fivar
 
     raw = {k: np.full(n, np.nan) for k in ("pca_misfit", "pca_local", "pca_coef", "local_wavelength")}
