@@ -116,13 +116,17 @@ def combine_tails(log_p: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def tail_score(features: dict[str, np.ndarray], lsnr: np.ndarray, cell: np.ndarray, *,
-               two_sided: tuple[str, ...] = (), calibrated: tuple[str, ...] = ()
+               two_sided: tuple[str, ...] = (), calibrated: tuple[str, ...] = (), groups: np.ndarray | None = None
                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-cell z of every feature and the combined score, (N,) each; see the module docstring.
 
     **Arguments:** `features` name -> (N,) raw values (NaN where a feature does not apply);
     `lsnr` (N,) log S/N; `cell` (N,) population cell; `two_sided` names odd at both ends;
-    `calibrated` names already judged within their cell (used as they are, no S/N trend removed).
+    `calibrated` names already judged within their cell (used as they are, no S/N trend removed);
+    `groups` (N,) integer population (e.g. the SPECTYPE) over which each feature's tail
+    probability is calibrated: the z is still per cell, but the tail of a class is estimated from
+    all its cells together (a cell of 150 members has only 15 beyond its 90 % quantile, too few
+    for a stable exponential tail). Default: per cell.
 
     **Returns** ``(z, score)``: name -> (N,) z of the features that apply to any spectrum, and
     (N,) :func:`combine_tails` of their :func:`tail_log_p`.
@@ -133,4 +137,5 @@ def tail_score(features: dict[str, np.ndarray], lsnr: np.ndarray, cell: np.ndarr
         if not np.isfinite(v).any():
             continue
         z[k] = v if k in calibrated else snr_detrended_z(v, lsnr, cell, two_sided=k in two_sided)
-    return z, combine_tails({k: tail_log_p(v, cell) for k, v in z.items()})
+    tail_cells = cell if groups is None else np.asarray(groups)
+    return z, combine_tails({k: tail_log_p(v, tail_cells) for k, v in z.items()})
