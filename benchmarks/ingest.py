@@ -12,8 +12,11 @@ Prints, all measured in this run on the same DESI coadd files (page cache warm f
 - spectra/s, MB/s (FITS bytes of the b/r/z images read) and the ratios to both baselines;
 - the worker's peak RSS growth at N files and at 10 x N files (flat: memory holds a few chunks).
 
-``--profile``: cProfile of one chunk task of skybatch ingest, in this process (planning first, on an
-in-process cluster), printed as the top functions by cumulative and by own time.
+``--profile``: timing spans (wall, CPU, page faults per chunk task) of every chunk task of an ingest of
+the large set, taken inside its Dask worker (one process x one thread: FITS reads, checksum sums, arm
+combination, NaN cleaning, per-spectrum columns, re-inspection, store write with compression, chunk
+markers, manifest records), plus the driver's planning / chunk / finishing phases and the Dask
+overhead per task (see ``_ingest_profile.py``).
 
 The larger set reuses the generated files under new names (symlinks), so the disk cost stays small.
 
@@ -162,6 +165,7 @@ def run_ingest(files: list[str], store: str, chunk: int, workers: int = 1) -> di
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0", memory_limit="8GiB") as cluster, Client(cluster) as client:
         client.run(lambda: __import__("skybatch.pipeline.ingest"))  # imports are not what we time
+        skybatch.ingest  # noqa: B018 - nor the driver's lazy import of the entry points
         rss0 = max(client.run(_worker_rss_mb).values())
         w0 = sum(client.run(time.process_time).values())
         c0 = time.process_time()
@@ -175,58 +179,60 @@ def run_ingest(files: list[str], store: str, chunk: int, workers: int = 1) -> di
     return {"n": rep.n_spectra, "seconds": dt, "cpu": cpu, "rss0": rss0, "peak": peak, "growth": peak - rss0}
 
 
-def profile_chunk(files: list[str], store: str, chunk: int, top: int = 25) -> None:
-    """cProfile of one chunk task (the second one: caches warmed by the first, as on a busy worker)."""
-    import cProfile
-    import io
-    import pstats
+def profile_run(files: list[str], store: str, chunk: int) -> None:
+    """Timing spans of every chunk task of one ingest, taken inside its Dask worker (one process x one thread).
 
+    The worker is a real nanny-started worker (Dask's worker environment included); the driver times
+    planning, the chunk phase and the finishing steps around it.
+    """
     from distributed import Client, LocalCluster
 
-    from skybatch.pipeline.ingest import IngestConfig, plan_ingest
-    from skybatch.pipeline.ingest.chunk import write_chunk
-    from skybatch.pipeline.jobcore import _run_one
-    from skybatch.store.spectra_store import open_group
+    import _ingest_profile as spans
 
-    config = IngestConfig(sources=files, store=store, chunk_spectra=chunk, progress=False, dedupe_files=False)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cl, \
-            Client(cl) as client:
-        plan = plan_ingest(config, client)
-    g = open_group(store)
-    columns = dict(g.attrs["per_spectrum_columns"])
-    src = plan.sources.set_index("url")
-    import numpy as np
+    import skybatch
+    import skybatch.pipeline.ingest.execute as ex
 
-    for t in plan.todo:
-        t.source_rows = {u: {"format": src.loc[u, "format"], "n_rows": int(src.loc[u, "n_rows"]),
-                             "rows": np.asarray(src.loc[u, "rows"], np.int64), "info": plan.infos.get(u)}
-                         for u, _, _ in t.pieces}
-    st, so = config.store_storage_options(), config.source_storage_options()
-    args = (store, st, so, config.keep_nonscience, columns, plan.grid.n, plan.run_id)
-    tasks = plan.todo[:2]
-    _run_one(tasks[0], write_chunk, store, st, "ingest", args, {})  # warm-up (imports, first-file caches)
-    prof = cProfile.Profile()
-    t0 = time.perf_counter()
-    prof.enable()
-    _run_one(tasks[-1], write_chunk, store, st, "ingest", args, {})
-    prof.disable()
-    dt = time.perf_counter() - t0
-    n = tasks[-1].stop - tasks[-1].start
-    print(f"\nprofile of one chunk task: {n} spectra from {len(tasks[-1].pieces)} file piece(s) in {dt:.3f} s "
-          f"({n / dt:.0f} spectra/s, in-process, under cProfile)")
-    for key in ("cumulative", "tottime"):
-        s = io.StringIO()
-        pstats.Stats(prof, stream=s).strip_dirs().sort_stats(key).print_stats(top)
-        lines = s.getvalue().splitlines()
-        start = next(i for i, line in enumerate(lines) if line.strip().startswith("ncalls"))
-        print(f"-- top {top} by {key} --")
-        print("\n".join(lines[start : start + top + 1]))
+    driver: dict[str, float] = {}
+
+    def timed(label: str, fn):
+        def run(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                driver[label] = driver.get(label, 0.0) + time.perf_counter() - t0
+        return run
+
+    names = {"plan_locked": "plan", "run_chunks": "chunk tasks", "_provenance": "  provenance",
+             "consolidate": "  consolidate", "duplicate_targets": "  duplicate targets"}
+    saved = {k: getattr(ex, k) for k in names}
+    for k, label in names.items():
+        setattr(ex, k, timed(label, saved[k]))
+    try:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address="127.0.0.1:0", memory_limit="8GiB") as cluster, Client(cluster) as client:
+            client.run(lambda: __import__("skybatch.pipeline.ingest"))
+            client.run(spans.install)
+            skybatch.ingest  # noqa: B018 - the driver's lazy import of the entry points is not what we time
+            t0 = time.perf_counter()
+            rep = skybatch.ingest(files, store, chunk_spectra=chunk, client=client, progress=False, dedupe_files=False)
+            total = time.perf_counter() - t0
+            totals = next(iter(client.run(spans.collect).values()))
+    finally:
+        for k, fn in saved.items():
+            setattr(ex, k, fn)
+    assert rep.exit_code == 0, rep.summary()
+    finish = {k: driver.pop(k) for k in list(driver) if k.startswith("  ")}
+    driver["finish"] = total - driver.get("plan", 0.0) - driver.get("chunk tasks", 0.0)
+    driver.update(finish)
+    driver["total"] = total
+    spans.print_spans(totals, rep.chunks_written, rep.n_spectra, driver)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
-    p.add_argument("--profile", action="store_true", help="only profile one chunk task (cProfile, in-process)")
+    p.add_argument("--profile", action="store_true", help="only profile the chunk tasks of the large set (timing spans in the worker)")
     p.add_argument("--files", type=int, default=None, help="files in the small set (the large set has 10x)")
     p.add_argument("--spectra-per-file", type=int, default=None)
     p.add_argument("--chunk-spectra", type=int, default=256)
@@ -243,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         generate_sample_survey(base, n_healpix=min(n_files, 4), spectra_per_file=per_file, n_sdss=1, seed=0)
         small, large = make_sets(base, os.path.join(tmp, "sets"), n_files, 10)
         if a.profile:
-            profile_chunk(small, os.path.join(tmp, "profile.zarr"), a.chunk_spectra)
+            profile_run(large, os.path.join(tmp, "profile.zarr"), a.chunk_spectra)
             return 0
 
         load0 = os.getloadavg()[0]

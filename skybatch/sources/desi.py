@@ -50,7 +50,7 @@ from skybatch.spectra.camera_coadd import coadd_cameras
 from . import _fits
 from . import _fitssum
 from . import _fitsread
-from ._arms import combine_arms_into
+from ._armsread import BLOCK_BYTES, read_arms_into
 from ._desi_layout import _REDSHIFT_COLUMNS, _Arm, _as_uint32, _fibermap_columns, _Plan, _redshift_table
 from ._common import DESI_BRZ_GRID, LayoutCache, clean_nonfinite, empty_meta, healpix_nest64
 from .base import Grid, SourceError, SourceInfo, SpectraBlock
@@ -372,10 +372,11 @@ class DesiCoaddReader:
         """Read kept rows ``info.rows[start:stop]`` straight into a chunk's rows; same values as :meth:`read`.
 
         flux / ivar (float32) and mask (uint32): the (stop - start, 7781) rows of the chunk to fill
-        (every pixel is written). Each FLUX/IVAR/MASK image is read with one contiguous read of the
-        file rows spanned (the whole image, once per file per process, when ``verify_checksums``:
-        its DATASUM is checked on those bytes), byte-swapped into place and the arms combined
-        there (:func:`~skybatch.sources._arms.combine_arms_into`).
+        (every pixel is written). The file rows spanned are read block by block into reused
+        buffers (one read per image per block: one block on a remote filesystem), byte-swapped
+        into place and the arms combined there (:func:`~skybatch.sources._armsread.read_arms_into`).
+        With ``verify_checksums`` each image's DATASUM is checked once per file per process, on
+        the bytes read plus the rest of its data, streamed.
         Returns (per-spectrum columns, number of NaN/inf pixels cleaned).
         """
         rows = np.asarray(info.rows[start:stop], dtype=np.int64)
@@ -385,28 +386,20 @@ class DesiCoaddReader:
         if n == 0:
             return meta, 0
         direct = [arm.direct() for arm in plan.arms]
-        if not all(ok for ok, _ in direct):
+        if not all(ok for ok, _ in direct) or (n > 1 and not bool(np.all(np.diff(rows) > 0))):  # (plans sort rows)
             block = self.read(fs, info, start, stop)
             flux[:], ivar[:], mask[:] = block.flux, block.ivar, block.mask
             return block.meta, int(block.n_bad_pixels)
-        a, b = int(rows.min()), int(rows.max()) + 1
         key = (info.url, info.size, info.checksum)
         verify = self.verify_checksums and _VERIFIED.get(key) is None
-        contiguous = b - a == n and bool(np.all(np.diff(rows) == 1))
-        arms: list[list[np.ndarray]] = []
+        proto = getattr(fs, "protocol", ())
+        local = bool({"file", "local"} & set((proto,) if isinstance(proto, str) else proto))
         with _fits.open_source(fs, info.url, info.size) as f:
-            for arm in plan.arms:
-                per = []
-                for e in (arm.flux, arm.ivar, arm.mask):
-                    raw, total = _fitsread.read_rows_raw(f, e, a, b, info.url, whole=verify)
-                    if total is not None:
-                        _fitssum.check_hdu(e, total, info.url)
-                    per.append(raw if contiguous else raw[rows - a])
-                arms.append(per)
+            n_bad = read_arms_into(
+                f, [(arm.flux, arm.ivar, arm.mask) for arm in plan.arms], [arm.offset for arm in plan.arms],
+                [x for _, x in direct], rows, info.url, flux, ivar, mask, nodata_bit=self.nodata_bit,
+                verify=verify, block_bytes=BLOCK_BYTES if local else 1 << 40,
+            )
         if verify:
             _VERIFIED.put(key, True)
-        n_bad = combine_arms_into(
-            [p[0] for p in arms], [p[1] for p in arms], [p[2] for p in arms], [arm.offset for arm in plan.arms],
-            flux, ivar, mask, nodata_bit=self.nodata_bit, mask_xor=[x for _, x in direct],
-        )
         return meta, int(n_bad)

@@ -114,6 +114,12 @@ class CountingFS:
                 outer.reads.append((str(path), pos, len(data)))
                 return data
 
+            def readinto(self, b):
+                pos = f.tell()
+                k = f.readinto(b)
+                outer.reads.append((str(path), pos, k or 0))
+                return k
+
             def close(self):
                 f.close()
 

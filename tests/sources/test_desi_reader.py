@@ -303,10 +303,19 @@ def test_damaged_redrock_names_the_redrock_file(fs, desi_small, tmp_path):
 
 @pytest.mark.parametrize("which", ["desi_pair", "desi_edr_shuffled"])
 @pytest.mark.parametrize("verify", [False, True])
-def test_read_into_equals_read_bit_for_bit(request, fs, which, verify):
-    """The chunk path (bytes straight into chunk rows) gives exactly what read() gives, iron and EDR masks."""
+@pytest.mark.parametrize("block_bytes", [None, 1, 300_000])
+def test_read_into_equals_read_bit_for_bit(request, fs, which, verify, block_bytes, monkeypatch):
+    """The chunk path (bytes straight into chunk rows) gives exactly what read() gives, iron and EDR masks.
+
+    block_bytes: the default blocks, one file row per block, and blocks of a few rows (kept rows
+    gathered out of blocks that hold sky fibres).
+    """
+    from skybatch.sources import desi as desi_mod
     from skybatch.sources.desi import DesiCoaddReader
 
+    if block_bytes is not None:
+        monkeypatch.setattr(desi_mod, "BLOCK_BYTES", block_bytes)
+    desi_mod._VERIFIED.clear()
     pair = request.getfixturevalue(which)
     reader = DesiCoaddReader(verify_checksums=verify)
     for keep in (False, True):

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.pipeline.chunkrun import keep_arrays_on_heap
 from skybatch.pipeline.ingest.config import ChunkTask
 from skybatch.pipeline.ingest_checks import _reader_for
 from skybatch.sources.base import SourceError, SpectraBlock
@@ -129,6 +130,7 @@ def write_chunk(
     keep targetid -1, flux = ivar = 0 and mask bit SET_ASIDE_MASK_BIT; the other pieces are written.
     verify_checksums: check the FITS checksums of the images read (readers that do it in the read).
     """
+    keep_arrays_on_heap()  # Dask's nanny environment would make every read and codec buffer a fresh mmap
     n = task.stop - task.start
     flux, ivar, mask = _chunk_buffers(n, nwave)  # every row is written below (pieces cover the chunk)
     meta = _empty_columns(columns, n)
