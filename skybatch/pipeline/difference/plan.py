@@ -8,7 +8,7 @@ import json
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import skybatch
-from skybatch.pipeline.sourcejob import bounded_list
 from skybatch.store.fsutil import atomic_write_bytes, filesystem, join, public_options
 from skybatch.store.manifest import Manifest
 from skybatch.store.retry import RetriesExhausted, retry_call
@@ -55,6 +54,8 @@ class DifferencePlan:
     todo: pairs still to difference; n_done: this run's pairs already done.
     set_aside: inputs set aside while planning.
     unused_references: reference frames no science frame matched (url, pair_id).
+    notes: NOTE lines for the summary (e.g. one science and one reference image paired although
+    their names do not pair them).
     """
 
     config: DifferenceConfig
@@ -68,6 +69,7 @@ class DifferencePlan:
     n_science: int
     n_reference: int
     seconds: float = 0.0  # wall time of planning
+    notes: list[str] = field(default_factory=list)  # NOTE lines for the summary (e.g. how files were paired)
 
 # -- frames ------------------------------------------------------------------------------------
 
@@ -204,7 +206,7 @@ _FRAME_FIELDS = (
 )  # fmt: skip
 _PLAN_COLUMNS = ["pair", "pair_id", "group", "pair_index", "tile_id", "band", "fingerprint", "run_id", "planned_at"] + [
     f"{side}_{k}" for side in ("science", "reference") for k in _FRAME_FIELDS
-]
+] + ["reference_tile_id", "reference_band"]  # the reference plane's own tile and band (a pair named by its science)
 
 
 def _empty_plan() -> pd.DataFrame:
@@ -235,7 +237,11 @@ def _frame_of(row: Any, side: str) -> dict[str, Any]:
             return int(v)
         return "" if k == "meta" and not isinstance(v, str) else v  # plans of earlier versions have no meta
 
-    return {k: val(k) for k in _FRAME_FIELDS} | {"tile_id": row["tile_id"], "band": row["band"]}
+    def own(k: str) -> Any:  # the reference plane's own tile/band when it was paired under other names
+        v = row.get(f"{side}_{k}") if side == "reference" else None
+        return v if isinstance(v, str) and v else row[k]
+
+    return {k: val(k) for k in _FRAME_FIELDS} | {"tile_id": own("tile_id"), "band": own("band")}
 
 
 def _fingerprint(identity: str, store_uuid: str, row: Any) -> str:
@@ -298,6 +304,10 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
 
     sci_by = by_key(sci, "science")
     ref_by = by_key(ref, "reference")
+    notes: list[str] = []
+    if len(sci) == 1 and len(ref) == 1 and set(sci_by) != set(ref_by):
+        sci_by, ref_by, note = _pair_the_only_two(sci_by, ref_by)
+        notes.append(note)
     for key, f in sorted(sci_by.items()):
         if key not in ref_by:
             set_aside.append({"url": f["uri"], "reason": "no-reference",
@@ -322,6 +332,7 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
         for side, f in (("science", s), ("reference", r)):
             for k in _FRAME_FIELDS:
                 row[f"{side}_{k}"] = f[k]
+        row["reference_tile_id"], row["reference_band"] = r["tile_id"], r["band"]
         prev = old.get(pair_id)
         if prev is not None:
             if prev["group"] != group:
@@ -343,6 +354,9 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
     keep_old = [r for pid, r in old.items() if pid not in current]
     table = pd.DataFrame(keep_old + rows, columns=[c for c in _PLAN_COLUMNS if c != "fingerprint"])
     table = table.sort_values("pair", kind="stable").reset_index(drop=True)
+    for k in ("tile_id", "band"):  # plans written before these columns existed: the pair's own
+        col = f"reference_{k}"
+        table[col] = [v if isinstance(v, str) and v else t for v, t in zip(table[col], table[k])]
 
     # the store: create, add groups, grow the pair axes, write the static coordinates
     settings = config.public_dict()
@@ -378,8 +392,7 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
             "n_pairs": int(len(table)),
             "settings": settings,
             "provenance": {
-                "science": bounded_list(config.science), "n_science_given": len(config.science),
-                "reference": bounded_list(config.reference), "n_reference_given": len(config.reference),
+                "science": config.science, "reference": config.reference,
                 "science_view": config.science_view, "reference_view": config.reference_view,
                 "pairs_table": f"{_PLAN_FILE} in the manifest (science/reference URI, locator, checksum per pair)",
                 "skybatch_version": skybatch.__version__, "store_options": public_options(st_opts),
@@ -410,5 +423,18 @@ def plan_difference(config: DifferenceConfig, client) -> DifferencePlan:
     return DifferencePlan(
         config=config, run_id=run_id, store_uuid=store_uuid, table=table, todo=todo, n_done=n_done,
         set_aside=set_aside, unused_references=unused, n_science=len(sci), n_reference=len(ref),
-        seconds=time.perf_counter() - t_start,
+        seconds=time.perf_counter() - t_start, notes=notes,
     )
+
+
+def _pair_the_only_two(sci_by: dict[tuple[str, str], dict[str, Any]], ref_by: dict[tuple[str, str], dict[str, Any]]):
+    """One science and one reference image whose names do not pair them (``<tile>_<band>``): pair them
+    anyway, under the science image's tile and band, and say so (a NOTE for the summary)."""
+    (skey, s), = sci_by.items()
+    (rkey, r), = ref_by.items()
+    note = (f"NOTE paired the only science image {s['uri']} (tile {skey[0]}, band {skey[1]}) with the only reference "
+            f"{r['uri']} (tile {rkey[0]}, band {rkey[1]}): their names do not pair them (<tile>_<band>.fits, or "
+            f"--tile-pattern); the pair is {skey[0]}/{skey[1]}")
+    if "unknown" not in (skey[1], rkey[1]) and skey[1] != rkey[1]:
+        note += f". Their bands differ ({skey[1]} vs {rkey[1]}): check that this is the reference you meant"
+    return sci_by, {skey: r}, note
