@@ -34,10 +34,14 @@ def _physical(raw: np.ndarray, header) -> np.ndarray:
     return out
 
 
-def read_image(f, entry: HduEntry, url: str, *, verify: bool = False) -> np.ndarray:
+def read_image(f, entry: HduEntry, url: str, *, verify: bool = False, blank_to_nan: bool = False) -> np.ndarray:
     """Read a whole (small) image HDU, physical values, native byte order.
 
     verify: check the HDU's ``DATASUM``/``CHECKSUM`` on the bytes read (:func:`check_hdu`).
+    blank_to_nan: an integer image with a ``BLANK`` keyword comes back as floating point
+        (float32 for 8/16-bit data without scaling, else float64) with NaN at the pixels whose
+        stored value is ``BLANK`` (the FITS undefined-pixel convention); without it those
+        pixels keep the number ``BLANK * BSCALE + BZERO``.
     """
     dt = np.dtype(_BITPIX_DTYPE[entry.bitpix])
     buf = _read_at(f, entry.data_offset, entry.data_size)
@@ -45,7 +49,20 @@ def read_image(f, entry: HduEntry, url: str, *, verify: bool = False) -> np.ndar
         raise SourceError(url, "truncated", f"HDU {entry.name} ended early while reading its data; re-download the file")
     if verify:
         check_hdu(entry, ones_sum(buf), url)
-    return _physical(np.frombuffer(buf, dtype=dt).reshape(entry.shape), entry.header)
+    raw = np.frombuffer(buf, dtype=dt).reshape(entry.shape)
+    phys = _physical(raw, entry.header)
+    blank = entry.header.get("BLANK") if blank_to_nan and dt.kind in "iu" else None
+    if blank is None:
+        return phys
+    try:
+        blank = int(blank)
+    except (TypeError, ValueError):
+        return phys  # a malformed BLANK card: no undefined pixels declared
+    undefined = raw == blank
+    small = dt.itemsize <= 2 and phys.dtype.kind in "iu"
+    out = phys.astype(np.float32 if small else np.float64, copy=phys.dtype.kind != "f")
+    out[undefined] = np.nan
+    return out
 
 
 def _runs(rows: np.ndarray, max_gap: int) -> list[tuple[int, int]]:

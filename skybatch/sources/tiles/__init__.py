@@ -20,7 +20,7 @@ Formats
     ``band_key`` (``"rubin_r"``), ``instrument``, ``tile_id``, ``wcs`` (one FITS header string
     per band, or one for all), ``band_present`` / ``present`` (bool per band; absent planes are
     skipped), ``mask`` (integer, same shape as ``image``), ``unit`` / ``bunit``.
-``fits`` (``*.fits``, ``*.fit``, ``*.fits.fz``):
+``fits`` (``*.fits``, ``*.fit``, ``*.fits.fz``, ``*.fits.gz``):
     HDUs found by EXTNAME, in the two common survey layouts: LSST/Rubin calexp-like
     ``IMAGE`` + ``VARIANCE`` (+ ``MASK``), and Euclid-like ``SCI`` + ``RMS`` (+ ``FLG``). An
     EXTNAME may carry a detector prefix (``"1-1.SCI"``, ``"DET11.SCI"``): each detector is then
@@ -29,8 +29,9 @@ Formats
     the file name (``tile_0001_r.fits``); the WCS from the image header (astropy.wcs), else the
     primary header; the unit from ``BUNIT``. Big-endian data come back native; variance becomes
     RMS = sqrt(variance). Tile-compressed HDUs (fpack, ``ZIMAGE``) are decompressed with
-    astropy; whole-file gzip (``.fits.gz``) cannot be read in ranges and is refused
-    (``unsupported-compression``: decompress it, or fpack it).
+    astropy (fpack's default EXTNAME ``COMPRESSED_IMAGE`` is a plain image); whole-file gzip
+    (``.fits.gz``) has no byte ranges and is decompressed in memory when read. Integer images
+    come back with NaN at their ``BLANK`` pixels; a cube with ``NAXIS3 = 1`` is its 2-D image.
     Any other FITS image is read as a **plain image** (:mod:`skybatch.sources._plain`): the
     image in the primary HDU or the first 2-D image extension (or the ``hdu`` asked for), the
     noise from a VARIANCE / WEIGHT / RMS HDU of the same shape or else estimated from the image
@@ -109,7 +110,7 @@ def inspect_tile_source(
     tile_pattern: a regular expression with a named group ``tile`` giving the tile id from the URL.
     hdu: FITS only: read this HDU (EXTNAME or number) as a plain image (see
     :mod:`skybatch.sources._plain`); default the survey layouts, else the first 2-D image.
-    Raises SourceError (reason tags: unknown-format, unsupported-compression, truncated, corrupt,
+    Raises SourceError (reason tags: unknown-format, truncated, corrupt,
     missing-hdu, missing-array, not-an-image, unknown-layout, shape-mismatch, unknown-instrument,
     unknown-band, bad-metadata, no-tile-id, unreachable).
     """

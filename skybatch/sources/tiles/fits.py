@@ -4,9 +4,13 @@ detector prefixes, and any other image as a plain image (:mod:`skybatch.sources.
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
 import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,8 @@ _TILE_KEYWORDS = ("TILE_ID", "TILEID", "TILENAME")
 _IMAGE_KINDS = {"IMAGE": "lsst", "SCI": "euclid"}
 _NOISE_KINDS = {"VARIANCE": "variance", "VAR": "variance", "RMS": "rms", "ERR": "rms"}
 _MASK_KINDS = ("MASK", "FLG", "FLAG", "DQ")
+#: The EXTNAME fpack / astropy give a tile-compressed image whose header had none (not "<det>_IMAGE").
+_FPACK_DEFAULT_NAME = "COMPRESSED_IMAGE"
 #: EXTNAMEs of tile HDUs, with an optional detector prefix: "SCI", "1-1.SCI", "DET11.SCI", "CCD_3_VARIANCE".
 _EXT_RE = re.compile(
     r"^(?:(?P<det>.+?)[._])?(?P<kind>" + "|".join([*_IMAGE_KINDS, *_NOISE_KINDS, *_MASK_KINDS]) + r")$"
@@ -50,12 +56,21 @@ def _is_compressed(e) -> bool:
 
 
 def _image_shape(e) -> tuple[int, ...]:
+    """NumPy shape of an image HDU (tile-compressed ones too); ``()`` for tables.
+
+    Degenerate leading axes are dropped: a cube with ``NAXIS3 = 1`` (SkyView / DSS cutouts,
+    radio-style ``NAXIS3 = NAXIS4 = 1``) is the 2-D image it holds.
+    """
     if _is_compressed(e):
         n = int(e.header.get("ZNAXIS", 0))
-        return tuple(int(e.header[f"ZNAXIS{k}"]) for k in range(n, 0, -1))
-    if e.xtension not in ("", "IMAGE"):
+        shape = tuple(int(e.header[f"ZNAXIS{k}"]) for k in range(n, 0, -1))
+    elif e.xtension not in ("", "IMAGE"):
         return ()
-    return e.shape
+    else:
+        shape = e.shape
+    while len(shape) > 2 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
 
 
 def _first(headers, keys) -> str | None:
@@ -71,6 +86,8 @@ def _fits_groups(lay: _fits.FitsLayout):
     """{detector or '': {'image': entry, 'noise': (entry, kind), 'mask': entry}} from EXTNAMEs."""
     groups: dict[str, dict[str, Any]] = {}
     for e in lay.entries:
+        if e.name == _FPACK_DEFAULT_NAME:  # fpack's name for a compressed image that had none: a plain image
+            continue
         m = _EXT_RE.match(e.name)
         if not m:
             continue
@@ -180,9 +197,34 @@ def _scan_fits(f, url: str, size: int) -> _fits.FitsLayout:
                           "damaged or not FITS; re-download it, or leave it out") from None
 
 
-def _scan(fs: Any, url: str):
+def _is_gzip(url: str) -> bool:
+    return url.lower().endswith(".gz")
+
+
+@contextmanager
+def _open_fits(fs: Any, url: str) -> Iterator[tuple[Any, int, dict[str, Any]]]:
+    """(file, size, info): a seekable binary file of the FITS bytes, their length, and ``fs.info``.
+
+    Whole-file gzip (``.fits.gz``) has no byte ranges: the file is read and decompressed in
+    memory (the image's bytes, once per open); anything else is opened for ranged reads.
+    """
     size, info = _identity(fs, url)
+    if not _is_gzip(url):
+        with _fits.open_source(fs, url) as f:
+            yield f, size, info
+        return
     with _fits.open_source(fs, url) as f:
+        packed = f.read()
+    try:
+        raw = gzip.decompress(packed)
+    except (OSError, EOFError, zlib.error) as ex:
+        raise SourceError(url, "corrupt", f"cannot gunzip it ({type(ex).__name__}: {ex}): the file is damaged or "
+                          "truncated; re-download it") from None
+    yield io.BytesIO(raw), len(raw), info
+
+
+def _scan(fs: Any, url: str):
+    with _open_fits(fs, url) as (f, size, info):
         lay = _scan_fits(f, url, size)
     return size, info, lay
 
@@ -195,9 +237,10 @@ def _inspect_fits(fs: Any, url: str, instrument: str | None, tile_pattern: str |
 
 
 def _read_hdu(f, e, url: str) -> tuple[np.ndarray, Any]:
-    """(data, header) of an image HDU; tile-compressed HDUs are decompressed with astropy."""
+    """(data, header) of an image HDU, its degenerate axes dropped (:func:`_image_shape`), integer
+    ``BLANK`` pixels NaN; tile-compressed HDUs are decompressed with astropy."""
     if not _is_compressed(e):
-        return _fitsread.read_image(f, e, url), e.header
+        return _fitsread.read_image(f, e, url, blank_to_nan=True).reshape(_image_shape(e)), e.header
     from astropy.io import fits
 
     f.seek(e.header_offset)
@@ -212,7 +255,7 @@ def _read_hdu(f, e, url: str) -> tuple[np.ndarray, Any]:
             warnings.simplefilter("ignore")
             with fits.open(io.BytesIO(prim + raw), memmap=False) as hdul:
                 hdu = hdul[1]
-                return np.array(hdu.data), hdu.header.copy()
+                return np.array(hdu.data).reshape(_image_shape(e)), hdu.header.copy()
     except Exception as ex:
         raise SourceError(url, "corrupt", f"cannot decompress HDU {e.name} ({type(ex).__name__}: {ex}); "
                           "re-download the file") from None
@@ -242,9 +285,8 @@ def _estimated_noise(image: np.ndarray, mask: np.ndarray | None, meta: str) -> t
 
 def _read_fits(fs: Any, url: str, want: list[TilePlaneInfo], instrument, tile_pattern,
                hdu: str | None = None) -> list[TilePlane]:
-    size, _info = _identity(fs, url)
     out = []
-    with _fits.open_source(fs, url) as f:
+    with _open_fits(fs, url) as (f, size, _info):
         lay = _scan_fits(f, url, size)
         planes, _, _ = _fits_planes(url, lay, instrument, tile_pattern, hdu)
         _check_unchanged(url, planes, want)

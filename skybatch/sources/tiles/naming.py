@@ -13,7 +13,7 @@ from ..base import SourceError
 
 TILE_FORMATS = ("npz", "fits")
 #: File name endings that tile ingest looks for in directories and prefixes.
-TILE_SUFFIXES = (".npz", ".fits", ".fit", ".fts", ".fits.fz", ".fz", ".fits.gz")
+TILE_SUFFIXES = (".npz", ".fits", ".fit", ".fts", ".fits.fz", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
 #: Canonical band order of the known instruments.
 INSTRUMENT_BANDS: dict[str, tuple[str, ...]] = {
     "rubin": ("u", "g", "r", "i", "z", "y"),
@@ -93,7 +93,7 @@ def _instrument_from_bands(bands: list[str]) -> str | None:
 
 def _stem(url: str) -> str:
     name = posixpath.basename(url.split("://", 1)[-1])
-    for suf in (".fits.fz", ".fits.gz", ".npz", ".fits", ".fit", ".fts", ".fz"):
+    for suf in (".fits.fz", ".fits.gz", ".fit.gz", ".fts.gz", ".npz", ".fits", ".fit", ".fts", ".fz"):
         if name.lower().endswith(suf):
             return name[: -len(suf)]
     return name.rsplit(".", 1)[0] if "." in name else name
@@ -117,14 +117,8 @@ def tile_format(url: str) -> str:
     low = url.lower()
     if low.endswith(".npz"):
         return "npz"
-    if low.endswith(".gz"):
-        raise SourceError(
-            url, "unsupported-compression",
-            "whole-file gzip FITS cannot be read in byte ranges; decompress it (gunzip) or tile-compress it "
-            "(fpack -> .fits.fz) and ingest that",
-        )
-    if low.endswith((".fits", ".fit", ".fts", ".fits.fz", ".fz")):
-        return "fits"
+    if low.endswith((".fits", ".fit", ".fts", ".fits.fz", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")):
+        return "fits"  # whole-file gzip is decompressed in memory (tiles.fits._open_fits)
     raise SourceError(
         url, "unknown-format",
         "not a tile file skybatch reads (expected .npz with image + rms arrays, or FITS: a 2-D image in any "
