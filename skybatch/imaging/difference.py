@@ -14,6 +14,7 @@ from typing import Any
 
 from skybatch.imaging.align import align_to_grid
 from skybatch.imaging.background import Background, estimate_background
+from skybatch.imaging.holes import HOLE_WIDTH, fill_holes, split_bad
 from skybatch.imaging.psf import PSFEstimate, estimate_psf
 from skybatch.imaging.zogy import ZogyResult, zogy
 from skybatch.xp import get_namespace
@@ -140,8 +141,10 @@ def difference_pair(
 
     bn = estimate_background(new, mask=masked, box=background_box, dtype=dtype)
     br = estimate_background(ref, mask=masked, box=background_box, dtype=dtype)
-    N = xp.where(bad, 0.0, new - bn.background)
-    R = xp.where(bad, 0.0, ref - br.background)
+    # isolated bad pixels (holes) take their neighbours' mean, wide bad regions are zeroed
+    _, holes = split_bad(bad, HOLE_WIDTH)
+    N = fill_holes(new - bn.background, holes, bad)
+    R = fill_holes(ref - br.background, holes, bad)
     sn = bn.global_rms if new_sigma is None else new_sigma
     sr = br.global_rms if ref_sigma is None else ref_sigma
 

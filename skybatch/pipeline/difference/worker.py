@@ -97,6 +97,8 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
             ctx: dict[str, Any]) -> dict[str, Any]:
     """Stitch the windows, detect, cut triplets, write the pair's maps and parts, record it done."""
     from skybatch.imaging import cutout_triplets, detect_candidates, expected_snr, recovery
+    from skybatch.imaging.holes import HOLE_GROW, grow_bad
+    from skybatch.imaging.psf import psf_fwhm
     from skybatch.store import difference_store as ds
     from skybatch.store.tile_store import wcs_from_header
 
@@ -124,13 +126,17 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
     wcs = wcs_from_header(wcs_header)
     res = _Stitched(maps, centre["P_D"], bad)
     # the veto holds the saturated pixels grown by their flux-based radius (at least the old
-    # dilation); detections inside it are counted, not catalogued. Bad (NaN, off-footprint)
-    # regions are grown by a whole P_D width: sources cut by their edge leave residuals that far.
-    grow = 2 * (max(np.asarray(centre["P_D"]).shape) // 2)
-    det = detect_candidates(res, settings["threshold"], mask=bad, saturated=veto | sat, saturated_dilate=0,
-                            mask_dilate=grow, sign=settings["sign"], wcs=wcs)
-    n_all = len(detect_candidates(res, settings["threshold"], mask=bad, saturated=sat, saturated_dilate=0,
-                                  mask_dilate=grow, sign=settings["sign"]))
+    # dilation); detections inside it are counted, not catalogued. Wide bad (NaN, off-footprint)
+    # regions are grown by a whole P_D width: sources cut by their edge leave residuals that far;
+    # holes (isolated bad pixels, tracks, columns: filled before ZOGY) by HOLE_GROW px only
+    # (skybatch.imaging.holes; candidates near one say so in masked_fraction).
+    half = max(np.asarray(centre["P_D"]).shape) // 2
+    pd_fwhm = float(psf_fwhm(np.asarray(centre["P_D"])))
+    no_go = grow_bad(bad, 2 * half, HOLE_GROW)
+    det = detect_candidates(res, settings["threshold"], mask=no_go, saturated=veto | sat, saturated_dilate=0,
+                            mask_dilate=0, sign=settings["sign"], wcs=wcs)
+    n_all = len(detect_candidates(res, settings["threshold"], mask=no_go, saturated=sat, saturated_dilate=0,
+                                  mask_dilate=0, sign=settings["sign"]))
     n_vetoed = max(n_all - len(det), 0)
     n_detected = len(det)
     det = det.head(settings["max_candidates"]).reset_index(drop=True)
@@ -139,12 +145,11 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
         det["dec"] = np.nan
     det["rank"] = np.arange(len(det), dtype=np.int64)
     det["injected"] = False
-    from skybatch.imaging import psf_fwhm
     from skybatch.imaging.properties import candidate_properties
 
     props = candidate_properties(
         maps["D"], maps["S_corr"], det["x"].to_numpy(), det["y"].to_numpy(), det["sign"].to_numpy(),
-        psf_fwhm=float(psf_fwhm(np.asarray(centre["P_D"]))), masked=bad | sat, ref=maps["ref"],
+        psf_fwhm=pd_fwhm, masked=bad | sat, ref=maps["ref"],
         stamp=settings["cutout_size"],
     )
     for k, v in props.items():
