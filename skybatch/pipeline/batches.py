@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from skybatch.pipeline.chunk_reader import ChunkReader
+from skybatch.pipeline.hostbuf import aligned_empty
 from skybatch.pipeline.prefetch import BackgroundIterator, BufferPool, Prefetcher
 from skybatch.store.spectra_store import open_group
 
@@ -152,6 +153,7 @@ class StoreBatches:
 
         Whole store chunks are read ``prefetch`` ahead on a thread pool into reused buffers; a
         gather thread copies each batch's rows out of them (one copy per row, no concatenation)
+        into new 64-byte aligned arrays, which JAX on CPU then uses in place (no device copy),
         and keeps ``prefetch`` batches ready. Close the iterator (``close()``) to stop the threads
         before it is exhausted (:func:`skybatch.models.fit` does).
         """
@@ -186,7 +188,8 @@ class StoreBatches:
             cur: tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray] | None = None
             pos = 0
             while True:
-                batch = {k: np.empty(shape, dt) for k, (shape, dt) in shapes.items()}
+                # fresh 64-byte aligned arrays: the device copy of fit() aliases them on CPU (hostbuf)
+                batch = {k: aligned_empty(shape, dt) for k, (shape, dt) in shapes.items()}
                 at = 0
                 while at < B:
                     if cur is None or pos == len(cur[2]):

@@ -9,7 +9,8 @@ whole chunks for a few rows. So the model feeders read whole objects and select 
 :class:`ChunkReader` opens the store once and reads rows ``start:stop`` of each variable into a
 buffer the caller owns (:meth:`ChunkReader.new_buffers`), through Zarr's ``out=`` so no array is
 allocated per read. Float variables are handed out as float32 (a float32 variable is read
-straight into its buffer; another float dtype is read then cast).
+straight into its buffer; another float dtype is read then cast). Buffers are 64-byte aligned
+(:mod:`skybatch.pipeline.hostbuf`), so JAX on CPU uses batches sliced from them in place.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.pipeline.hostbuf import aligned_empty
 from skybatch.store.spectra_store import open_group
 
 __all__ = ["ChunkReader", "chunk_rows", "object_rows"]
@@ -76,8 +78,8 @@ class ChunkReader:
         return a, min(a + self.chunk_rows, self.n_rows)
 
     def new_buffers(self) -> dict[str, np.ndarray]:
-        """One empty buffer of ``chunk_rows`` rows per numeric variable (reuse it for many reads)."""
-        return {v: np.empty((self.chunk_rows,) + self.row_shapes[v], self.dtypes[v]) for v in self._numeric}
+        """One empty 64-byte aligned buffer of ``chunk_rows`` rows per numeric variable (reuse it for many reads)."""
+        return {v: aligned_empty((self.chunk_rows,) + self.row_shapes[v], self.dtypes[v]) for v in self._numeric}
 
     def read(self, start: int, stop: int, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Rows ``start:stop`` of every variable: views into ``out`` (numeric ones) or new arrays.
@@ -96,7 +98,7 @@ class ChunkReader:
             if v not in self._numeric:
                 res[v] = np.asarray(arr[start:stop])
                 continue
-            buf = out[v][:m] if out is not None else np.empty((m,) + self.row_shapes[v], self.dtypes[v])
+            buf = out[v][:m] if out is not None else aligned_empty((m,) + self.row_shapes[v], self.dtypes[v])
             _read_into(arr, start, stop, buf)
             res[v] = buf
         return res

@@ -11,6 +11,7 @@ import zarr
 
 from skybatch.pipeline.batches import StoreBatches, shuffled_pieces
 from skybatch.pipeline.chunk_reader import ChunkReader, _read_into, object_rows
+from skybatch.pipeline.hostbuf import is_aligned
 from skybatch.pipeline.prefetch import BackgroundIterator, BufferPool, Prefetcher
 from skybatch.sources.base import Grid
 from skybatch.store.codecs import PIXEL_CODEC
@@ -56,6 +57,7 @@ def test_chunk_reader_reads_whole_objects_into_its_buffers(store):
     reader = ChunkReader(path, None, ("flux", "ivar", "healpix", "spectype"))
     assert reader.chunk_rows == CHUNK
     buf = reader.new_buffers()
+    assert all(is_aligned(v) for v in buf.values())
     for a in range(0, N, CHUNK):
         b = min(a + CHUNK, N)
         got = reader.read(a, b, out=buf)
@@ -93,6 +95,7 @@ def test_batches_follow_the_documented_row_stream(store):
             codes = [label_map[str(s).strip().upper()] for s in truth["spectype"][want]]
             assert batch["label"].tolist() == codes and batch["label"].dtype == np.int32
             assert batch["flux"].dtype == np.float32 and batch["flux"].shape == (48, NW)
+            assert all(is_aligned(v) for v in batch.values())  # so that fit()'s device copy aliases them
     finally:
         stream.close()
     resumed = b.make_batches(7)
