@@ -9,6 +9,10 @@ Printed side by side for the small and the large set (all measured in this run):
   time on a loaded machine;
 - peak RSS of the scheduler, each worker and the driver in each stage, and the large/small ratio
   (1.0 = flat);
+- each stage's fixed cost (the stage on a one-file set on the same cluster, median of ``--fixed-repeats``)
+  and its marginal wall and CPU time per spectrum, (T - T_fixed) / (n - n_fixed), at both sizes with
+  their large/small ratio beside the raw one: per-run start-up (plan, graph, model load, the PNG) is
+  not a cost per spectrum;
 - the task-graph size (tasks the scheduler ran) per stage, the ingest plan time, the objects (files)
   per store variable, and the 1-minute load average during each stage;
 then the plan time of 10^6 spectra in 5,000 files: the driver-side planning measured on 5,000 synthetic
@@ -37,6 +41,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 os.environ.setdefault("MPLBACKEND", "Agg")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +51,8 @@ from _scale_cluster import Cluster, peak_mb, reset_peak  # noqa: E402
 
 GRID = "loglam:3.55:3.99:2e-4"
 STAGES = ("ingest", "preprocess", "score")
+STAGE_MODULES = {"ingest": ["skybatch.pipeline.ingest"], "preprocess": ["skybatch.pipeline.preprocess"],
+                 "score": ["skybatch.pipeline.modeling"]}
 
 
 # -- one stage in its own driver process -----------------------------------------------------------
@@ -99,14 +107,15 @@ def stage_main(job_path: str) -> int:
     """``--stage-job FILE``: run one stage as the driver; write its seconds, CPU and peak RSS beside FILE."""
     import resource
 
-    from distributed import Client
+    import importlib
 
-    import skybatch.pipeline.ingest  # noqa: F401 - imports before the clock and the peak reset
-    import skybatch.pipeline.modeling  # noqa: F401
-    import skybatch.pipeline.preprocess  # noqa: F401
+    from distributed import Client
 
     with open(job_path) as f:
         job = json.load(f)
+    mods = STAGE_MODULES.get(job["stage"]) or [m for ms in STAGE_MODULES.values() for m in ms]
+    for mod in mods:  # before the clock and the peak reset; only the stage's own (ingest imports no JAX)
+        importlib.import_module(mod)
     fn = {"ingest": _ingest, "preprocess": _preprocess, "score": _score, "warm": _warm}[job["stage"]]
     with Client(job["address"], timeout="30s") as client:
         reset_peak("self")
@@ -182,11 +191,20 @@ def run_size(label: str, files: list[str], tmp: str, args) -> dict:
         run_stage("warm", cl, {"files": files[:2], "raw": os.path.join(warm, "raw.zarr"),
                                "pre": os.path.join(warm, "pre.zarr"), "chunk": args.chunk_spectra, "model": model,
                                "steps": 5 if args.quick else 50}, warm)
+        tiny = []
+        for r in range(args.fixed_repeats):  # the fixed cost: every stage on one file, fresh stores each time
+            d = os.path.join(work, f"tiny{r}")
+            os.makedirs(d, exist_ok=True)
+            tj = {"files": files[:1], "raw": os.path.join(d, "raw.zarr"), "pre": os.path.join(d, "pre.zarr"),
+                  "chunk": args.chunk_spectra, "model": model}
+            tiny.append({s: run_stage(s, cl, tj, d) for s in STAGES})
         job = {"files": files, "raw": os.path.join(work, "raw.zarr"), "pre": os.path.join(work, "pre.zarr"),
                "chunk": args.chunk_spectra, "model": model}
         res: dict = {"stages": {s: run_stage(s, cl, job, work) for s in STAGES}}
     finally:
         cl.close()
+    res["fixed"] = {s: {k: float(np.median([t[s][k] for t in tiny])) for k in ("seconds", "cpu")} for s in STAGES}
+    res["n_tiny"] = tiny[0]["ingest"]["n"]
     res["n"] = res["stages"]["ingest"]["n"]
     res["plan_seconds"] = res["stages"]["ingest"]["plan_seconds"]
     res["objects"] = {"raw store": objects_per_variable(job["raw"]), "preprocessed store": objects_per_variable(job["pre"])}
@@ -199,7 +217,6 @@ def run_size(label: str, files: list[str], tmp: str, args) -> dict:
 
 def plan_synthetic(n_files: int, per_file: int, chunk: int, work: str) -> dict:
     """Driver-side planning of ``n_files`` x ``per_file`` spectra from synthetic header records."""
-    import numpy as np
     import pandas as pd
 
     from skybatch.pipeline.ingest import chunk_tasks
@@ -279,6 +296,7 @@ def report(small: dict, large: dict, args) -> None:
         f"(x{L[s]['driver_cpu'] / max(S[s]['driver_cpu'], 1e-9):.1f}), scheduler + workers "
         f"{S[s]['cluster_cpu']:.1f} / {L[s]['cluster_cpu']:.1f} (x{L[s]['cluster_cpu'] / max(S[s]['cluster_cpu'], 1e-9):.1f})"
         for s in STAGES))
+    marg_ok = marginal(small, large, args)
     print("\npeak RSS, MB, per stage (small, large, L/S: 1.0 = flat)")
     print(f"{'process':12s}" + "".join(f"{s + ' S':>13s}{'L':>7s}{'L/S':>6s}{'':>4s}" for s in STAGES))
     flat = total = 0
@@ -297,7 +315,39 @@ def report(small: dict, large: dict, args) -> None:
               f"flux {os_.get('flux', 0)} / {ol.get('flux', 0)}; {len(os_)} variables, "
               f"{sum(os_.values())} / {sum(ol.values())} objects in all")
     print(f"verdict: wall time per spectrum constant (+-20%) in {wall_ok}/{len(STAGES)} stages, CPU time per "
-          f"spectrum in {cpu_ok}/{len(STAGES)}; peak memory flat (+-20%) in {flat}/{total} process-stages")
+          f"spectrum in {cpu_ok}/{len(STAGES)}; marginal wall time per spectrum in {marg_ok}/{len(STAGES)}; "
+          f"peak memory flat (+-20%) in {flat}/{total} process-stages")
+
+
+def marginal(small: dict, large: dict, args) -> int:
+    """Print each stage's fixed cost and its marginal time per spectrum at both sizes; stages whose marginal
+    wall time per spectrum is constant (+-20 %).
+
+    The fixed cost is the stage run on the tiny set (one file) on the same cluster, median of
+    ``--fixed-repeats`` runs; the marginal cost per spectrum is ``(T - T_tiny) / (n - n_tiny)``: the slope
+    between the tiny set and the measured size, so the tiny set's own spectra are not counted twice.
+    """
+    print(f"\nfixed cost and marginal cost per spectrum: fixed = the stage on {small['n_tiny']} spectra (1 file) on "
+          f"the same cluster, median of {args.fixed_repeats}; marginal = (T - T_fixed) / (n - {small['n_tiny']})")
+    print(f"{'stage':12s}{'fixed s':>9s}{'fixed s':>9s}{'marg wall':>11s}{'marg wall':>11s}{'marg':>6s}{'':>4s}"
+          f"{'raw':>6s}{'fixed CPU s':>13s}{'marg CPU':>10s}{'marg CPU':>10s}{'marg':>6s}{'':>4s}")
+    print(f"{'':12s}{'small':>9s}{'large':>9s}{'ms/spec S':>11s}{'ms/spec L':>11s}{'L/S':>6s}{'':>4s}{'L/S':>6s}"
+          f"{'small':>13s}{'ms/spec S':>10s}{'ms/spec L':>10s}{'L/S':>6s}{'':>4s}")
+    ok = 0
+    for name in STAGES:
+        row = f"{name:12s}"
+        fs, fl = small["fixed"][name], large["fixed"][name]
+        ws = 1e3 * (small["stages"][name]["seconds"] - fs["seconds"]) / (small["n"] - small["n_tiny"])
+        wl = 1e3 * (large["stages"][name]["seconds"] - fl["seconds"]) / (large["n"] - large["n_tiny"])
+        cs = 1e3 * (small["stages"][name]["cpu"] - fs["cpu"]) / (small["n"] - small["n_tiny"])
+        cl = 1e3 * (large["stages"][name]["cpu"] - fl["cpu"]) / (large["n"] - large["n_tiny"])
+        raw = (large["stages"][name]["seconds"] / large["n"]) / (small["stages"][name]["seconds"] / small["n"])
+        rw, rc = wl / ws if ws > 0 else float("nan"), cl / cs if cs > 0 else float("nan")  # nan: lost in the noise
+        ok += _verdict(rw) == "ok"
+        row += (f"{fs['seconds']:9.2f}{fl['seconds']:9.2f}{ws:11.3f}{wl:11.3f}{rw:6.2f}{_verdict(rw):>4s}{raw:6.2f}"
+                f"{fs['cpu']:13.2f}{cs:10.3f}{cl:10.3f}{rc:6.2f}{_verdict(rc):>4s}")
+        print(row)
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-spectra", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--memory-limit", default="4GiB", help="per worker")
+    p.add_argument("--fixed-repeats", type=int, default=None,
+                   help="runs of each stage on one file per cluster for its fixed cost, median (default 3; --quick 1)")
     p.add_argument("--plan-files", type=int, default=None,
                    help="only plan N real files of 200 spectra (e.g. 5000: 10^6 spectra) and print time and memory")
     p.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed at the end)")
@@ -320,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     per_file = a.spectra_per_file or (40 if a.quick else 500)
     n_base = a.base_files or (2 if a.quick else 4)
     a.chunk_spectra = a.chunk_spectra or (32 if a.quick else 512)
+    a.fixed_repeats = a.fixed_repeats or (1 if a.quick else 3)
 
     from skybatch.sample.survey import generate_sample_survey
 

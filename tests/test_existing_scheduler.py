@@ -24,9 +24,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dask(*args, env=None) -> subprocess.Popen:
+def _dask(*args, env=None, cwd=None) -> subprocess.Popen:
     exe = os.path.join(os.path.dirname(sys.executable), "dask")
-    return subprocess.Popen([exe, *args], env={**os.environ, **(env or {})},
+    return subprocess.Popen([exe, *args], env={**os.environ, **(env or {})}, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -50,12 +50,14 @@ def _wait_workers(address: str, n: int, timeout: float = 90) -> None:
 
 
 @pytest.fixture()
-def scheduler():
+def scheduler(tmp_path):
     port = _free_port()
+    elsewhere = tmp_path / "worker-cwd"  # the worker is started in another terminal, in another directory
+    elsewhere.mkdir()
     address = f"tcp://127.0.0.1:{port}"
     procs = [_dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", "127.0.0.1:0")]
     procs.append(_dask("worker", address, "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
-                       "--nthreads", "1", "--memory-limit", "2GiB", "--name", "good-worker"))
+                       "--nthreads", "1", "--memory-limit", "2GiB", "--name", "good-worker", cwd=elsewhere))
     try:
         _wait_workers(address, 1)
         yield address, procs
@@ -69,7 +71,8 @@ def scheduler():
                 p.kill()
 
 
-def test_user_started_scheduler_then_a_foreign_worker(scheduler, prefect_server, dask_client, tmp_path, capsys):
+def test_user_started_scheduler_then_a_foreign_worker(scheduler, prefect_server, dask_client, tmp_path, capsys,
+                                                      monkeypatch):
     from skybatch.pipeline.ingest import ingest
     from skybatch.sample.survey import generate_sample_survey
 
@@ -79,11 +82,12 @@ def test_user_started_scheduler_then_a_foreign_worker(scheduler, prefect_server,
     ref = str(tmp_path / "ref.zarr")
     assert ingest([source], ref, chunk_spectra=8, client=dask_client, progress=False).exit_code == 0
 
-    store = str(tmp_path / "byo.zarr")
-    code = main(["run", "ingest", "--source", source, "--store", store, "--chunk-spectra", "8", "--no-progress",
+    monkeypatch.chdir(tmp_path)  # a relative --store means the caller's directory, not the worker's
+    code = main(["run", "ingest", "--source", source, "--store", "byo.zarr", "--chunk-spectra", "8", "--no-progress",
                  "--cluster", address])
     assert code == 0, capsys.readouterr()
-    assert_stores_equal(ref, store)
+    assert_stores_equal(ref, str(tmp_path / "byo.zarr"))
+    assert not os.listdir(tmp_path / "worker-cwd")
 
     # a worker whose environment reports another skybatch version (its own site dir first on sys.path)
     fake = tmp_path / "other-env"

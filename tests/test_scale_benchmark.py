@@ -30,6 +30,18 @@ def test_scale_benchmark_quick_prints_side_by_side_figures():
         assert float(row.group(5)) > 0 and float(row.group(6)) > 0  # CPU ms per spectrum, measured
         assert int(row.group(10)) > int(row.group(9))  # the task graph grows with the data (chunks)
         assert float(row.group(11)) >= 0 and float(row.group(12)) >= 0  # load averages
+    # fixed cost and marginal time per spectrum: (T - T_fixed) / (n - n_fixed) at both sizes, beside the raw ratio
+    tiny = re.search(r"^fixed cost and marginal cost per spectrum: fixed = the stage on (\d+) spectra", out, re.M)
+    assert tiny and 0 < int(tiny.group(1)) < int(m.group(1)), out
+    sig = r"(-?[\d.]+|nan)"
+    raws = {}
+    for stage in ("ingest", "preprocess", "score"):
+        raws[stage] = re.search(rf"^{stage}\s+(\d+)\s+(\d+)\s+{num}\s", out, re.M)
+        row = re.search(rf"^{stage}\s+{num}\s+{num}\s+{sig}\s+{sig}\s+{sig}\s+(ok|OFF)\s+{num}\s+{num}\s+{sig}\s+"
+                        rf"{sig}\s+{sig}\s+(ok|OFF)$", out, re.M)
+        assert row, f"no {stage} marginal row in:\n{out}"
+        assert float(row.group(1)) > 0 and float(row.group(2)) > 0  # fixed seconds, measured on each cluster
+        assert float(row.group(7)) == float(raws[stage].group(3))  # the raw wall ratio, printed beside the marginal
     assert re.search(r"^CPU seconds, small / large .*ingest driver [\d.]+ / [\d.]+ .*score driver", out, re.M), out
     for proc_name in ("scheduler", "driver", "worker 0", "worker 1"):
         row = re.search(rf"^{proc_name}\s+((?:\d+\s+\d+\s+[\d.]+\s+(?:ok|OFF)\s*){{3}})$", out, re.M)
@@ -44,6 +56,6 @@ def test_scale_benchmark_quick_prints_side_by_side_figures():
     assert objs and int(objs.group(2)) > int(objs.group(1)) > 0 and int(objs.group(4)) > int(objs.group(3)) > 0
     assert re.search(r"objects per variable, preprocessed store: max \d+ \(small\)", out)
     assert re.search(r"verdict: wall time per spectrum constant \(\+-20%\) in \d/3 stages, CPU time per spectrum "
-                     r"in \d/3; peak memory flat \(\+-20%\) in \d+/12 process-stages", out)
+                     r"in \d/3; marginal wall time per spectrum in \d/3; peak memory flat \(\+-20%\) in \d+/12 process-stages", out)
     assert re.search(r"planning 10\^6 spectra in 5000 files: driver-side plan .* ([\d.]+) s \(489 chunk tasks", out)
     assert re.search(r"scheduler peak RSS in the large ingest \d+ MB", out)

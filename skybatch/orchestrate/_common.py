@@ -137,13 +137,40 @@ def check_deployment_paths(**paths) -> None:
 OPTION_FIELDS = ("source_options", "store_options", "storage_options")
 
 
+#: Config fields that hold local paths or URLs the Dask workers open (a store, an output, the inputs).
+PATH_FIELDS = ("store", "out", "sources", "science", "reference")
+
+
+def _absolute(value: str) -> str:
+    if not value or "://" in value:
+        return value
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def absolute_paths(params: dict) -> dict:
+    """``params`` with the relative local paths of :data:`PATH_FIELDS` made absolute (this process's cwd).
+
+    The workers of a cluster started elsewhere (``dask worker`` in another terminal, a SLURM job) have
+    their own working directory: ``--store s.zarr`` must mean the caller's ``s.zarr`` there too, not a
+    path relative to wherever each worker was started. URLs (``s3://...``) are left as they are.
+    """
+    out = dict(params)
+    for k in PATH_FIELDS:
+        v = out.get(k)
+        if isinstance(v, str):
+            out[k] = _absolute(v)
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+            out[k] = type(v)(_absolute(x) for x in v)
+    return out
+
+
 def flow_params(config) -> dict:
     """A job config as a flow's ``config`` parameter: its settings, with storage options that hold
     credentials replaced by a reference to this process's memory, so that Prefect never records them."""
     from skybatch.commands._opts import storage_options_param
     from skybatch.jobs.settings import config_params
 
-    params = config_params(config)
+    params = absolute_paths(config_params(config))
     urls = [u for k in ("sources", "science", "reference") for u in (params.get(k) or [])]
     urls += [params[k] for k in ("store", "out") if isinstance(params.get(k), str)]
     for k in OPTION_FIELDS:
