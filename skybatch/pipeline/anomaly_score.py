@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.models.anomaly_narrow import NarrowLineReference, narrow_line_z
 from skybatch.models.anomaly_composite import composite_gain, star_templates
 from skybatch.models.anomaly_lines import TWO_SIDED, line_features, qso_ew_reference
 from skybatch.models.anomaly_population import (
@@ -43,7 +44,7 @@ __all__ = ["parse_select", "select_rows", "score_population"]
 
 _TERM_ARRAYS = {  # term -> store array of its calibrated z
     "pca_misfit": "anomaly_pca_misfit_z", "pca_local": "anomaly_local_z", "pca_coef": "anomaly_coef_z",
-    "vae_misfit": "anomaly_misfit_z", "vae_rarity": "anomaly_rarity_z",
+    "vae_misfit": "anomaly_misfit_z", "vae_rarity": "anomaly_rarity_z", "narrow_line": "anomaly_narrow_line_z",
 }
 
 
@@ -142,6 +143,7 @@ def population_features(g, keep: np.ndarray, card: dict, *, max_fit: int = 3000,
     is_s = has & (spectype[fit_rows] == "STAR")
     archetypes = star_templates(wl, fflux[is_s], fivar[is_s]) if "GALAXY" in pop.classes else np.zeros((0, wl.size))
     star_t = archetypes if archetypes.shape[0] else None
+    narrow_ref = NarrowLineReference.fit(wl, fflux[has], fivar[has], spectype[fit_rows][has])
     del fflux, fivar
 
     raw = {k: np.full(n, np.nan) for k in ("pca_misfit", "pca_local", "pca_coef", "local_wavelength")}
@@ -162,6 +164,8 @@ def population_features(g, keep: np.ndarray, card: dict, *, max_fit: int = 3000,
         lsnr[rows] = log_snr(flux, ivar)
         for k, v in line_features(wl, flux, ivar, spectype[rows], qso_ew_ref).items():
             lines.setdefault(k, np.full(n, np.nan))[rows] = v
+        lines.setdefault("narrow_line", np.full(n, np.nan))[rows] = narrow_line_z(narrow_ref, flux, ivar,
+                                                                                  spectype[rows], z[rows])
         gal = rows[spectype[rows] == "GALAXY"]
         if star_t is not None and gal.size:
             gi = np.searchsorted(rows, gal)
