@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NarrowLineReference", "known_line_mask", "narrow_amplitude", "narrow_line_z"]
+__all__ = ["NarrowLineReference", "continuum_subtracted", "known_line_mask", "narrow_amplitude", "narrow_line_z"]
 
 C_KMS = 299792.458
 #: rest vacuum wavelengths (A) of emission lines an object may have (quasar broad and narrow, nebular)
@@ -42,20 +42,13 @@ def known_line_mask(wavelength: np.ndarray, spectype: str) -> np.ndarray:
     return m
 
 
-def narrow_amplitude(flux: np.ndarray, ivar: np.ndarray, sigma: float = 1.5, half: int = 25
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Matched-filter amplitude and its error, (N, P) each, of a Gaussian line of ``sigma`` pixels.
-
-    The continuum is the running median over ``2 half + 1`` pixels (holes interpolated); the
-    amplitude is the inverse-variance weighted least-squares peak of the line centred on each pixel
-    (NaN where the kernel touches a bad pixel).
-    """
+def continuum_subtracted(flux: np.ndarray, ivar: np.ndarray, half: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Flux minus its running median over ``2 half + 1`` pixels (holes interpolated), 0 on bad pixels,
+    and the good-pixel mask, (N, P) each (a spectrum with fewer than ``2 half`` good pixels has none)."""
     from scipy.ndimage import median_filter
-    from scipy.signal import fftconvolve
 
     f = np.asarray(flux, np.float64)
-    iv = np.asarray(ivar, np.float64)
-    ok = (iv > 0) & np.isfinite(f)
+    ok = (np.asarray(ivar) > 0) & np.isfinite(f)
     idx = np.arange(f.shape[1])
     r = np.zeros_like(f)
     for j in range(f.shape[0]):
@@ -65,6 +58,21 @@ def narrow_amplitude(flux: np.ndarray, ivar: np.ndarray, sigma: float = 1.5, hal
             continue
         xf = np.interp(idx, idx[g], f[j, g])
         r[j] = np.where(g, f[j] - median_filter(xf, size=2 * half + 1, mode="nearest"), 0.0)
+    return r, ok
+
+
+def narrow_amplitude(flux: np.ndarray, ivar: np.ndarray, sigma: float = 1.5, half: int = 25
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Matched-filter amplitude and its error, (N, P) each, of a Gaussian line of ``sigma`` pixels.
+
+    The continuum is the running median over ``2 half + 1`` pixels (holes interpolated); the
+    amplitude is the inverse-variance weighted least-squares peak of the line centred on each pixel
+    (NaN where the kernel touches a bad pixel).
+    """
+    from scipy.signal import fftconvolve
+
+    iv = np.asarray(ivar, np.float64)
+    r, ok = continuum_subtracted(flux, iv, half)
     w = np.where(ok, iv, 0.0)
     k = np.exp(-0.5 * (np.arange(-4, 5) / sigma) ** 2)[None, :]
     num = fftconvolve(r * w, k, mode="same", axes=1)
