@@ -6,8 +6,9 @@ import argparse
 
 from skybatch.commands import _apply
 
-HELP = ("write anomaly_score (VAE misfit + latent rarity; --method population adds per-SPECTYPE PCA terms "
-        "calibrated per class and redshift bin) and a top-K catalogue + PNGs; --select spectype=QSO ranks quasars only")
+HELP = ("write anomaly_score (default --method population: per-SPECTYPE PCA, line and composite features "
+        "calibrated per class and redshift bin; --method vae: VAE misfit + latent rarity) and a top-K catalogue + "
+        "PNGs; --select spectype=QSO ranks quasars only")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,10 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select", action="append", default=None, metavar="COL=VALUE",
                    help="rank only the matching spectra, with population models fitted on them alone: "
                         "spectype=QSO, z>2, spectype=GALAXY,QSO (repeat to combine); implies --method population")
-    p.add_argument("--method", choices=("vae", "population"), default="vae",
-                   help="vae: robust z of the VAE's misfit and latent rarity over the store; population: judged "
-                        "within each object's SPECTYPE and redshift bin, with per-class PCA terms (experimental: "
-                        "see benchmarks/anomaly_recall.py)")
+    p.add_argument("--method", choices=("vae", "population"), default="population",
+                   help="population (default): judged within each object's SPECTYPE and redshift bin, with "
+                        "per-class PCA, line and composite features (recall: benchmarks/anomaly_recall.py); vae: "
+                        "robust z of the VAE's misfit and latent rarity over the store")
 
 
 def run(args: argparse.Namespace) -> int:

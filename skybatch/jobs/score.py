@@ -23,8 +23,8 @@ class Config(ApplyConfig):
     batch_size: spectra per model call.
     top: size of the top-anomaly catalogue and plot.
     select: rank only the matching spectra (``["spectype=QSO", "z>2"]``); implies method population.
-    method: vae (robust z of misfit and latent rarity over the store) or population (within each
-        SPECTYPE and redshift bin, with per-class PCA terms).
+    method: population (default: within each SPECTYPE and redshift bin, with per-class PCA, line and
+        composite features) or vae (robust z of misfit and latent rarity over the store).
     cluster: a cluster profile name, a YAML path, or a scheduler address.
     progress: show a progress bar on the terminal.
     storage_options: fsspec options of the store (credentials, endpoint).
@@ -32,7 +32,7 @@ class Config(ApplyConfig):
 
     top: int = 100
     select: list[str] | None = None
-    method: str = "vae"
+    method: str = "population"
 
     def __post_init__(self) -> None:
         super().__post_init__()

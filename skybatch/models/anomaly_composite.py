@@ -20,12 +20,13 @@ Pure NumPy on the host; one block of spectra at a time, (N, P) arrays on a log-l
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from skybatch.models.anomaly_pca import WeightedPCA, pixel_weights
 
-__all__ = ["composite_gain", "star_templates"]
+__all__ = ["StarLineReference", "composite_gain", "star_line_gain", "star_templates"]
 
 
 def star_templates(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, n_templates: int = 6,
@@ -118,3 +119,65 @@ def _gain(wavelength, x, iv, z, galaxy: WeightedPCA, templates) -> np.ndarray:
         # the chi^2 gain of adding the template (a star only adds flux: amplitude > 0)
         best = np.maximum(best, np.where(amp > 0, proj**2 / np.maximum(schur, 1e-30), 0.0))
     return np.sqrt(best)
+
+
+@dataclass
+class StarLineReference:
+    """The galaxy class's continuum-subtracted spectrum per rest pixel (median, intrinsic variance, known
+    emission lines masked) and star archetypes' continuum-subtracted spectra (T, P) on observed wavelengths."""
+
+    wavelength: np.ndarray
+    median: np.ndarray
+    tau2: np.ndarray
+    masked: np.ndarray
+    templates: np.ndarray
+
+    @classmethod
+    def fit(cls, wavelength: np.ndarray, gal_flux: np.ndarray, gal_ivar: np.ndarray, star_flux: np.ndarray,
+            star_ivar: np.ndarray, n_templates: int = 8) -> StarLineReference | None:
+        """From galaxies (N, P) and stars (M, P) on one rest grid; None without enough stars."""
+        from skybatch.models.anomaly_narrow import continuum_subtracted, known_line_mask
+
+        t = star_templates(wavelength, star_flux, star_ivar, n_templates=n_templates)
+        if t.shape[0] == 0 or gal_flux.shape[0] < 10:
+            return None
+        t_hp, _ = continuum_subtracted(t, (t != 0).astype(np.float64))
+        r, ok = continuum_subtracted(gal_flux, gal_ivar)
+        masked = known_line_mask(wavelength, "GALAXY")
+        x = np.where(ok & ~masked[None, :], r, np.nan)
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p25, p50, p75 = np.nanpercentile(x, (25, 50, 75), axis=0)
+            e2 = np.nanmedian(np.where(ok, 1.0 / np.asarray(gal_ivar, np.float64), np.nan), axis=0)
+        tau2 = np.nan_to_num(np.maximum(((p75 - p25) / 1.349) ** 2 - e2, 0.0))
+        return cls(np.asarray(wavelength, np.float64), np.nan_to_num(p50), tau2, masked, t_hp)
+
+
+def star_line_gain(ref: StarLineReference, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray,
+                   min_z: float = 0.02) -> np.ndarray:
+    """Significance (N,) of a star's lines and bands at z = 0 in galaxies' rest-frame spectra (N, P).
+
+    Continuum-free version of :func:`composite_gain`: the galaxy's continuum-subtracted flux minus
+    the galaxy class's median (its own absorption lines), weighted by noise and the class's
+    intrinsic scatter per pixel, known emission lines left out, is matched to each continuum-subtracted
+    star archetype placed at ``lambda (1 + z)``; the largest positive amplitude in sigma over the
+    archetypes. Continuum shapes, which galaxies vary in, do not enter. Below ``min_z`` NaN.
+    """
+    from skybatch.models.anomaly_narrow import continuum_subtracted
+
+    iv = np.asarray(ivar, np.float64)
+    r, ok = continuum_subtracted(flux, iv)
+    ok &= ~ref.masked[None, :]
+    r = np.where(ok, r - ref.median[None, :], 0.0)
+    w = np.where(ok, iv / (1.0 + iv * ref.tau2[None, :]), 0.0)
+    z = np.asarray(z, np.float64)
+    out = np.full(r.shape[0], np.nan)
+    use = np.flatnonzero(np.isfinite(z) & (z >= min_z) & ok.any(1))
+    if use.size == 0:
+        return out
+    st = _shifted(ref.templates, ref.wavelength, z[use])  # (n, T, P)
+    s = np.einsum("np,ntp->nt", w[use], st * st)
+    p = np.einsum("np,ntp->nt", w[use] * r[use], st)
+    sig = np.where(s > 0, p / np.sqrt(np.maximum(s, 1e-30)), 0.0)
+    out[use] = np.maximum(sig.max(1), 0.0)
+    return out

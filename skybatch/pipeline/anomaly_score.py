@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from skybatch.models.anomaly_composite import composite_gain, star_templates
+from skybatch.models.anomaly_narrow import NarrowLineReference, narrow_line_z
+from skybatch.models.anomaly_composite import StarLineReference, star_line_gain
 from skybatch.models.anomaly_lines import TWO_SIDED, line_features, qso_ew_reference
 from skybatch.models.anomaly_population import (
     QSO_REGIONS,
@@ -43,7 +44,7 @@ __all__ = ["parse_select", "select_rows", "score_population"]
 
 _TERM_ARRAYS = {  # term -> store array of its calibrated z
     "pca_misfit": "anomaly_pca_misfit_z", "pca_local": "anomaly_local_z", "pca_coef": "anomaly_coef_z",
-    "vae_misfit": "anomaly_misfit_z", "vae_rarity": "anomaly_rarity_z",
+    "vae_misfit": "anomaly_misfit_z", "vae_rarity": "anomaly_rarity_z", "narrow_line": "anomaly_narrow_line_z",
 }
 
 
@@ -140,8 +141,9 @@ def population_features(g, keep: np.ndarray, card: dict, *, max_fit: int = 3000,
     qso_ew_ref = qso_ew_reference(wl, fflux[is_q], fivar[is_q]) if is_q.sum() >= 5 else None
     # star + galaxy composites: star archetypes (of this store's STAR class) at z = 0 fitted with the galaxy basis
     is_s = has & (spectype[fit_rows] == "STAR")
-    archetypes = star_templates(wl, fflux[is_s], fivar[is_s]) if "GALAXY" in pop.classes else np.zeros((0, wl.size))
-    star_t = archetypes if archetypes.shape[0] else None
+    is_g = has & (spectype[fit_rows] == "GALAXY")
+    star_ref = StarLineReference.fit(wl, fflux[is_g], fivar[is_g], fflux[is_s], fivar[is_s]) if is_s.sum() >= 5 else None
+    narrow_ref = NarrowLineReference.fit(wl, fflux[has], fivar[has], spectype[fit_rows][has])
     del fflux, fivar
 
     raw = {k: np.full(n, np.nan) for k in ("pca_misfit", "pca_local", "pca_coef", "local_wavelength")}
@@ -162,11 +164,12 @@ def population_features(g, keep: np.ndarray, card: dict, *, max_fit: int = 3000,
         lsnr[rows] = log_snr(flux, ivar)
         for k, v in line_features(wl, flux, ivar, spectype[rows], qso_ew_ref).items():
             lines.setdefault(k, np.full(n, np.nan))[rows] = v
+        lines.setdefault("narrow_line", np.full(n, np.nan))[rows] = narrow_line_z(narrow_ref, flux, ivar,
+                                                                                  spectype[rows], z[rows])
         gal = rows[spectype[rows] == "GALAXY"]
-        if star_t is not None and gal.size:
+        if star_ref is not None and gal.size:
             gi = np.searchsorted(rows, gal)
-            lines.setdefault("gal_star", np.full(n, np.nan))[gal] = composite_gain(
-                wl, flux[gi], ivar[gi], z[gal], pop.classes["GALAXY"], star_t)
+            lines.setdefault("gal_star", np.full(n, np.nan))[gal] = star_line_gain(star_ref, flux[gi], ivar[gi], z[gal])
         if coef is None:
             coef = np.full((n, t["coef"].shape[1]), np.nan)
         coef[rows] = t["coef"]

@@ -66,6 +66,30 @@ def test_composite_gain_ranks_galaxies_with_a_foreground_star_above_plain_ones()
     assert np.isnan(composite_gain(WL, flux[:2], ivar[:2], np.array([0.0, 0.01]), pca, t)).all()
 
 
+def test_star_line_gain_ranks_composites_above_plain_galaxies_of_varied_continua():
+    from skybatch.models.anomaly_composite import StarLineReference, star_line_gain
+
+    rng = np.random.default_rng(5)
+    n, sig = 400, 0.02
+    gal = _galaxies(n, rng)
+    z = rng.uniform(0.1, 0.6, n)
+    is_comp = np.zeros(n, bool)
+    is_comp[:20] = True
+    frac = 0.3
+    flux = np.where(is_comp[:, None], (1 - frac) * gal + frac * _to_rest(_stars(n, rng), z), gal)
+    cover = (WL * (1 + z[:, None]) >= 3600) & (WL * (1 + z[:, None]) <= 8900)
+    ivar = np.where(cover, 1 / sig**2, 0.0)
+    flux = np.where(cover, flux + sig * rng.standard_normal(flux.shape), 0.0)
+    stars = _stars(60, rng)
+    ref = StarLineReference.fit(WL, flux[~is_comp], ivar[~is_comp], stars + sig * rng.standard_normal(stars.shape),
+                                np.full(stars.shape, 1 / sig**2))
+    assert ref is not None
+    gain = star_line_gain(ref, flux, ivar, z)
+    assert np.all(np.isfinite(gain)) and np.all(gain >= 0)
+    assert np.quantile(gain[is_comp], 0.1) > np.quantile(gain[~is_comp], 0.99), (gain[is_comp], gain[~is_comp].max())
+    assert np.isnan(star_line_gain(ref, flux[:2], ivar[:2], np.array([0.0, 0.01]))).all()
+
+
 def test_tails_of_a_class_are_calibrated_over_all_its_cells():
     rng = np.random.default_rng(1)
     # two redshift cells of one class (25 members each: 2-3 beyond the 90 % quantile) and a big other class
