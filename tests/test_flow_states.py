@@ -35,3 +35,23 @@ def test_ingest_with_sources_set_aside_ends_in_a_named_state(prefect_server, tmp
     with get_client(sync_client=True) as c:
         arts = c.read_artifacts()
     assert any(a.key == "ingest-report" and "## Set aside (1)" in (a.data or "") for a in arts)
+
+
+@pytest.mark.prefect
+def test_model_flows_run_their_job_in_the_named_retried_task(prefect_server, tmp_path, dask_client):
+    """The model flows (one task function over every job) run each job's ``run_with_client`` in the task
+    named for it; a job's own error (no such store) fails the task and the flow, without retries."""
+    from prefect.client.orchestration import get_client
+
+    from skybatch.orchestrate.models import embed_flow, tile_train_flow
+
+    where = {"cluster": dask_client.scheduler.address, "progress": False}
+    missing = str(tmp_path / "missing.zarr")
+    embed = embed_flow({"store": missing, "model": str(tmp_path / "no-model"), **where}, return_state=True)
+    train = tile_train_flow({"store": missing, "out": str(tmp_path / "enc"), **where}, return_state=True)
+    assert embed.is_failed() and train.is_failed()
+    with get_client(sync_client=True) as c:
+        runs = c.read_task_runs()
+    failed = {r.name.rsplit("-", 1)[0] for r in runs if r.state and r.state.is_failed()}
+    assert {"map-model", "train-tile-encoder"} <= failed, failed
+    assert all(r.run_count == 1 for r in runs if r.name.rsplit("-", 1)[0] in failed)

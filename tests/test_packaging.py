@@ -60,6 +60,25 @@ def test_install_ships_only_the_skybatch_top_level_package(tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().startswith(str(lib)), r.stdout
+    # typed (PEP 561): the marker and the stub of the lazy top-level names are shipped
+    assert (lib / "skybatch" / "py.typed").exists() and (lib / "skybatch" / "__init__.pyi").exists()
+
+
+def test_stub_names_every_lazy_top_level_name():
+    """``skybatch/__init__.pyi`` imports each lazily loaded name from where ``skybatch.__getattr__`` finds it,
+    and its ``__all__`` is the module's: what IDEs and type checkers see is what ``import skybatch`` has."""
+    import ast
+
+    import skybatch
+
+    tree = ast.parse((ROOT / "skybatch" / "__init__.pyi").read_text())
+    stubbed = {a.asname or a.name: f"{node.module}:{a.name}" for node in tree.body
+               if isinstance(node, ast.ImportFrom) for a in node.names}
+    assert stubbed == skybatch._LAZY
+    (stub_all,) = [n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "__all__"]
+    assert ast.literal_eval(stub_all) == skybatch.__all__
+    for name in skybatch.__all__:
+        assert getattr(skybatch, name) is not None
 
 
 _NO_PREFECT = """

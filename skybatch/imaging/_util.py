@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from skybatch.xp import is_numpy_namespace
+from skybatch.xp import get_namespace, is_numpy_namespace
 
 Array = Any
 
@@ -31,6 +31,22 @@ def as_image(xp: ModuleType, a: Array, dtype: Any, name: str) -> Array:
     if arr.dtype != dtype:
         arr = xp.astype(arr, dtype)
     return arr
+
+
+def as_images(dtype: Any, **images: Array) -> tuple[ModuleType, Any, list[Array]]:
+    """The array namespace of ``images``, ``dtype`` (``"float32"`` / ``"float64"``) resolved in it, and each
+    image as a 2-D (ny, nx) array of that dtype, in the order given (the keyword names appear in errors).
+    Several images must share one shape; a reference not yet on the science grid is an error that says
+    how to put it there."""
+    xp = get_namespace(*images.values())
+    dt = float_dtype(xp, dtype)
+    arrays = [as_image(xp, a, dt, name) for name, a in images.items()]
+    shapes = [(int(a.shape[0]), int(a.shape[1])) for a in arrays]
+    if len(set(shapes)) > 1:
+        named = " and ".join(f"{n} {sh}" for n, sh in zip(images, shapes))
+        raise ValueError(f"{named} differ in shape: put the reference on the science grid first "
+                         "(skybatch.imaging.align.align_to_grid)")
+    return xp, dt, arrays
 
 
 def normalise_psf(xp: ModuleType, psf: Array, dtype: Any, name: str) -> Array:
@@ -62,6 +78,12 @@ def median(xp: ModuleType, a: Array) -> float:
     if n % 2:
         return float(flat[n // 2])
     return 0.5 * (float(flat[n // 2 - 1]) + float(flat[n // 2]))
+
+
+def scalar_value(xp: ModuleType, v: Any) -> float:
+    """A Python number, or the one element of a 0-d / single-element array (see :func:`is_scalar_like`),
+    as a float."""
+    return float(v if isinstance(v, (int, float)) else xp.reshape(xp.asarray(v), (-1,))[0])
 
 
 def is_scalar_like(xp: ModuleType, v: Any) -> bool:

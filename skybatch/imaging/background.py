@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from skybatch.imaging._util import as_image, dilate, float_dtype, median
+from skybatch.imaging._util import as_image, as_images, dilate, float_dtype, median
 from skybatch.xp import get_namespace, is_numpy_namespace
 
 Array = Any
@@ -80,9 +80,7 @@ def estimate_background(
     -------
     Background
     """
-    xp = get_namespace(image)
-    dt = float_dtype(xp, dtype)
-    img = as_image(xp, image, dt, "image")
+    xp, dt, (img,) = as_images(dtype, image=image)
     if box < 4:
         raise ValueError(f"box={box}: the background mesh box must be at least 4 pixels")
     if method not in ("auto", "sep", "mesh"):

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from skybatch.imaging import _fft
-from skybatch.imaging._util import as_image, float_dtype, is_scalar_like, normalise_psf
+from skybatch.imaging._util import as_image, as_images, is_scalar_like, normalise_psf, scalar_value
 from skybatch.imaging.psf import FWHM_PER_SIGMA, gaussian_psf, psf_fwhm
-from skybatch.xp import get_namespace
 
 Array = Any
 
@@ -86,13 +85,8 @@ def classic_subtract(
     """
     if method not in ("fourier", "gaussian"):
         raise ValueError(f"method={method!r}: use 'fourier' or 'gaussian'")
-    xp = get_namespace(new, ref)
-    dt = float_dtype(xp, dtype)
-    N = as_image(xp, new, dt, "new")
-    R = as_image(xp, ref, dt, "ref")
+    xp, dt, (N, R) = as_images(dtype, new=new, ref=ref)
     shape = (int(N.shape[0]), int(N.shape[1]))
-    if tuple(R.shape) != shape:
-        raise ValueError(f"new {shape} and ref {tuple(R.shape)} differ in shape; align them first")
     pn = normalise_psf(xp, new_psf, dt, "new_psf")
     pr = normalise_psf(xp, ref_psf, dt, "ref_psf")
     beta = float(flux_ratio)
@@ -126,8 +120,7 @@ def classic_subtract(
 
     def sig2(s: Any, name: str):
         if is_scalar_like(xp, s):
-            v = float(s if isinstance(s, (int, float)) else xp.reshape(xp.asarray(s), (-1,))[0])
-            return v * v
+            return scalar_value(xp, s) ** 2
         a = as_image(xp, s, dt, name)
         return a * a
 

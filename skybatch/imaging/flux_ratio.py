@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from skybatch.imaging import _fft
-from skybatch.imaging._util import as_image, dilate, float_dtype, gather, local_maxima, normalise_psf
-from skybatch.xp import get_namespace, to_numpy
+from skybatch.imaging._util import as_images, dilate, gather, local_maxima, normalise_psf
+from skybatch.xp import to_numpy
 
 Array = Any
 
@@ -158,10 +158,7 @@ def fit_flux_ratio(
     -------
     FluxRatio
     """
-    xp = get_namespace(new, ref)
-    dt = float_dtype(xp, dtype)
-    N = as_image(xp, new, dt, "new")
-    R = as_image(xp, ref, dt, "ref")
+    xp, dt, (N, R) = as_images(dtype, new=new, ref=ref)
     shape = (int(N.shape[0]), int(N.shape[1]))
     pn = normalise_psf(xp, new_psf, dt, "new_psf")
     pr = normalise_psf(xp, ref_psf, dt, "ref_psf")

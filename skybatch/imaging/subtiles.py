@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 
 from skybatch.imaging.zogy import ZogyResult, zogy
+from skybatch.imaging.zogy.core import MAP_NAMES, ZogyMaps
 from skybatch.xp import get_namespace
 
 Array = Any
@@ -102,18 +103,12 @@ def plan_subtiles(shape: tuple[int, int], tile: int = 512, overlap: int = 64) ->
 
 
 @dataclass(frozen=True)
-class StitchedZogy:
+class StitchedZogy(ZogyMaps):
     """ZOGY maps stitched from sub-tiles (each (ny, nx)), plus per-tile details.
 
     ``tiles`` lists (SubTile, ZogyResult-without-maps dict: F_D, F_S, flux_ratio, P_D).
     """
 
-    D: Array
-    S: Array
-    S_corr: Array
-    F_psf: Array
-    F_psf_err: Array
-    P_D: Array
     tiles: list
     bad: Array | None = None
 
@@ -155,7 +150,7 @@ def zogy_subtiles(
     xp = get_namespace(new, ref)
     ny, nx = new.shape
     plan = plan_subtiles((ny, nx), tile, overlap)
-    maps: dict[str, Any] = {k: None for k in ("D", "S", "S_corr", "F_psf", "F_psf_err")}
+    maps: dict[str, Any] = dict.fromkeys(MAP_NAMES)
     bad_full = None
     tiles = []
     centre_tile, best = None, math.inf

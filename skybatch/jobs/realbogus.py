@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from skybatch.checks import check_positive_ints
 from skybatch.jobs._core import ResultReport
 
 __all__ = ["TrainConfig", "TrainReport", "ClassifyConfig", "ClassifyReport", "train", "classify",
@@ -44,10 +45,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.out:
             raise ValueError("out: give --out MODEL_DIR to train into")
-        for name in ("examples", "epochs", "stamp"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("examples", "epochs", "stamp"))
         if self.stamp % 2 == 0:
             raise ValueError(f"stamp: must be odd (a centred stamp), got {self.stamp}")
         if not 0.0 < self.completeness < 1.0:

@@ -46,6 +46,7 @@ from skybatch.models.anomaly import (
     fit_latent_density as fit_latent_density,
     select_latent_density as select_latent_density,
     knn_distance as knn_distance,
+    latent_density_bic as latent_density_bic,
     robust_z as robust_z,
 )
 from skybatch.models.calibration import (
@@ -106,6 +107,7 @@ __all__ = [
     "fit",
     "fit_anomaly_reference",
     "fit_latent_density",
+    "latent_density_bic",
     "select_latent_density",
     "fit_temperature",
     "gaussian_kl",

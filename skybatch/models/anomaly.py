@@ -57,6 +57,7 @@ __all__ = [
     "fit_anomaly_reference",
     "fit_latent_density",
     "knn_distance",
+    "latent_density_bic",
     "robust_z",
     "select_latent_density",
 ]
@@ -246,12 +247,21 @@ def fit_latent_density(
     return GaussianMixtureDensity.from_moments(weights, means_a, covs)
 
 
+def latent_density_bic(g: GaussianMixtureDensity, x: np.ndarray) -> float:
+    """``BIC = -2 log L + p log N`` of the mixture ``g`` on latents ``x`` (N, d), host NumPy, with
+    ``p = K (d + d (d + 1) / 2) + K - 1`` free parameters for the K components ``g`` *has*: components
+    that :func:`fit_latent_density` dropped during EM are not parameters of the fit."""
+    n, d = x.shape
+    per_component = d + d * (d + 1) // 2 + 1
+    return 2.0 * float(np.sum(g.neg_log_density(x))) + (g.n_components * per_component - 1) * math.log(n)
+
+
 def select_latent_density(
     mu: Any, max_components: int = 8, *, seed: int = 0
 ) -> GaussianMixtureDensity:
     """The Gaussian mixture with K in ``1..max_components`` of lowest BIC on training latents (host NumPy).
 
-    ``BIC = -2 log L + p log N`` with ``p = K (d + d (d + 1) / 2) + K - 1`` free parameters. The
+    BIC as :func:`latent_density_bic` (counting the components a fit kept, not the K it started with). The
     latents of a mixed survey (classes x redshift) lie on a curved, multi-modal manifold that one
     Gaussian describes badly: its outskirts hold ordinary objects, which would then look rare.
     K is capped so that every component has at least ``p / K`` latents on average.
@@ -267,7 +277,7 @@ def select_latent_density(
         if k > 1 and n < 2 * k * per_component:
             break
         g = fit_latent_density(x, k, seed=seed)
-        bic = 2.0 * float(np.sum(g.neg_log_density(x))) + (k * per_component - 1) * math.log(n)
+        bic = latent_density_bic(g, x)
         if bic < best_bic:
             best, best_bic = g, bic
     if best is None:

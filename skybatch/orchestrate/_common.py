@@ -37,6 +37,12 @@ def retry_on_transient(task, task_run, state) -> bool:
     return False
 
 
+#: The Prefect retry settings of every coarse job task (``@task(..., **TASK_RETRY)``): two more tries, 5 s
+#: and 30 s later, after transient failures only. A retried job plans again and skips the chunks, pairs or
+#: checkpoints the failed try finished (every job is resumable).
+TASK_RETRY: dict = dict(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_transient)
+
+
 def report_markdown(title: str, report: dict) -> str:
     """A job's report as a Markdown artifact: a table of its counts, then the sources set aside and the
     chunks that failed (credentials redacted)."""

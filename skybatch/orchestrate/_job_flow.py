@@ -15,13 +15,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from skybatch.cluster import cluster_client
-from skybatch.orchestrate._common import (
-    check_deployment_paths,
-    final_state,
-    job_config,
-    publish_report,
-    retry_on_transient,
-)
+from skybatch.orchestrate._common import TASK_RETRY, check_deployment_paths, final_state, job_config, publish_report
 
 
 @dataclass(frozen=True)
@@ -57,10 +51,18 @@ class JobFlow:
             publish_report(self.report_key, self.title(r), asdict(r))
             return r
 
-        object.__setattr__(self, "_run_task", task(name=self.task_name, retries=2, retry_delay_seconds=[5, 30],
-                                                    retry_condition_fn=retry_on_transient,
-                                                    cache_policy=NO_CACHE)(run_job))
+        object.__setattr__(self, "_run_task", task(name=self.task_name, cache_policy=NO_CACHE,
+                                                    **TASK_RETRY)(run_job))
         object.__setattr__(self, "_report_task", task(name="report", cache_policy=NO_CACHE)(report))
+
+    @classmethod
+    def sources_job(cls, job: Any, what: str, report_key: str, where: str) -> JobFlow:
+        """The flow of a job module (``Config``, ``run_with_client``) that reads ``config.sources`` into
+        ``config.store`` (ingest, tile ingest): its task is ``ingest``, its artifact is titled ``skybatch
+        WHAT into STORE``, and its sources and store are the paths checked in a deployment."""
+        return cls(job.Config, job.run_with_client, task_name="ingest", what=what, report_key=report_key,
+                   title=lambda r: f"skybatch {what} into {r.store}",
+                   paths=lambda c: dict(sources=c.sources, store=c.store), where=where)
 
     @property
     def run_task(self) -> Any:

@@ -6,7 +6,7 @@ and cutouts) runs inside them on the cluster's client, and Dask workers never ta
 
 from __future__ import annotations
 
-from skybatch.orchestrate._common import check_deployment_paths, job_config, retry_on_transient, set_default_env
+from skybatch.orchestrate._common import TASK_RETRY, check_deployment_paths, job_config, set_default_env
 
 set_default_env()
 
@@ -20,8 +20,7 @@ from skybatch.cluster import cluster_client  # noqa: E402
 from skybatch.jobs.difference import Config, Report, run_with_client  # noqa: E402
 
 
-@task(name="difference", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_transient,
-      cache_policy=NO_CACHE)
+@task(name="difference", cache_policy=NO_CACHE, **TASK_RETRY)
 def run_difference(config: Config, client) -> Report:
     # a retry plans again: pairs finished by the failed attempt are skipped (the job is resumable)
     return run_with_client(config, client)

@@ -12,12 +12,11 @@ set_default_env()
 
 from prefect import flow  # noqa: E402
 
-from skybatch.jobs.ingest import Config, run_with_client  # noqa: E402
+from skybatch.jobs import ingest as job  # noqa: E402
+from skybatch.jobs.ingest import Config  # noqa: E402
 from skybatch.orchestrate._job_flow import JobFlow  # noqa: E402
 
-_JOB = JobFlow(Config, run_with_client, task_name="ingest", what="ingest", report_key="ingest-report",
-               title=lambda r: f"skybatch ingest into {r.store}",
-               paths=lambda c: dict(sources=c.sources, store=c.store), where="ingest_flow(config)")
+_JOB = JobFlow.sources_job(job, "ingest", report_key="ingest-report", where="ingest_flow(config)")
 
 #: The ingest as one retried Prefect task (``run_ingest(config, client)``) and its report task, for flows
 #: that run an ingest among other steps (the quick start).

@@ -1,7 +1,5 @@
-"""Prefect flow: ingest image tiles (.npz / FITS) into a tile store (over :mod:`skybatch.jobs.tile_ingest`).
-
-Coarse tasks only (ingest, report; :mod:`._job_flow`); the Dask work runs inside them on the cluster's
-client, and Dask workers never talk to Prefect.
+"""Prefect flow: ingest image tiles (.npz / FITS) into a tile store (over :mod:`skybatch.jobs.tile_ingest`),
+with the same coarse ingest and report tasks as the spectra ingest (:mod:`skybatch.orchestrate.ingest`).
 """
 
 from __future__ import annotations
@@ -12,12 +10,11 @@ set_default_env()
 
 from prefect import flow  # noqa: E402
 
-from skybatch.jobs.tile_ingest import Config, run_with_client  # noqa: E402
+from skybatch.jobs import tile_ingest as job  # noqa: E402
+from skybatch.jobs.tile_ingest import Config  # noqa: E402
 from skybatch.orchestrate._job_flow import JobFlow  # noqa: E402
 
-_JOB = JobFlow(Config, run_with_client, task_name="ingest", what="tile ingest", report_key="tile-ingest-report",
-               title=lambda r: f"skybatch tile ingest into {r.store}",
-               paths=lambda c: dict(sources=c.sources, store=c.store), where="tile_ingest_flow(config)")
+_JOB = JobFlow.sources_job(job, "tile ingest", report_key="tile-ingest-report", where="tile_ingest_flow(config)")
 
 
 @flow(name="skybatch-ingest-tiles", log_prints=True, validate_parameters=False)

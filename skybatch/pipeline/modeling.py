@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from skybatch.checks import check_positive_ints
 from skybatch.pipeline.batches import StoreBatches
 from skybatch.pipeline.map_model import apply_batched, map_model
 from skybatch.pipeline.toprows import TopRows, take_rows
@@ -103,10 +104,7 @@ class TrainJobConfig:
     def __post_init__(self) -> None:
         if self.model not in MODEL_CHOICES:
             raise ValueError(f"model: {self.model!r} is not one of {MODEL_CHOICES} (--model)")
-        for name in ("steps", "batch_size", "checkpoint_every", "latent_dim", "width", "depth", "split_nside"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("steps", "batch_size", "checkpoint_every", "latent_dim", "width", "depth", "split_nside"))
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction: must be in (0, 1), got {self.val_fraction}")
 

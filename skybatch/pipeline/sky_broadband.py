@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.checks import check_positive_ints
 from skybatch.pipeline.sky_data import TableBatches, condition_table, heldout_mask, measure_magnitudes
 from skybatch.store.spectra_store import consolidate, open_group
 
@@ -54,10 +55,7 @@ class SkyBroadbandConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every", "width", "depth"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("steps", "batch_size", "checkpoint_every", "width", "depth"))
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction: must be in (0, 1), got {self.val_fraction}")
 

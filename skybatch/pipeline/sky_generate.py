@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.checks import check_positive_ints
 from skybatch.pipeline.chunkrun import chunk_ranges, run_chunk_tasks
 from skybatch.store.manifest import Manifest, chunk_fingerprint
 from skybatch.store.spectra_store import (
@@ -59,10 +60,7 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         if self.sampler not in ("heun", "euler"):
             raise ValueError(f"sampler: {self.sampler!r} is not heun or euler (--sampler)")
-        for name in ("steps", "n_per_row", "chunk_spectra", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("steps", "n_per_row", "chunk_spectra", "batch_size"))
         if not np.isfinite(self.guidance) or self.guidance < 0:
             raise ValueError(f"guidance: must be a finite number >= 0, got {self.guidance}")
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.checks import check_positive_ints
 from skybatch.pipeline.sky_data import TableBatches, condition_table, heldout_mask, read_rows, selection_rows
 from skybatch.store.spectra_store import open_group
 
@@ -76,10 +77,7 @@ class SkyLDMConfig:
             raise ValueError(f"selection: {self.selection!r} is not one of {sorted(LDM_CONDITIONS)} (--selection)")
         if not self.vae:
             raise ValueError("vae: the sky-ldm model needs --vae MODEL_DIR (train one with --model vae on the store)")
-        for name in ("steps", "batch_size", "checkpoint_every", "emb_dim"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("steps", "batch_size", "checkpoint_every", "emb_dim"))
         ch = tuple(int(c) for c in self.channels)
         if len(ch) != 2 or min(ch) < 1:
             raise ValueError(f"channels: the U-Net takes two positive widths (e.g. 32,64), got {self.channels!r}")

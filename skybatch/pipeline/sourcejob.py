@@ -4,7 +4,7 @@ recorded form of their settings, the counts and exit code of their reports, and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, TypeVar
 
 from skybatch.pipeline.jobcore import exit_status
@@ -66,16 +66,31 @@ class SourcesConfig:
         return d
 
 
+@dataclass(kw_only=True)
 class SourcesReport:
-    """Mixin for the report of a job that reads sources into chunks of a store."""
+    """The counts every report of a job that reads sources into chunks of a store has (keyword-only: the
+    job's own fields come first).
+
+    store / manifest: the store written and its manifest (Parquet).
+    chunks_written / chunks_skipped / chunks_total: per-chunk counts.
+    new_sources: sources this run saw for the first time.
+    failed_chunks: chunks that failed after retries, with the error (re-run to retry).
+    set_aside: sources set aside (url, reason, message): fix them and re-run.
+    n_bad_pixels: NaN/inf pixels neutralised by this run.
+    seconds / run_id: wall time of the run and its id.
+    """
 
     store: str
     manifest: str
     chunks_written: int
     chunks_skipped: int
     chunks_total: int
+    new_sources: int
     failed_chunks: list[dict[str, Any]]
     set_aside: list[dict[str, Any]]
+    n_bad_pixels: int
+    seconds: float
+    run_id: str
 
     @property
     def ok(self) -> bool:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.checks import check_positive_ints
 from skybatch.pipeline.chunkrun import chunk_ranges, run_chunk_tasks
 from skybatch.store.manifest import Manifest, chunk_fingerprint
 
@@ -128,11 +129,8 @@ class TileTrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch", "width", "depth", "heads", "steps", "batch_size", "checkpoint_every",
-                     "prefetch", "diagnostic_tiles"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("image_size", "patch", "width", "depth", "heads", "steps", "batch_size",
+                                   "checkpoint_every", "prefetch", "diagnostic_tiles"))
         if self.image_size % self.patch:
             raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch ({self.patch})")
         if self.region_arcsec is not None and not float(self.region_arcsec) > 0:

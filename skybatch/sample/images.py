@@ -184,21 +184,41 @@ def write_plain_fits(path: str | os.PathLike, image: np.ndarray, wcs: Any, band:
     fits.PrimaryHDU(image.astype(">f4"), header=_header(wcs, band, keywords)).writeto(path, overwrite=True)
 
 
-def write_calexp_fits(path: str | os.PathLike, image: np.ndarray, variance: np.ndarray, wcs: Any, band: str = "r",
-                      saturated: np.ndarray | None = None) -> None:
-    """LSST calexp-like: primary (INSTRUME, FILTER) + IMAGE (WCS) + MASK (``MP_*`` planes) + VARIANCE."""
+#: The MASK planes (name -> bit) of the calexp-like files written here, as ``MP_<NAME>`` keywords.
+CALEXP_MASK_PLANES: dict[str, int] = {"BAD": 0, "SAT": 1}
+
+
+def calexp_headers(image_header: Any, band: str, *, bunit: str = "adu",
+                   mask_planes: dict[str, int] | None = None, **primary: Any) -> tuple[Any, Any, Any]:
+    """The headers of an LSST calexp-like file: (primary HDU, IMAGE header, MASK header).
+
+    The primary HDU holds ``INSTRUME = LSSTCam``, ``FILTER = <band>_sim_1.4`` and the ``primary`` keywords
+    (e.g. ``TILE_ID``); the IMAGE header is ``image_header`` (the WCS; changed in place) with ``EXTNAME``
+    and ``BUNIT``; the MASK header names each plane's bit (``MP_<NAME>``, default
+    :data:`CALEXP_MASK_PLANES`)."""
     from astropy.io import fits
 
     ph = fits.PrimaryHDU()
     ph.header["INSTRUME"] = "LSSTCam"
     ph.header["FILTER"] = f"{band}_sim_1.4"
-    h = wcs.to_header()
-    h["EXTNAME"] = "IMAGE"
-    h["BUNIT"] = "adu"
+    for k, v in primary.items():
+        ph.header[k] = v
+    image_header["EXTNAME"] = "IMAGE"
+    image_header["BUNIT"] = bunit
     mh = fits.Header()
     mh["EXTNAME"] = "MASK"
-    mh["MP_BAD"] = 0
-    mh["MP_SAT"] = 1
+    for name, bit in (CALEXP_MASK_PLANES if mask_planes is None else mask_planes).items():
+        key = f"MP_{name}"
+        mh[key if len(key) <= 8 else f"HIERARCH {key}"] = bit
+    return ph, image_header, mh
+
+
+def write_calexp_fits(path: str | os.PathLike, image: np.ndarray, variance: np.ndarray, wcs: Any, band: str = "r",
+                      saturated: np.ndarray | None = None) -> None:
+    """LSST calexp-like: primary (INSTRUME, FILTER) + IMAGE (WCS) + MASK (``MP_*`` planes) + VARIANCE."""
+    from astropy.io import fits
+
+    ph, h, mh = calexp_headers(wcs.to_header(), band)
     mask = np.zeros(image.shape, np.int32)
     if saturated is not None:
         mask[saturated] |= 1 << 1

@@ -13,6 +13,7 @@ import functools
 import glob as _glob
 import os
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -169,14 +170,20 @@ def expand_sources(
     return sorted(dict.fromkeys(out))
 
 
+@dataclass(kw_only=True)
 class StorageSettings:
-    """Mixin for job configs with ``endpoint_url``, ``anon``, ``source_options`` and ``store_options``:
-    the fsspec options for the job's inputs and its output store (S3 defaults worked out once)."""
+    """Base of the job configs that read sources and write a store: where the fsspec options for the job's
+    inputs and its output store come from (S3 defaults worked out once). Keyword-only settings.
 
-    endpoint_url: str | None
-    anon: bool | None
-    source_options: dict[str, Any]
-    store_options: dict[str, Any]
+    endpoint_url: an S3-compatible endpoint for sources and store (default: AWS, or ``$AWS_ENDPOINT_URL``).
+    anon: anonymous S3 access; ``None`` = anonymous when no credentials are configured.
+    source_options / store_options: extra fsspec options for sources / store.
+    """
+
+    endpoint_url: str | None = None
+    anon: bool | None = None
+    source_options: dict[str, Any] = field(default_factory=dict)
+    store_options: dict[str, Any] = field(default_factory=dict)
 
     def _s3(self) -> dict[str, Any]:
         return s3_options(self.endpoint_url, self.anon)

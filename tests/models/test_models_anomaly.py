@@ -20,6 +20,7 @@ from skybatch.models import (
     fit_latent_density,
     knn_distance,
     reconstruct_batch,
+    latent_density_bic,
     select_latent_density,
 )
 from tests.models.models_synth import VAE_KW, VAE_TRAIN_KW, batch_stream, smooth_family
@@ -84,6 +85,19 @@ def test_bic_picks_the_mixture_and_no_component_collapses_on_outliers():
     assert one.rarity(between)[0] < np.quantile(one.rarity(mu), 0.5)
     with pytest.raises(ValueError, match="n_components"):
         fit_anomaly_reference(np.ones(10), mu[:10], n_components="many")
+
+
+def test_bic_counts_the_components_a_fit_kept():
+    rng = np.random.default_rng(0)
+    # two populations and a tight group of 3: of 6 starting components, EM drops those left with fewer
+    # than d + 1 members; the dropped ones are no parameters of the fit and must not be penalised
+    x = np.concatenate([rng.normal(0, 1, (60, 2)), rng.normal(8, 1, (60, 2)), rng.normal([0, 8], 0.05, (3, 2))])
+    g = fit_latent_density(x, 6, seed=0)
+    assert 1 < g.n_components < 6
+    per_component = 2 + 3 + 1  # mean, covariance, weight in d = 2
+    nll = float(np.sum(g.neg_log_density(x)))
+    expected = 2 * nll + (g.n_components * per_component - 1) * np.log(len(x))
+    assert latent_density_bic(g, x) == pytest.approx(expected, rel=1e-12)
 
 
 def test_spectra_without_good_pixels_get_nan():

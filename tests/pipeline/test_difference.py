@@ -18,6 +18,7 @@ import scipy.ndimage as ndi
 from astropy.io import fits
 
 from skybatch.pipeline.difference import DifferenceConfig, difference, injection_recovery
+from skybatch.sample.images import CALEXP_MASK_PLANES, calexp_headers
 from skybatch.sample.imaging import make_image_pair
 from skybatch.store.difference_store import (
     check_difference_store,
@@ -43,17 +44,8 @@ def write_calexp(path, image, variance, wcs, band="r", *, saturated=None, detect
 
     Saturated pixels get the SAT plane, source pixels the DETECTED plane (which must not mask them).
     """
-    ph = fits.PrimaryHDU()
-    ph.header["INSTRUME"] = "LSSTCam"
-    ph.header["FILTER"] = f"{band}_sim_1.4"
-    h = wcs.to_header() if wcs is not None else fits.Header()
-    h["EXTNAME"] = "IMAGE"
-    h["BUNIT"] = "adu"
-    mh = fits.Header()
-    mh["EXTNAME"] = "MASK"
-    mh["MP_BAD"] = 0
-    mh["MP_SAT"] = 1
-    mh["HIERARCH MP_DETECTED"] = 5
+    ph, h, mh = calexp_headers(wcs.to_header() if wcs is not None else fits.Header(), band,
+                               mask_planes={**CALEXP_MASK_PLANES, "DETECTED": 5})
     mask = np.zeros(image.shape, np.int32)
     if saturated is not None:
         mask[saturated] |= 1 << 1

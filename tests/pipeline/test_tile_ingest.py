@@ -19,6 +19,7 @@ from skybatch.pipeline.tile_ingest import (
     plan_tile_ingest,
     run_with_client,
 )
+from skybatch.sample.images import calexp_headers
 from skybatch.store.manifest import Manifest
 from skybatch.store.tile_store import TileStore, open_tile_store, wcs_from_header
 
@@ -48,18 +49,7 @@ def _tan(n: int, scale_arcsec: float, ra: float = 150.1, dec: float = 2.2) -> fi
 
 def write_calexp(path, image, variance, mask, band, *, tile=None, compressed=False, scale=0.2):
     """An LSST calexp-like file: primary (FILTER, INSTRUME) + IMAGE (WCS, BUNIT) + MASK + VARIANCE, big-endian."""
-    ph = fits.PrimaryHDU()
-    ph.header["INSTRUME"] = "LSSTCam"
-    ph.header["FILTER"] = f"{band}_sim_1.4"
-    if tile:
-        ph.header["TILE_ID"] = tile
-    h = _tan(image.shape[0], scale)
-    h["EXTNAME"] = "IMAGE"
-    h["BUNIT"] = "nJy"
-    mh = fits.Header()
-    mh["EXTNAME"] = "MASK"
-    mh["MP_BAD"] = 0
-    mh["MP_SAT"] = 1
+    ph, h, mh = calexp_headers(_tan(image.shape[0], scale), band, bunit="nJy", **({"TILE_ID": tile} if tile else {}))
     if compressed:
         hdus = [fits.CompImageHDU(image.astype("f4"), header=h, compression_type="GZIP_2", quantize_level=0),
                 fits.CompImageHDU(mask.astype("i4"), header=mh),

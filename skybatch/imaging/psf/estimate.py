@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from skybatch.imaging._util import as_image, float_dtype, gather
+from skybatch.imaging._util import as_images, gather
 from skybatch.imaging.psf.models import (
     FWHM_PER_SIGMA,
     _grid,
@@ -21,7 +21,7 @@ from skybatch.imaging.psf.models import (
     shift_stamps,
 )
 from skybatch.imaging.psf.stars import find_stars
-from skybatch.xp import get_namespace, is_numpy_namespace, to_numpy
+from skybatch.xp import is_numpy_namespace, to_numpy
 
 Array = Any
 
@@ -97,9 +97,7 @@ def estimate_psf(
     -------
     PSFEstimate
     """
-    xp = get_namespace(image)
-    dt = float_dtype(xp, dtype)
-    img = as_image(xp, image, dt, "image")
+    xp, dt, (img,) = as_images(dtype, image=image)
     img = xp.where(xp.isfinite(img), img, 0.0)
     ny, nx = img.shape
     cat = find_stars(img, sigma, threshold=threshold, mask=mask)

@@ -44,7 +44,7 @@ overlapping sub-tiles (:mod:`skybatch.imaging.subtiles`).
 
 from __future__ import annotations
 
-from skybatch.imaging.zogy.core import ZogyResult, zogy
+from skybatch.imaging.zogy.core import ZogyMaps, ZogyResult, zogy
 from skybatch.imaging.zogy.plan import ZogyPlan
 
-__all__ = ["ZogyPlan", "ZogyResult", "zogy"]
+__all__ = ["ZogyMaps", "ZogyPlan", "ZogyResult", "zogy"]

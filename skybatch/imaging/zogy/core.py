@@ -11,19 +11,19 @@ from types import ModuleType
 from typing import Any
 
 from skybatch.imaging import _fft
-from skybatch.imaging._util import as_image, float_dtype, is_scalar_like, median
+from skybatch.imaging._util import as_image, as_images, is_scalar_like, median, scalar_value
 from skybatch.imaging.zogy._blocks import _row_blocks, _row_ranges
 from skybatch.imaging.zogy.plan import ZogyPlan
-from skybatch.xp import get_namespace
 
 Array = Any
 
-__all__ = ["ZogyResult", "zogy"]
+__all__ = ["MAP_NAMES", "ZogyMaps", "ZogyResult", "zogy"]
 
 
 @dataclass(frozen=True)
-class ZogyResult:
-    """Outputs of :func:`zogy`; all maps are (ny, nx) arrays of the input namespace.
+class ZogyMaps:
+    """The ZOGY output maps, each (ny, nx) in the input's array namespace, and the PSF of ``D``: what
+    :func:`zogy` returns for one image pair and :func:`~skybatch.imaging.subtiles.zogy_subtiles` stitches.
 
     Attributes
     ----------
@@ -34,6 +34,26 @@ class ZogyResult:
     F_psf : point-source flux at each pixel in **new-image counts** (``flux_ratio * S / F_S``).
     F_psf_err : 1-sigma error of ``F_psf`` from background and source noise (no astrometric term).
     P_D : PSF of ``D`` as an odd stamp, unit sum, centred [eq. 14].
+    """
+
+    D: Array
+    S: Array
+    S_corr: Array
+    F_psf: Array
+    F_psf_err: Array
+    P_D: Array
+
+
+#: The (ny, nx) maps of :class:`ZogyMaps` (all but the ``P_D`` stamp).
+MAP_NAMES = ("D", "S", "S_corr", "F_psf", "F_psf_err")
+
+
+@dataclass(frozen=True)
+class ZogyResult(ZogyMaps):
+    """Outputs of :func:`zogy`: the :class:`ZogyMaps` (D, S, S_corr, F_psf, F_psf_err, P_D) and these.
+
+    Attributes
+    ----------
     F_D : flux zero point of ``D`` [eq. 15].
     F_S : flux normalisation of ``S`` [eq. 41] (also the variance of ``S`` on empty sky).
     flux_ratio : ``beta = F_n / F_r`` used.
@@ -46,12 +66,6 @@ class ZogyResult:
         detecting.
     """
 
-    D: Array
-    S: Array
-    S_corr: Array
-    F_psf: Array
-    F_psf_err: Array
-    P_D: Array
     F_D: float
     F_S: float
     flux_ratio: float
@@ -67,8 +81,7 @@ def _noise_level(xp: ModuleType, sigma: Any, shape: tuple[int, int], dtype: Any,
     if sigma is None:
         raise ValueError(f"{name} is required (background noise: a scalar sigma or an (ny, nx) map)")
     if is_scalar_like(xp, sigma):
-        s = float(sigma if isinstance(sigma, (int, float)) else xp.reshape(xp.asarray(sigma), (-1,))[0])
-        return s, None
+        return scalar_value(xp, sigma), None
     m = as_image(xp, sigma, dtype, name)
     if tuple(m.shape) != shape:
         raise ValueError(f"{name} map has shape {tuple(m.shape)}; the images have shape {shape}")
@@ -163,16 +176,8 @@ def zogy(
     -------
     ZogyResult
     """
-    xp = get_namespace(new, ref)
-    dt = float_dtype(xp, dtype)
-    N = as_image(xp, new, dt, "new")
-    R = as_image(xp, ref, dt, "ref")
+    xp, dt, (N, R) = as_images(dtype, new=new, ref=ref)
     shape = (int(N.shape[0]), int(N.shape[1]))
-    if tuple(R.shape) != shape:
-        raise ValueError(
-            f"new {shape} and ref {tuple(R.shape)} differ in shape: put the reference on the "
-            "science grid first (skybatch.imaging.align.align_to_grid)"
-        )
     if plan is None:
         plan = ZogyPlan(shape, new_psf, ref_psf, dtype=dtype, workers=fft_workers)
     elif plan.shape != shape:

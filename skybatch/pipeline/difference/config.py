@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from skybatch.checks import check_tile_pattern
 from skybatch.store.fsutil import StorageSettings, public_options
 
 
@@ -133,10 +133,6 @@ class DifferenceConfig(StorageSettings):
     plot_top: int = 16
     chunk_candidates: int = 256
     cluster: str = "auto"
-    endpoint_url: str | None = None
-    anon: bool | None = None
-    source_options: dict[str, Any] = field(default_factory=dict)
-    store_options: dict[str, Any] = field(default_factory=dict)
     retries: int = 2
     progress: bool = True
 
@@ -160,13 +156,7 @@ class DifferenceConfig(StorageSettings):
             self.bands = [self.bands]
         if self.bands is not None:
             self.bands = [str(b) for b in self.bands]
-        if self.tile_pattern:
-            try:
-                pat = re.compile(self.tile_pattern)
-            except re.error as e:
-                raise bad("tile_pattern", f"{self.tile_pattern!r} is not a regular expression ({e})") from None
-            if "tile" not in pat.groupindex:
-                raise bad("tile_pattern", f"{self.tile_pattern!r} needs a named group (?P<tile>...)")
+        check_tile_pattern(self.tile_pattern)
         if self.hdu is not None:
             self.hdu = str(self.hdu).strip() or None
         if not (isinstance(self.threshold, (int, float)) and self.threshold > 0 and math.isfinite(self.threshold)):

@@ -54,10 +54,6 @@ class IngestConfig(SourcesConfig, StorageSettings):
     chunk_spectra: int = 2048
     keep_nonscience: bool = False
     cluster: str = "auto"
-    endpoint_url: str | None = None
-    anon: bool | None = None
-    source_options: dict[str, Any] = field(default_factory=dict)
-    store_options: dict[str, Any] = field(default_factory=dict)
     retries: int = 3
     progress: bool = True
     verify_checksums: bool = True

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from skybatch.checks import check_tile_pattern
 from skybatch.pipeline.sourcejob import SourcesConfig
 from skybatch.store.fsutil import StorageSettings
 
@@ -41,10 +40,6 @@ class TileIngestConfig(SourcesConfig, StorageSettings):
     tile_pattern: str | None = None
     shard_planes: bool | None = None
     cluster: str = "auto"
-    endpoint_url: str | None = None
-    anon: bool | None = None
-    source_options: dict[str, Any] = field(default_factory=dict)
-    store_options: dict[str, Any] = field(default_factory=dict)
     retries: int = 3
     progress: bool = True
 
@@ -54,13 +49,5 @@ class TileIngestConfig(SourcesConfig, StorageSettings):
             raise ValueError(f"chunk_tiles: must be a positive integer, got {self.chunk_tiles!r} (--chunk-tiles)")
         if self.instrument is not None and not str(self.instrument).strip():
             raise ValueError("instrument: give a name such as 'rubin' or 'euclid', or leave it unset (--instrument)")
-        if self.tile_pattern:
-            try:
-                pat = re.compile(self.tile_pattern)
-            except re.error as e:
-                raise ValueError(f"tile_pattern: {self.tile_pattern!r} is not a regular expression ({e}) "
-                                 "(--tile-pattern)") from None
-            if "tile" not in pat.groupindex:
-                raise ValueError(f"tile_pattern: {self.tile_pattern!r} needs a named group (?P<tile>...) "
-                                 "(--tile-pattern)")
+        check_tile_pattern(self.tile_pattern)
         self._check_retries()

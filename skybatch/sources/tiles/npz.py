@@ -13,15 +13,7 @@ import numpy as np
 
 from .. import _fits
 from ..base import SourceError
-from .naming import (
-    INSTRUMENT_BANDS,
-    _instrument_from_bands,
-    _instrument_from_path,
-    _stem,
-    _tile_from_pattern,
-    normalize_band,
-    normalize_instrument,
-)
+from . import naming
 from .planes import TilePlane, TilePlaneInfo, TileSourceInfo, _check_unchanged, _finish_plane, _identity, _noise_from
 
 _NPZ_NOISE = (("rms", "rms"), ("noise", "rms"), ("sigma", "rms"), ("variance", "variance"), ("var", "variance"),
@@ -150,23 +142,23 @@ def _npz_planes(url: str, lay: _NpzLayout, instrument: str | None, tile_pattern:
     keys = _strs(small["band_key"]) if "band_key" in small else None
     insts: list[str | None]
     if instrument:
-        insts = [normalize_instrument(instrument)] * nb
+        insts = [naming.normalize_instrument(instrument)] * nb
     elif "instrument" in small:
         v = _strs(small["instrument"])
         if len(v) not in (1, nb):
             raise SourceError(url, "bad-metadata", f"'instrument' has {len(v)} values for {nb} bands")
-        insts = [normalize_instrument(x) for x in (v * nb if len(v) == 1 else v)]
+        insts = [naming.normalize_instrument(x) for x in (v * nb if len(v) == 1 else v)]
     elif keys is not None and len(keys) == nb and all("_" in k for k in keys):
-        insts = [normalize_instrument(k.split("_", 1)[0]) for k in keys]
+        insts = [naming.normalize_instrument(k.split("_", 1)[0]) for k in keys]
     else:
-        insts = [_instrument_from_path(url)] * nb
+        insts = [naming._instrument_from_path(url)] * nb
     if raw_bands is None and keys is not None and len(keys) == nb:
         raw_bands = [k.split("_", 1)[1] if "_" in k else k for k in keys]
     if raw_bands is not None and len(raw_bands) != nb:
         raise SourceError(url, "bad-metadata", f"{len(raw_bands)} band names for {nb} image planes; give one "
                           "name per plane")
     if any(i is None for i in insts):
-        guess = _instrument_from_bands(raw_bands or [])
+        guess = naming._instrument_from_bands(raw_bands or [])
         insts = [i or guess for i in insts]
     if any(i is None for i in insts):
         raise SourceError(
@@ -179,22 +171,22 @@ def _npz_planes(url: str, lay: _NpzLayout, instrument: str | None, tile_pattern:
     for j in range(nb):
         inst = known_insts[j]
         if raw_bands is None:
-            canon = INSTRUMENT_BANDS.get(inst, ())
+            canon = naming.INSTRUMENT_BANDS.get(inst, ())
             if len(canon) != nb:
                 raise SourceError(url, "unknown-band", f"no band names in the .npz and {nb} planes do not make the "
                                   f"full {inst} band set; add a 'band' array of names")
             bands.append(canon[j])
             continue
-        b = normalize_band(inst, raw_bands[j])
+        b = naming.normalize_band(inst, raw_bands[j])
         if b is None:
             raise SourceError(url, "unknown-band", f"band {raw_bands[j]!r} is not a {inst} band "
-                              f"({list(INSTRUMENT_BANDS.get(inst, ()))}); fix the 'band' array or the instrument")
+                              f"({list(naming.INSTRUMENT_BANDS.get(inst, ()))}); fix the 'band' array or the instrument")
         bands.append(b)
-    tile = _tile_from_pattern(url, tile_pattern)
+    tile = naming._tile_from_pattern(url, tile_pattern)
     if tile is None and "tile_id" in small:
         v = _strs(small["tile_id"])
         tile = v[0] if v and v[0] else None
-    tile = tile or _stem(url)
+    tile = tile or naming._stem(url)
     present = np.ones(nb, bool)
     for k in ("band_present", "present"):
         if k in small:
