@@ -31,5 +31,6 @@ def aligned_empty(shape: tuple[int, ...] | int, dtype: np.dtype | type = np.floa
 
 
 def is_aligned(a: np.ndarray, align: int = ALIGN) -> bool:
-    """True when ``a``'s data starts on an ``align``-byte boundary."""
-    return a.ctypes.data % align == 0
+    """True when ``a``'s data starts on an ``align``-byte boundary (always for an empty array:
+    there is nothing to copy, and NumPy may give a zero-size view any address)."""
+    return a.size == 0 or a.ctypes.data % align == 0
