@@ -74,3 +74,22 @@ def test_fill_error_bounds_a_peaked_core():
     true = img[10, 10] - filled[10, 10]
     assert 35 < true < 39 and true <= err[10, 10] < 1.3 * true
     assert (err[~holes] == 0).all()
+
+
+def test_margin_is_wide_only_where_the_edge_cuts_a_source():
+    """A wide bad region (x < 20): full P_D-width margin next to the star its edge cuts, narrow elsewhere."""
+    from skybatch.imaging.margins import detection_margin, edge_sources
+
+    r = np.random.default_rng(0)
+    bad = np.zeros((128, 128), bool)
+    bad[:, :20] = True
+    bad[100, 90] = True  # a hole
+    yy, xx = np.mgrid[:128, :128]
+    snr = r.normal(0, 1, bad.shape) + 30 * np.exp(-((xx - 21) ** 2 + (yy - 40) ** 2) / (2 * 1.3**2))
+    snr[bad] = np.nan
+    cut = edge_sources(bad, snr, psf_radius=7)
+    assert cut[40, 19] and not cut[90, 19] and not cut[:, 20:].any()
+    m = detection_margin(bad, cut, cut_grow=38, edge_grow=4, hole_grow=2)
+    assert m[40, 20 + 37] and not m[40, 20 + 45]  # beside the cut star: a P_D width
+    assert m[90, 23] and not m[90, 25]  # along empty sky: 4 px
+    assert m[100, 92] and not m[100, 93]  # the hole: 2 px
