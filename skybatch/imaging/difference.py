@@ -14,7 +14,8 @@ from typing import Any
 
 from skybatch.imaging.align import align_to_grid
 from skybatch.imaging.background import Background, estimate_background
-from skybatch.imaging.holes import HOLE_WIDTH, fill_holes, split_bad
+from skybatch.imaging.holes import HOLE_WIDTH, fill_error, fill_holes, split_bad
+from skybatch.imaging.margins import fill_residual
 from skybatch.imaging.psf import PSFEstimate, estimate_psf
 from skybatch.imaging.zogy import ZogyResult, zogy
 from skybatch.xp import get_namespace
@@ -38,6 +39,9 @@ class DifferenceOutput:
     saturated : boolean (ny, nx), saturated in either image (for detection masks).
     bad : boolean (ny, nx), non-finite or outside the reference footprint.
     aligned : True when the reference was resampled onto the science grid.
+    fill_residual : float (ny, nx), upper bound (sigma) of what the filled holes may leave in
+        S_corr (:func:`~skybatch.imaging.margins.fill_residual`; detection keeps out of where it
+        exceeds :data:`~skybatch.imaging.margins.FILL_RESIDUAL_MAX`).
     """
 
     zogy: ZogyResult
@@ -50,6 +54,7 @@ class DifferenceOutput:
     saturated: Array
     bad: Array
     aligned: bool
+    fill_residual: Array
 
 
 def difference_pair(
@@ -142,7 +147,7 @@ def difference_pair(
     bn = estimate_background(new, mask=masked, box=background_box, dtype=dtype)
     br = estimate_background(ref, mask=masked, box=background_box, dtype=dtype)
     # isolated bad pixels (holes) take their neighbours' mean, wide bad regions are zeroed
-    _, holes = split_bad(bad, HOLE_WIDTH)
+    wide, holes = split_bad(bad, HOLE_WIDTH)
     N = fill_holes(new - bn.background, holes, bad)
     R = fill_holes(ref - br.background, holes, bad)
     sn = bn.global_rms if new_sigma is None else new_sigma
@@ -162,4 +167,7 @@ def difference_pair(
         new_gain=new_gain, ref_gain=ref_gain, astrometric_sigma=astrometric_sigma,
         psf_accuracy=psf_accuracy, mask=masked, dtype=dtype, fft_workers=fft_workers,
     )
-    return DifferenceOutput(res, N, R, bn, br, pn, pr, saturated, bad, aligned)
+    # what a fill from the neighbours misses on a peaked core, bounded in S_corr units
+    resid = fill_residual(fill_error(N, holes, wide), fill_error(R, holes, wide), float(res.flux_ratio), sn, sr,
+                          res.P_D)
+    return DifferenceOutput(res, N, R, bn, br, pn, pr, saturated, bad, aligned, resid)

@@ -19,7 +19,7 @@ from skybatch.xp import get_namespace
 
 Array = Any
 
-__all__ = ["HOLE_WIDTH", "HOLE_GROW", "split_bad", "fill_holes", "grow_bad"]
+__all__ = ["HOLE_WIDTH", "HOLE_GROW", "split_bad", "fill_holes", "fill_error", "grow_bad"]
 
 #: Bad regions narrower than this (px, in either direction) are holes, filled before ZOGY.
 HOLE_WIDTH = 7
@@ -83,3 +83,37 @@ def grow_bad(bad: Array, wide: int, narrow: int, *, min_width: int = HOLE_WIDTH)
     xp = get_namespace(bad)
     w, h = split_bad(bad, min_width)
     return dilate(xp, w, int(wide)) | dilate(xp, h, int(narrow))
+
+
+#: Offsets of the 3x3 ring and of the 5x5 border around a pixel (dy, dx).
+_RING1 = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+_RING2 = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if max(abs(dy), abs(dx)) == 2]
+
+
+def fill_error(filled: Array, holes: Array, wide: Array) -> Array:
+    """Estimated error of :func:`fill_holes` at each hole pixel, float (ny, nx), image units (0 off holes).
+
+    A 3x3 mean misses a peaked profile's curvature: for a Gaussian core of FWHM 3 px the filled
+    value is 0.37 of the peak too low. The estimate is |m1 - m2|, the mean of the filled image
+    over the pixel's 3x3 ring (m1) minus that over its 5x5 border (m2), pixels in ``wide`` (boolean
+    (ny, nx), zeroed regions) left out: 0.44 of a FWHM-3 peak (an upper bound of the true 0.37,
+    twice the true error for wider cores), 0.43 sigma on pure noise.
+    """
+    xp = get_namespace(filled, holes, wide)
+    out = xp.zeros(tuple(filled.shape), dtype=filled.dtype)
+    iy, ix = xp.nonzero(holes)
+    if int(iy.shape[0]) == 0:
+        return out
+    p = xp.pad(filled, 2)
+    ok = xp.pad(~wide, 2, constant_values=False)
+    means = []
+    for ring in (_RING1, _RING2):
+        s = xp.zeros(iy.shape, dtype=filled.dtype)
+        w = xp.zeros(iy.shape, dtype=filled.dtype)
+        for dy, dx in ring:
+            k = ok[iy + 2 + dy, ix + 2 + dx]
+            s = s + xp.where(k, p[iy + 2 + dy, ix + 2 + dx], 0.0)
+            w = w + k
+        means.append(s / xp.where(w > 0, w, 1.0))
+    out[iy, ix] = xp.abs(means[0] - means[1]).astype(filled.dtype)
+    return out

@@ -49,6 +49,7 @@ __all__ = [
     "MASK_BAD",
     "MASK_SATURATED",
     "MASK_BRIGHT_VETO",
+    "MASK_MARGIN",
     "PAIR_COORDS",
     "CUTOUT_KINDS",
     "CANDIDATES_GROUP",
@@ -80,6 +81,9 @@ MAP_VARIABLES = ("D", "S_corr", "F_psf", "F_psf_err")
 MASK_BAD, MASK_SATURATED = 1, 2
 #: pixels vetoed around bright and saturated stars (detections there are counted, not catalogued)
 MASK_BRIGHT_VETO = 4
+#: pixels detection keeps out of beside those: margins along wide bad regions (a P_D width where
+#: their edge cuts a source) and filled holes whose fill may leave a residual in S_corr
+MASK_MARGIN = 8
 #: Per-pair coordinates and their dtypes (strings are Zarr variable-length strings).
 PAIR_COORDS: dict[str, str] = {
     "pair_id": "str", "pair_number": "int64", "tile_id": "str", "band": "str", "instrument": "str",
@@ -175,8 +179,8 @@ def ensure_pair_group(g: zarr.Group, shape: tuple[int, int], n_pairs: int, attrs
         "mask", shape=(n_pairs, ny, nx), chunks=(1, ny, nx), dtype="uint8", fill_value=255,
         dimension_names=["pair", "y", "x"],
         attributes={"long_name": s["long_name"], "units": s["units"], "coordinates": coords,
-                    "flag_masks": [MASK_BAD, MASK_SATURATED, MASK_BRIGHT_VETO],
-                    "flag_meanings": "bad saturated bright-veto"},
+                    "flag_masks": [MASK_BAD, MASK_SATURATED, MASK_BRIGHT_VETO, MASK_MARGIN],
+                    "flag_meanings": "bad saturated bright-veto margin"},
     )
     for cname, dtype in PAIR_COORDS.items():
         v.create_array(

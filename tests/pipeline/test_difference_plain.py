@@ -85,8 +85,8 @@ def test_completeness_and_false_positives(run, sample):
     flags = ds.mask.values
     veto = ((flags & 4) != 0) | ((flags & 2) != 0)
     assert veto.mean() < 0.15, veto.mean()
-    assert ds.mask.attrs["flag_meanings"].split() == ["bad", "saturated", "bright-veto"]
-    assert list(ds.mask.attrs["flag_masks"]) == [1, 2, 4]
+    assert ds.mask.attrs["flag_meanings"].split() == ["bad", "saturated", "bright-veto", "margin"]
+    assert list(ds.mask.attrs["flag_masks"]) == [1, 2, 4, 8]
     # detections in the veto are counted in the report (and its summary), not catalogued
     assert run.n_vetoed > 0 and f"vetoed: {run.n_vetoed} detections" in run.summary()
     area = 3 * SIZE * SIZE * (1.0 - veto.mean()) / 1e6

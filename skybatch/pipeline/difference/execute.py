@@ -119,7 +119,8 @@ def _finalize(plan: DifferencePlan, client) -> dict[str, Any]:
             with fs.open(rj, "rb") as f:
                 recovery = json.loads(f.read())
         return {"n_candidates": int(c.attrs["n_candidates"]), "n_dropped": int(c.attrs.get("n_dropped", 0)),
-                "n_vetoed": int(c.attrs.get("n_vetoed", 0)), "recovery": recovery, "changed": False}
+                "n_vetoed": int(c.attrs.get("n_vetoed", 0)), "n_margin": int(c.attrs.get("n_margin", 0)),
+                "recovery": recovery, "changed": False}
 
     rec_paths = [manifest.chunk_path(int(p), fp) for p, fp in zip(done_rows["pair"], done_rows["fingerprint"])]
     records = _gather_tables(client, rec_paths, opts, "records")
@@ -211,10 +212,12 @@ def _finalize(plan: DifferencePlan, client) -> dict[str, Any]:
         recovery = json.loads(text)
     n_dropped = int((records["n_detected"] - records["n_candidates"]).sum()) if len(records) else 0
     n_vetoed = int(records["n_vetoed"].fillna(0).sum()) if len(records) and "n_vetoed" in records else 0
-    c.update_attributes({"finalized": key, "n_dropped": n_dropped, "n_vetoed": n_vetoed})
+    n_margin = int(records["n_margin"].fillna(0).sum()) if len(records) and "n_margin" in records else 0
+    c.update_attributes({"finalized": key, "n_dropped": n_dropped, "n_vetoed": n_vetoed, "n_margin": n_margin})
     g.update_attributes({"finalized": key})
     ds.consolidate(out, opts)
-    return {"n_candidates": n, "n_dropped": n_dropped, "n_vetoed": n_vetoed, "recovery": recovery, "changed": True}
+    return {"n_candidates": n, "n_dropped": n_dropped, "n_vetoed": n_vetoed, "n_margin": n_margin,
+            "recovery": recovery, "changed": True}
 
 def execute_difference(plan: DifferencePlan, client) -> DifferenceReport:
     """Difference every pair the plan lists as to-do (one Dask task each, or one per sub-tile),
@@ -268,7 +271,8 @@ def execute_difference(plan: DifferencePlan, client) -> DifferenceReport:
         groups={k: int(v) for k, v in sorted(groups.items())}, pairs_written=written,
         pairs_skipped=int(plan.n_done), failed=failed, set_aside=set_aside,
         unused_references=plan.unused_references, n_candidates=int(fin["n_candidates"]),
-        n_dropped=int(fin["n_dropped"]), n_vetoed=int(fin.get("n_vetoed", 0)), catalogue=paths["catalogue"],
+        n_dropped=int(fin["n_dropped"]), n_vetoed=int(fin.get("n_vetoed", 0)),
+        n_margin=int(fin.get("n_margin", 0)), catalogue=paths["catalogue"],
         png=paths["png"] if config.plot_top else None,
         recovery_json=paths["recovery_json"] if config.inject else None, recovery=fin["recovery"],
         seconds=time.perf_counter() - t0, run_id=plan.run_id, plan_seconds=float(plan.seconds),

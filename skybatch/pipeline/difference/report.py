@@ -23,7 +23,10 @@ class DifferenceReport:
     reason (fix them and re-run). unused_references: references nothing paired with.
     n_candidates: rows of the catalogue; n_dropped: detections beyond ``max_candidates`` per pair
     (not catalogued); n_vetoed: detections inside the bright-star veto (mask bit 4: residuals
-    of bright or saturated stars, counted, not catalogued). catalogue, png, recovery_json:
+    of bright or saturated stars, counted, not catalogued); n_margin: detections inside the
+    margins of mask bit 8 (near the edge of sky the reference or science does not cover, where
+    that edge cuts a source, or on a filled bad pixel whose fill may leave a residual), counted,
+    not catalogued. catalogue, png, recovery_json:
     files beside the store.
     recovery: injection runs: totals, completeness per S/N bin, flux pulls (else None).
     notes: NOTE lines from planning (e.g. how a single science/reference pair was paired).
@@ -50,6 +53,7 @@ class DifferenceReport:
     pairs_seconds: float = 0.0
     catalogue_seconds: float = 0.0
     n_vetoed: int = 0
+    n_margin: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -80,6 +84,10 @@ class DifferenceReport:
         if self.n_vetoed:
             lines.append(f"vetoed: {self.n_vetoed} detections next to bright or saturated stars (mask bit 4, "
                          "not catalogued; --psf-accuracy sets the veto)")
+        if self.n_margin:
+            lines.append(f"margins: {self.n_margin} detections near the edge of sky the reference (or science) "
+                         "does not cover, or on filled bad pixels, not differenced reliably and not catalogued "
+                         "(mask bit 8)")
         if self.png and self.n_candidates:
             lines.append(f"brightest triplets: {self.png}")
         if self.recovery:

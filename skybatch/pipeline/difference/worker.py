@@ -64,7 +64,8 @@ def _difference_window(prep: _Prepared | _SetAside, window: tuple,
         "F_psf": np.asarray(z.F_psf, np.float32)[inner], "F_psf_err": np.asarray(z.F_psf_err, np.float32)[inner],
         "new": np.where(bad | sat, nan, np.asarray(out.new, np.float32))[inner],
         "ref": np.where(bad | sat, nan, np.asarray(out.ref, np.float32))[inner],
-        "bad": bad[inner], "saturated": sat[inner], "veto": veto.mask[inner], "P_D": np.asarray(z.P_D, np.float32),
+        "bad": bad[inner], "saturated": sat[inner], "veto": veto.mask[inner],
+        "fill_residual": np.asarray(out.fill_residual, np.float32)[inner], "P_D": np.asarray(z.P_D, np.float32),
         "flux_ratio": float(z.flux_ratio), "flux_ratio_err": float(z.flux_ratio_err),
         "flux_ratio_method": str(z.flux_ratio_method), "new_psf_method": str(out.new_psf.method),
         "ref_psf_method": str(out.ref_psf.method), "new_fwhm": float(psf_fwhm(out.new_psf.psf)),
@@ -97,7 +98,8 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
             ctx: dict[str, Any]) -> dict[str, Any]:
     """Stitch the windows, detect, cut triplets, write the pair's maps and parts, record it done."""
     from skybatch.imaging import cutout_triplets, detect_candidates, expected_snr, recovery
-    from skybatch.imaging.holes import HOLE_GROW, grow_bad
+    from skybatch.imaging.holes import HOLE_GROW
+    from skybatch.imaging.margins import FILL_RESIDUAL_MAX, detection_margin, edge_grow_for, edge_sources
     from skybatch.imaging.psf import psf_fwhm
     from skybatch.store import difference_store as ds
     from skybatch.store.tile_store import wcs_from_header
@@ -111,6 +113,8 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
     bad = np.zeros((ny, nx), bool)
     sat = np.zeros((ny, nx), bool)
     veto = np.zeros((ny, nx), bool)
+    fill_resid = np.zeros((ny, nx), np.float32)
+    ref_sigma = np.full((ny, nx), np.nan, np.float32)
     centre, best = windows[0], math.inf
     for w in windows:
         y0, y1, x0, x1 = w["interior"]
@@ -119,6 +123,8 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
         bad[y0:y1, x0:x1] = w["bad"]
         sat[y0:y1, x0:x1] = w["saturated"]
         veto[y0:y1, x0:x1] = w.get("veto", w["saturated"])
+        fill_resid[y0:y1, x0:x1] = w["fill_residual"]
+        ref_sigma[y0:y1, x0:x1] = w["ref_sigma"]
         d = (0.5 * (x0 + x1) - nx / 2) ** 2 + (0.5 * (y0 + y1) - ny / 2) ** 2
         if d < best:
             best, centre = d, w
@@ -127,17 +133,24 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
     res = _Stitched(maps, centre["P_D"], bad)
     # the veto holds the saturated pixels grown by their flux-based radius (at least the old
     # dilation); detections inside it are counted, not catalogued. Wide bad (NaN, off-footprint)
-    # regions are grown by a whole P_D width: sources cut by their edge leave residuals that far;
-    # holes (isolated bad pixels, tracks, columns: filled before ZOGY) by HOLE_GROW px only
-    # (skybatch.imaging.holes; candidates near one say so in masked_fraction).
+    # regions are grown by a whole P_D width where their edge cuts a reference source (its
+    # residual reaches that far), by a P_D FWHM along empty sky; holes (isolated bad pixels,
+    # tracks, columns: filled before ZOGY) by HOLE_GROW px, and as far as their fill may leave
+    # more than FILL_RESIDUAL_MAX in S_corr (skybatch.imaging.margins). Detections kept out by
+    # these margins are counted (n_margin), not catalogued; all of them carry mask bit 8.
     half = max(np.asarray(centre["P_D"]).shape) // 2
     pd_fwhm = float(psf_fwhm(np.asarray(centre["P_D"])))
-    no_go = grow_bad(bad, 2 * half, HOLE_GROW)
+    psf_radius = int(math.ceil(2.5 * max(max(w["new_fwhm"], w["ref_fwhm"]) for w in windows)))
+    cut = edge_sources(bad, maps["ref"] / ref_sigma, psf_radius)
+    no_go = detection_margin(bad, cut, cut_grow=2 * half, edge_grow=edge_grow_for(pd_fwhm, HOLE_GROW),
+                             hole_grow=HOLE_GROW) | (fill_resid > FILL_RESIDUAL_MAX)
     det = detect_candidates(res, settings["threshold"], mask=no_go, saturated=veto | sat, saturated_dilate=0,
                             mask_dilate=0, sign=settings["sign"], wcs=wcs)
     n_all = len(detect_candidates(res, settings["threshold"], mask=no_go, saturated=sat, saturated_dilate=0,
                                   mask_dilate=0, sign=settings["sign"]))
     n_vetoed = max(n_all - len(det), 0)
+    n_margin = max(len(detect_candidates(res, settings["threshold"], mask=bad, saturated=veto | sat,
+                                       saturated_dilate=0, mask_dilate=0, sign=settings["sign"])) - len(det), 0)
     n_detected = len(det)
     det = det.head(settings["max_candidates"]).reset_index(drop=True)
     if "ra" not in det:
@@ -176,6 +189,7 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
     g = ds.open_difference_group(out, opts)
     flags = np.where(bad, ds.MASK_BAD, 0).astype(np.uint8) | np.where(sat, ds.MASK_SATURATED, 0).astype(np.uint8)
     flags |= np.where(veto & ~sat, MASK_BRIGHT_VETO, 0).astype(np.uint8)
+    flags |= np.where(no_go & ~bad & ~sat & ~veto, ds.MASK_MARGIN, 0).astype(np.uint8)
     ds.write_pair_maps(g[task.group], task.index, {**{k: maps[k] for k in ds.MAP_VARIABLES}, "mask": flags})
     fs = filesystem(out, opts)
     parts = join(Manifest(out, opts).url, _PARTS)
@@ -191,7 +205,7 @@ def _finish(task: PairTask, windows: list, injected, aligned_wcs: tuple[bool, st
         "chunk": task.pair, "start": task.pair, "stop": task.pair + 1, "fingerprint": task.fingerprint,
         "status": "done", "pair": task.pair, "pair_id": task.pair_id, "group": task.group, "pair_index": task.index,
         "n_candidates": int(len(det)), "n_detected": int(n_detected), "n_injected": n_inj, "n_false": n_false,
-        "area": float(ny * nx), "n_vetoed": int(n_vetoed), "veto_fraction": float(veto.mean()),
+        "area": float(ny * nx), "n_vetoed": int(n_vetoed), "n_margin": int(n_margin), "veto_fraction": float(veto.mean()),
         "flux_ratio": float(np.median(ratio)),
         "flux_ratio_err": float(np.median([w["flux_ratio_err"] for w in windows])),
         "flux_ratio_method": _method([w["flux_ratio_method"] for w in windows]),
