@@ -1,4 +1,4 @@
-"""Whole-shard writes of Zarr v3 sharded arrays, encoded in the calling thread without zarr's partial-write path.
+"""Whole-shard (and whole-chunk) writes of Zarr v3 arrays, encoded in the calling thread without zarr's write path.
 
 zarr 3.1 writes every region of a sharded array through its *partial* shard encoder, even a region
 that covers whole shards: per inner chunk it allocates a fill-valued chunk, copies the values into
@@ -9,10 +9,13 @@ the caller's rows with the array's own codecs and lays the shard out exactly as 
 chunks in Morton order, then the little-endian uint64 (offset, length) index and its CRC32C), so
 the stored bytes are the ones zarr writes and any Zarr v3 reader reads them.
 
+The per-spectrum columns (one unsharded chunk per task, ``[bytes, zstd]`` or ``[vlen-utf8, zstd]``)
+are encoded the same way: one codec call each, instead of a trip through zarr's async pipeline.
+
 Only the layouts skybatch creates are taken (``[bytes, blosc|zstd]`` inside one sharding codec,
-index ``[bytes(little), crc32c]`` at the end, native little-endian values, rows split on axis 0,
-``write_empty_chunks`` on); :func:`plan_shard_writes` returns None for anything else and the caller
-writes with zarr.
+index ``[bytes(little), crc32c]`` at the end, or ``[bytes|vlen-utf8, blosc|zstd]`` unsharded; native
+little-endian values, rows split on axis 0, ``write_empty_chunks`` on); :func:`plan_shard_writes`
+returns None for anything else and the caller writes with zarr.
 """
 
 from __future__ import annotations
@@ -28,18 +31,26 @@ _MAX_UINT_64 = np.uint64(2**64 - 1)
 
 
 class ShardWriter:
-    """How to encode whole shards of one array (built once per array by :func:`shard_writer`).
+    """How to encode whole shards of one array (built by :func:`shard_writer`).
 
-    shard_rows / chunk_rows: rows (axis 0) per shard and per inner chunk; compress: bytes -> bytes
-    of the inner chunk codec (numcodecs Blosc or Zstd, configured as the array's codec).
+    shard_rows / chunk_rows: rows (axis 0) per stored object and per inner chunk (equal: an
+    unsharded array, one chunk per object); compress: bytes -> bytes of the chunk codec (numcodecs
+    Blosc or Zstd, configured as the array's codec); strings: values are str, encoded VLenUTF8 first.
     """
 
-    def __init__(self, shard_rows: int, chunk_rows: int, dtype: np.dtype, compress: Any, order: list[int]):
+    def __init__(self, shard_rows: int, chunk_rows: int, dtype: np.dtype, compress: Any, order: list[int],
+                 sharded: bool = True, strings: bool = False):
         self.shard_rows = shard_rows
         self.chunk_rows = chunk_rows
         self.dtype = dtype
         self.compress = compress
         self.order = order  # inner chunk indices in Morton order (the order of their bytes in the shard)
+        self.sharded = sharded
+        self.strings = strings
+
+    def accepts(self, values: np.ndarray) -> bool:
+        """Whether ``values`` can be encoded as they are (the array's dtype; str objects for strings)."""
+        return values.dtype.kind == "O" if self.strings else values.dtype == self.dtype
 
 
 def _inner_compressor(codec: Any, itemsize: int) -> Any | None:
@@ -61,6 +72,32 @@ def _inner_compressor(codec: Any, itemsize: int) -> Any | None:
     return None
 
 
+def _plain_writer(arr: Any, codecs: Any) -> ShardWriter | None:
+    """The writer of an unsharded array whose chunk holds whole rows: ``[bytes|vlen-utf8, blosc|zstd]``."""
+    from zarr.codecs import BytesCodec
+    from zarr.codecs.vlen_utf8 import VLenUTF8Codec
+
+    if len(codecs) != 2 or tuple(arr.chunks[1:]) != tuple(arr.shape[1:]):
+        return None
+    strings = isinstance(codecs[0], VLenUTF8Codec)
+    if strings:
+        dtype = np.dtype(object)
+    else:
+        if not isinstance(codecs[0], BytesCodec) or (codecs[0].endian is not None and codecs[0].endian.value != "little"):
+            return None
+        dtype = np.dtype(arr.dtype)
+        if dtype.kind not in "fiu" or not _little(dtype):
+            return None
+    compress = _inner_compressor(codecs[1], dtype.itemsize)
+    if compress is None:
+        return None
+    return ShardWriter(int(arr.chunks[0]), int(arr.chunks[0]), dtype, compress, [0], sharded=False, strings=strings)
+
+
+def _little(dtype: np.dtype) -> bool:
+    return dtype.byteorder in ("<", "|") or (dtype.byteorder == "=" and sys.byteorder == "little")
+
+
 def shard_writer(arr: Any) -> ShardWriter | None:
     """The :class:`ShardWriter` of a zarr array, or None when its layout is not one this module encodes."""
     try:
@@ -71,13 +108,15 @@ def shard_writer(arr: Any) -> ShardWriter | None:
         return None
     meta = arr.metadata
     codecs = getattr(meta, "codecs", None)
-    if getattr(meta, "zarr_format", None) != 3 or not codecs or len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+    if getattr(meta, "zarr_format", None) != 3 or not codecs or not arr.config.write_empty_chunks or not arr.shape:
         return None
+    if not isinstance(codecs[0], ShardingCodec):
+        return _plain_writer(arr, codecs)
     sc = codecs[0]
-    if not arr.config.write_empty_chunks or sc.index_location != ShardingCodecIndexLocation.end:
+    if len(codecs) != 1 or sc.index_location != ShardingCodecIndexLocation.end:
         return None
     dtype = np.dtype(arr.dtype)
-    if dtype.kind not in "fiu" or dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder != "little"):
+    if dtype.kind not in "fiu" or not _little(dtype):
         return None
     ic = sc.index_codecs
     if len(ic) != 2 or not isinstance(ic[0], BytesCodec) or ic[0].endian is None or ic[0].endian.value != "little" \
@@ -101,9 +140,15 @@ def encode_shard(w: ShardWriter, rows: np.ndarray) -> bytes:
     """The stored bytes of one whole shard holding ``rows`` ((shard_rows, ...) values of ``w.dtype``)."""
     import google_crc32c
 
-    if rows.shape[0] != w.shard_rows or rows.dtype != w.dtype:
+    if rows.shape[0] != w.shard_rows or not w.accepts(rows):
         raise ValueError(f"encode_shard: rows of shape {rows.shape} / {rows.dtype}, expected {w.shard_rows} rows of {w.dtype}")
+    if w.strings:
+        from numcodecs import VLenUTF8
+
+        return bytes(w.compress.encode(VLenUTF8().encode(rows)))
     rows = np.ascontiguousarray(rows)
+    if not w.sharded:
+        return bytes(w.compress.encode(rows.reshape(-1).view(np.uint8)))
     n_chunks = w.shard_rows // w.chunk_rows
     index = np.full((n_chunks, 2), _MAX_UINT_64, dtype="<u8")
     parts: list[bytes] = []
@@ -127,7 +172,7 @@ def plan_shard_writes(arr: Any, writer: ShardWriter | None, start: int, values: 
     None when the region is not a run of whole shards inside the array (e.g. the array's last,
     shorter shard), or ``values`` is not of the array's dtype: write that with zarr.
     """
-    if writer is None or values.dtype != writer.dtype or values.shape[1:] != tuple(arr.shape[1:]):
+    if writer is None or not writer.accepts(values) or values.shape[1:] != tuple(arr.shape[1:]):
         return None
     n = values.shape[0]
     s = writer.shard_rows

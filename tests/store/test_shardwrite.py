@@ -1,4 +1,4 @@
-"""Whole shards encoded by skybatch.store.shardwrite are byte for byte the shards zarr writes."""
+"""Whole shards (and column chunks) encoded by skybatch.store.shardwrite are byte for byte what zarr writes."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def _data(n: int, nw: int, seed: int = 0) -> dict[str, np.ndarray]:
     ivar[:, :7] = 0.0  # a run of zeros, as at the ends of an arm
     mask = np.zeros((n, nw), np.uint32)
     mask[::5, 11] = np.uint32(1 << 31 | 1 << 8)
-    return {"flux": flux, "ivar": ivar, "mask": mask, "targetid": np.arange(n, dtype=np.int64)}
+    spectype = np.array([("QSO", "GALAXY", "", "STAR", "ébauche")[i % 5] for i in range(n)], dtype=object)
+    return {"flux": flux, "ivar": ivar, "mask": mask, "targetid": np.arange(n, dtype=np.int64) * 2**40,
+            "z": rng.uniform(0, 3, n), "spectype": spectype}
 
 
 def _objects(root) -> dict[str, bytes]:
@@ -45,7 +47,7 @@ def test_whole_shards_are_the_bytes_zarr_writes(tmp_path, monkeypatch, per_shard
         arrays = {k: g[k].with_config({"write_empty_chunks": True}) for k in data}
         assert arrays["flux"].shards == (shard, nw) and arrays["flux"].chunks == (inner, nw)
         if how == "direct":
-            assert shard_writer(arrays["flux"]) is not None and shard_writer(arrays["mask"]) is not None
+            assert all(shard_writer(a) is not None for a in arrays.values())
             for a in range(0, n, shard):
                 write_rows(arrays, a, {k: v[a : a + shard] for k, v in data.items()})
         else:
@@ -59,8 +61,9 @@ def test_whole_shards_are_the_bytes_zarr_writes(tmp_path, monkeypatch, per_shard
     for key, b in zarr_objects.items():
         assert direct_objects[key] == b, key
     ds = xr.open_zarr(stores["direct"])
-    for k in ("flux", "ivar", "mask"):
+    for k in ("flux", "ivar", "mask", "targetid", "z"):
         np.testing.assert_array_equal(ds[k].values, data[k])
+    assert ds["spectype"].values.tolist() == data["spectype"].tolist()
 
 
 def test_only_whole_shards_of_known_layouts_are_taken(tmp_path, monkeypatch):
@@ -77,7 +80,10 @@ def test_only_whole_shards_of_known_layouts_are_taken(tmp_path, monkeypatch):
     assert plan_shard_writes(flux, w, 4, rows[:8]) is None  # not on a shard boundary
     assert plan_shard_writes(flux, w, 16, rows[:4]) is None  # the tail shard: zarr pads it
     assert plan_shard_writes(flux, w, 0, rows.astype(np.float64)) is None
-    assert shard_writer(g["targetid"]) is None  # not sharded
+    assert shard_writer(g["targetid"]) is None  # zarr's default write_empty_chunks=False
+    tid = shard_writer(g["targetid"].with_config({"write_empty_chunks": True}))
+    assert tid is not None and not tid.sharded and tid.shard_rows == 8
+    assert plan_shard_writes(g["targetid"], tid, 0, np.arange(8, dtype=np.int32)) is None  # another dtype
     with pytest.raises(ValueError, match="rows"):
         encode_shard(w, rows[:5])
     plain = zarr.create_array(str(tmp_path / "plain.zarr"), shape=(16, 50), chunks=(4, 50), shards=(8, 50),
