@@ -21,11 +21,12 @@ returns None for anything else and the caller writes with zarr.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ShardWriter", "shard_writer", "plan_shard_writes", "encode_shard"]
+__all__ = ["ShardWriter", "shard_writer", "plan_shard_writes", "encode_shard", "write_region"]
 
 _MAX_UINT_64 = np.uint64(2**64 - 1)
 
@@ -180,3 +181,43 @@ def plan_shard_writes(arr: Any, writer: ShardWriter | None, start: int, values: 
         return None
     key = arr.metadata.encode_chunk_key
     return [(key(((start // s) + k,) + (0,) * (values.ndim - 1)), values[k * s : (k + 1) * s]) for k in range(n // s)]
+
+
+def write_region(arrays: Mapping[str, Any], start: int, data: Mapping[str, np.ndarray]) -> None:
+    """Write rows ``start : start + len`` (axis 0) of the named zarr arrays, all arrays at once.
+
+    arrays: a zarr group or a mapping of arrays by name; data: name -> values (strings: any
+    objects, stored as ``str``). Whole stored objects of the layouts :func:`shard_writer` takes
+    are encoded here, in the calling thread; the rest is written by zarr. All stores are issued
+    together on zarr's event loop (one round trip). The caller guarantees no other task writes
+    the stored objects the region touches.
+    """
+    items = []
+    objects: list[tuple[Any, bytes]] = []  # (zarr StorePath, stored bytes) of whole objects encoded here
+    for name, values in data.items():
+        arr = arrays[name]
+        if arr.dtype.kind in ("O", "T", "U"):
+            values = np.asarray([str(v) for v in np.asarray(values).ravel()], dtype=object).reshape(np.shape(values))
+        w = shard_writer(arr) if hasattr(arr, "_async_array") else None
+        shards = plan_shard_writes(arr, w, start, values)
+        if w is None or shards is None:
+            items.append((arr, slice(start, start + len(values)), values))
+            continue
+        path = arr._async_array.store_path
+        objects.extend((path / key, encode_shard(w, rows)) for key, rows in shards)
+    if not objects and not all(hasattr(arr, "_async_array") for arr, _, _ in items):
+        for arr, sel, values in items:  # another zarr layout: one write after another
+            arr[sel] = values
+        return
+    import asyncio
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    buf = default_buffer_prototype().buffer
+
+    async def _all() -> None:
+        await asyncio.gather(*(arr._async_array.setitem(sel, values) for arr, sel, values in items),
+                             *(p.set(buf.from_bytes(b)) for p, b in objects))
+
+    sync(_all())

@@ -281,37 +281,9 @@ def write_rows(g: zarr.Group | Mapping[str, zarr.Array], start: int, data: dict[
     the bytes zarr would store, without its partial-shard copies); the rest goes through zarr.
     All stores are then issued together on zarr's event loop (one round trip).
     """
-    from skybatch.store.shardwrite import encode_shard, plan_shard_writes, shard_writer
+    from skybatch.store.shardwrite import write_region
 
-    items = []
-    objects: list[tuple[Any, bytes]] = []  # (zarr StorePath, stored bytes) of whole shards encoded here
-    for name, values in data.items():
-        arr = g[name]
-        if arr.dtype.kind in ("O", "T", "U"):
-            values = np.asarray([str(v) for v in values], dtype=object)
-        w = shard_writer(arr) if hasattr(arr, "_async_array") else None
-        shards = plan_shard_writes(arr, w, start, values)
-        if w is None or shards is None:
-            items.append((arr, slice(start, start + len(values)), values))
-            continue
-        path = arr._async_array.store_path
-        objects.extend((path / key, encode_shard(w, rows)) for key, rows in shards)
-    if not objects and not all(hasattr(arr, "_async_array") for arr, _, _ in items):
-        for arr, sel, values in items:  # another zarr layout: one write after another
-            arr[sel] = values
-        return
-    import asyncio
-
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    buf = default_buffer_prototype().buffer
-
-    async def _all() -> None:
-        await asyncio.gather(*(arr._async_array.setitem(sel, values) for arr, sel, values in items),
-                             *(p.set(buf.from_bytes(b)) for p, b in objects))
-
-    sync(_all())
+    write_region(g, start, data)
 
 
 def open_store(url: str, storage_options: dict[str, Any] | None = None, *, check: bool = True) -> xr.Dataset:

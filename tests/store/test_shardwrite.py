@@ -90,3 +90,43 @@ def test_only_whole_shards_of_known_layouts_are_taken(tmp_path, monkeypatch):
                               dtype="float32", compressors=zarr.codecs.GzipCodec(), config={"write_empty_chunks": True})
     assert shard_writer(plain) is None  # a codec this module does not encode
     assert open_group(str(tmp_path / "s.zarr"))["flux"].shape == (20, 50)
+
+
+def test_tile_units_are_the_bytes_zarr_writes(tmp_path):
+    """4-d unit chunks (tile, band, y, x) and 2-d string columns, as the tile store lays them out."""
+    from skybatch.store.codecs import PIXEL_CODEC
+    from skybatch.store.shardwrite import write_region
+
+    rng = np.random.default_rng(3)
+    n, nb, h, w, unit = 10, 3, 16, 12, 4  # two whole units and a shorter tail unit
+    data = {
+        "image": rng.standard_normal((n, nb, h, w)).astype(np.float32),
+        "mask": rng.integers(0, 3, (n, nb, h, w)).astype(np.uint32),
+        "present": rng.random((n, nb)) > 0.3,
+        "wcs": np.array([[f"CRVAL1  = {i}.{b}" for b in range(nb)] for i in range(n)], dtype=object),
+    }
+    data["image"][1] = np.nan  # an all-fill tile inside a unit
+    roots = {}
+    for how in ("zarr", "direct"):
+        root = zarr.open_group(str(tmp_path / f"{how}.zarr"), mode="w-")
+        cfg = {"write_empty_chunks": True}
+        arrays = {
+            "image": root.create_array("image", shape=(n, nb, h, w), chunks=(unit, nb, h, w), dtype="float32",
+                                       fill_value=np.nan, compressors=PIXEL_CODEC, config=cfg),
+            "mask": root.create_array("mask", shape=(n, nb, h, w), chunks=(unit, nb, h, w), dtype="uint32",
+                                      fill_value=0, config=cfg),
+            "present": root.create_array("present", shape=(n, nb), chunks=(unit, nb), dtype="bool", config=cfg),
+            "wcs": root.create_array("wcs", shape=(n, nb), chunks=(unit, nb), dtype=str, fill_value="", config=cfg),
+        }
+        for a in range(0, n, unit):
+            part = {k: v[a : a + unit] for k, v in data.items()}
+            if how == "direct":
+                write_region(arrays, a, part)
+            else:
+                for k, v in part.items():
+                    arrays[k][a : a + unit] = v
+        roots[how] = tmp_path / f"{how}.zarr"
+    z, d = _objects(roots["zarr"]), _objects(roots["direct"])
+    assert set(z) == set(d) and len(z) == 4 * 3
+    for key, b in z.items():
+        assert d[key] == b, key
