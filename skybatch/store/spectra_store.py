@@ -276,31 +276,14 @@ def write_rows(g: zarr.Group | Mapping[str, zarr.Array], start: int, data: dict[
 
     g: the store's group, or a mapping of its arrays by name (opened once, e.g. per run).
     The caller guarantees the range covers whole shards (or the store's tail), so no other
-    task writes the same stored object. The writes of every array are issued together on
-    zarr's event loop (one round trip; their compression runs concurrently in zarr's threads).
+    task writes the same stored object. Whole shards of sharded pixel arrays written with
+    ``write_empty_chunks`` on are encoded in the calling thread (:mod:`skybatch.store.shardwrite`:
+    the bytes zarr would store, without its partial-shard copies); the rest goes through zarr.
+    All stores are then issued together on zarr's event loop (one round trip).
     """
-    items = []
-    for name, values in data.items():
-        arr = g[name]
-        if arr.dtype.kind in ("O", "T", "U"):
-            values = np.asarray([str(v) for v in values], dtype=object)
-        items.append((arr, slice(start, start + len(values)), values))
-    try:
-        import asyncio
+    from skybatch.store.shardwrite import write_region
 
-        from zarr.core.sync import sync
-
-        async def _all() -> None:
-            await asyncio.gather(*(arr._async_array.setitem(sel, values) for arr, sel, values in items))
-
-        runner = sync if all(hasattr(arr, "_async_array") for arr, _, _ in items) else None
-    except ImportError:  # another zarr layout: one write after another
-        runner = None
-    if runner is None:
-        for arr, sel, values in items:
-            arr[sel] = values
-        return
-    runner(_all())
+    write_region(g, start, data)
 
 
 def open_store(url: str, storage_options: dict[str, Any] | None = None, *, check: bool = True) -> xr.Dataset:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from skybatch.pipeline.chunkrun import keep_arrays_on_heap
+from skybatch.pipeline.chunkrun import keep_arrays_on_heap, keep_heap_top
 from skybatch.pipeline.ingest.config import ChunkTask
 from skybatch.pipeline.ingest_checks import _reader_for
 from skybatch.sources.base import SourceError, SpectraBlock
@@ -131,6 +131,7 @@ def write_chunk(
     verify_checksums: check the FITS checksums of the images read (readers that do it in the read).
     """
     keep_arrays_on_heap()  # Dask's nanny environment would make every read and codec buffer a fresh mmap
+    keep_heap_top()  # and trim the freed compressed shards (~12 MB per task) only to fault them in again
     n = task.stop - task.start
     flux, ivar, mask = _chunk_buffers(n, nwave)  # every row is written below (pieces cover the chunk)
     meta = _empty_columns(columns, n)

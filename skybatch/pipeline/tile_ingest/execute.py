@@ -6,6 +6,7 @@ whole chunk; then provenance and the report. Also the doors :func:`run`,
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
 
@@ -27,6 +28,28 @@ from .config import TileIngestConfig
 from .plan import TileChunkTask, TileIngestPlan, _job, _plan_tiles, plan_tile_ingest
 from .report import TileIngestReport
 from .table import PLAN_FILE, _stage, read_plan_table
+
+
+_VIEWS: dict[tuple[str, str], Any] = {}
+_VIEWS_LOCK = threading.Lock()
+
+
+def _view_group(store: str, store_options: dict[str, Any], run_id: str, view: str):
+    """The view's Zarr group, opened once per run per worker process.
+
+    Opening the store (consolidated metadata) costs a few event-loop round trips per task; within
+    one run the layout does not change (the plan created, resized and consolidated it first), so
+    the groups are kept, keyed by store and run id (a new run opens them again).
+    """
+    key = (store, run_id)
+    with _VIEWS_LOCK:
+        got = _VIEWS.get(key)
+        if got is None:
+            _VIEWS.clear()
+            got = _VIEWS[key] = {"root": open_tile_group(store, store_options, consolidated=True)}
+        if view not in got:
+            got[view] = got["root"][view]
+        return got[view]
 
 
 def _write_tile_chunk(
@@ -71,8 +94,7 @@ def _write_tile_chunk(
             wcs[r, bi] = p.wcs
             source[r, bi] = url
             n_bad += p.n_bad_pixels
-    g = open_tile_group(store, store_options, consolidated=True)  # the plan consolidated the layout
-    write_tile_chunk(g[task.view], task.start,
+    write_tile_chunk(_view_group(store, store_options, run_id, task.view), task.start,
                      {"image": image, "noise": noise, "mask": mask, "present": present, "wcs": wcs, "source": source})
     record = {
         "chunk": task.chunk, "start": task.start, "stop": task.stop, "fingerprint": task.fingerprint,
