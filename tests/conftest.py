@@ -24,6 +24,12 @@ os.environ.setdefault("DASK_DISTRIBUTED__WORKER__DAEMON", "True")
 # CLI runs in tests use the session server (prefect_server) or a temporary one, never a shared one left running
 os.environ.setdefault("SKYBATCH_PREFECT_SERVER", "temporary")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One JAX persistent compilation cache for the session (this process, the Dask workers, CLI subprocesses and
+# notebook kernels inherit it): a step or sampler traced again (a new fit, a fresh process) loads its XLA
+# executable instead of compiling it again. Empty at the start of each session; the executables are those XLA
+# would build, so no result changes.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_HOME, "jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # Fake credentials for the local S3 server; never a real account.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -31,9 +37,10 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def survey(tmp_path_factory):
-    """A small synthetic DESI + SDSS survey on disk (3 HEALPix coadds of 60 spectra, 12 SDSS files), one per module."""
+    """A small synthetic DESI + SDSS survey on disk (3 HEALPix coadds of 60 spectra, 12 SDSS files), one for the
+    session: tests read it and write their stores and altered copies elsewhere (under their own tmp_path)."""
     from skybatch.sample.survey import generate_sample_survey
 
     out = tmp_path_factory.mktemp("survey")

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+
+from skybatch.pipeline.run_settings import StoreRunSettings
 
 __all__ = ["ApplyConfig"]
 
 
 @dataclass
-class ApplyConfig:
+class ApplyConfig(StoreRunSettings):
     """Settings of a job that maps a saved model over a store.
 
     store: the store to write into (preprocessed spectra; a tile store for a tile encoder; a difference
         store for a real/bogus model).
     model: a model directory from `skybatch run train`.
     batch_size: spectra per model call.
-    cluster: a cluster profile name, a YAML path, or a scheduler address.
-    progress: show a progress bar on the terminal.
-    storage_options: fsspec options of the store (credentials, endpoint).
+    cluster, progress, storage_options: see :class:`~skybatch.pipeline.run_settings.StoreRunSettings`.
     """
 
     store: str
     model: str
     batch_size: int = 1024
-    cluster: str = "auto"
-    progress: bool = True
-    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("store", "model"):

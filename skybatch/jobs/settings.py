@@ -28,7 +28,7 @@ class Setting:
     type: the field's annotation, as a type (``list[str]``, ``int | None``, ...).
     default: the default, or :data:`dataclasses.MISSING` for a required setting.
     help: one line of help: ``field(metadata={"help": ...})``, else the ``name: text`` entry of the
-        class docstring.
+        class docstring, or of the docstring of the dataclass base that declares it (a shared section).
     """
 
     name: str
@@ -71,7 +71,10 @@ def settings_of(cls: type) -> dict[str, Setting]:
         hints = typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001 - an annotation that does not resolve: keep the string
         hints = {}
-    docs = _docstring_help(cls)
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__):  # a base's entries (a shared settings section), then the class's own
+        if dataclasses.is_dataclass(base):
+            docs.update(_docstring_help(base))
     out: dict[str, Setting] = {}
     for f in dataclasses.fields(cls):
         if not f.init:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import equinox as eqx
@@ -28,6 +28,7 @@ import numpy as np
 from skybatch.checks import check_positive_ints
 from skybatch.pipeline.batches import StoreBatches
 from skybatch.pipeline.map_model import apply_batched, map_model
+from skybatch.pipeline.run_settings import StoreRunSettings
 from skybatch.pipeline.toprows import TopRows, take_rows
 from skybatch.store.spectra_store import consolidate, open_group
 
@@ -64,7 +65,7 @@ class VAEEmbedding(eqx.Module):
 
 
 @dataclass
-class TrainJobConfig:
+class TrainJobConfig(StoreRunSettings):
     """Settings of ``skybatch run train`` (one-to-one with CLI flags / YAML keys).
 
     store: the (preprocessed) spectra store to train on.
@@ -76,7 +77,7 @@ class TrainJobConfig:
     split_nside: HEALPix nside of the train/validation split (64 = the stored pixel).
     latent_dim, width, depth: VAE architecture; label: the class column for the classifier.
     prefetch: chunks Dask reads ahead while training.
-    cluster: cluster profile for the readers; progress: a progress bar.
+    cluster, progress, storage_options: see :class:`~skybatch.pipeline.run_settings.StoreRunSettings`.
     """
 
     store: str
@@ -97,9 +98,6 @@ class TrainJobConfig:
     depth: int = 2
     label: str = "spectype"
     prefetch: int = 2
-    cluster: str = "auto"
-    progress: bool = True
-    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_CHOICES:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from skybatch.checks import check_positive_ints
+from skybatch.pipeline.run_settings import StoreRunSettings
 from skybatch.pipeline.sky_data import TableBatches, condition_table, heldout_mask, measure_magnitudes
 from skybatch.store.spectra_store import consolidate, open_group
 
@@ -29,7 +30,7 @@ __all__ = ["SkyBroadbandConfig", "train_broadband", "predict_broadband", "load_b
 
 
 @dataclass
-class SkyBroadbandConfig:
+class SkyBroadbandConfig(StoreRunSettings):
     """Settings of ``skybatch run train --model sky-broadband``.
 
     store: the sky spectra store (an ingested sky VAC); out: model directory.
@@ -50,9 +51,6 @@ class SkyBroadbandConfig:
     width: int = 64
     depth: int = 3
     val_fraction: float = 0.2
-    cluster: str = "auto"
-    progress: bool = True
-    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("steps", "batch_size", "checkpoint_every", "width", "depth"))

@@ -20,13 +20,14 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from skybatch.checks import check_positive_ints
 from skybatch.pipeline.chunkrun import chunk_ranges, run_chunk_tasks
+from skybatch.pipeline.run_settings import StoreRunSettings
 from skybatch.store.manifest import Manifest, chunk_fingerprint
 from skybatch.store.spectra_store import (
     PER_SPECTRUM_COLUMNS, consolidate, create_spectra_store, open_group, resize_spectra_store, store_exists,
@@ -40,7 +41,7 @@ _JIT = None
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(StoreRunSettings):
     """Settings of ``skybatch run generate`` (one-to-one with the CLI flags)."""
 
     model: str
@@ -53,9 +54,6 @@ class GenerateConfig:
     n_per_row: int = 1
     chunk_spectra: int = 256
     batch_size: int = 64
-    cluster: str = "auto"
-    progress: bool = True
-    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.sampler not in ("heun", "euler"):

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from skybatch.checks import check_positive_ints
+from skybatch.pipeline.run_settings import StoreRunSettings
 from skybatch.pipeline.sky_data import TableBatches, condition_table, heldout_mask, read_rows, selection_rows
 from skybatch.store.spectra_store import open_group
 
@@ -40,7 +41,7 @@ LATENT_VAR = "sky_vae_latent"
 
 
 @dataclass
-class SkyLDMConfig:
+class SkyLDMConfig(StoreRunSettings):
     """Settings of ``skybatch run train --model sky-ldm``.
 
     store: the sky spectra store; vae: the VAE model directory; selection: dark | moon | twilight;
@@ -65,9 +66,6 @@ class SkyLDMConfig:
     ema_decay: float = 0.999
     val_fraction: float = 0.2
     encode_batch_size: int = 256
-    cluster: str = "auto"
-    progress: bool = True
-    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("store", "out"):

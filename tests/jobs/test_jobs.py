@@ -38,6 +38,42 @@ def test_settings_carry_type_default_and_help():
     assert "credentials" in settings_of(score.Config)["storage_options"].help
 
 
+def _own_job_config() -> type:
+    from skybatch.pipeline.run_settings import StoreRunSettings
+
+    @dataclasses.dataclass
+    class OwnJobConfig(StoreRunSettings):
+        n: int = 1
+
+    OwnJobConfig.__doc__ = "A job of one's own.\n\n    cluster: where my tasks run.\n    "
+    return OwnJobConfig
+
+
+def test_shared_settings_section_declared_once_with_its_help():
+    """cluster / progress / storage_options of the train, apply and generate configs come from one section,
+    with its defaults and help; a config's own docstring entry wins over the section's."""
+    from skybatch.jobs._apply import ApplyConfig
+    from skybatch.pipeline.modeling import TrainJobConfig
+    from skybatch.pipeline.run_settings import StoreRunSettings
+    from skybatch.pipeline.sky_broadband import SkyBroadbandConfig
+    from skybatch.pipeline.sky_generate import GenerateConfig
+    from skybatch.pipeline.sky_ldm import SkyLDMConfig
+
+    section = settings_of(StoreRunSettings)
+    assert list(section) == ["cluster", "progress", "storage_options"]
+    assert all(s.help for s in section.values())
+    for cls in (ApplyConfig, TrainJobConfig, SkyBroadbandConfig, GenerateConfig, SkyLDMConfig):
+        assert issubclass(cls, StoreRunSettings), cls
+        own = settings_of(cls)
+        for name, s in section.items():
+            assert (own[name].default, own[name].help) == (s.default, s.help), (cls.__name__, name)
+    cfg = TrainJobConfig("s.zarr", "vae", "out", cluster="tcp://127.0.0.1:8786")
+    assert (cfg.cluster, cfg.progress, cfg.storage_options) == ("tcp://127.0.0.1:8786", True, {})
+    own_job = _own_job_config()
+    assert settings_of(own_job)["cluster"].help == "where my tasks run."
+    assert settings_of(own_job)["progress"].help == section["progress"].help
+
+
 def test_unknown_key_names_the_nearest_valid_one():
     from skybatch.jobs import ingest
 

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import numpy as np
 import pytest
 import xarray as xr
 
+from benchmarks._sky_encoder import SkyEncoder as _BenchmarkEncoder
 from skybatch.pipeline.map_model import map_model, model_fingerprint
 from skybatch.store.manifest import Manifest
 
 from ..helpers import make_random_store
 
 
-class SkyEncoder(eqx.Module):
-    """A user's own model: the desisky sky-VAE encoder shape, scaled down (nwave -> ... -> 8)."""
+class SkyEncoder(_BenchmarkEncoder):
+    """A user's own model: benchmarks/map_model.py's desisky sky-VAE encoder, scaled down (nwave -> ... -> 8)."""
 
-    layers: list
-
-    def __init__(self, nwave: int, widths=(100, 80, 60, 50, 30), latent: int = 8, *, key):
-        keys = jax.random.split(key, len(widths) + 1)
-        sizes = (nwave, *widths, latent)
-        self.layers = [eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys)]
-
-    def __call__(self, flux):
-        x = flux
-        for layer in self.layers[:-1]:
-            x = jax.nn.relu(layer(x))
-        return self.layers[-1](x)
+    def __init__(self, nwave: int, *, key):
+        super().__init__(nwave, widths=(100, 80, 60, 50, 30), latent=8, key=key)
 
     def both(self, flux, ivar):
         z = self(flux * (ivar > 0))
