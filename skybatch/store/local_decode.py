@@ -4,9 +4,9 @@ Zarr's own read of one 2048 x 7781 float32 shard (16 inner chunks of 128 rows) r
 new buffer, decodes every inner chunk into another new 4 MB buffer and copies that into the output:
 ~64 MB of fresh pages (faulted in and zeroed) and two copies per 64 MB read. On two cores the model
 jobs pay for that in compute. For the common case (a local store; pixel arrays whose codecs are
-``bytes`` + Blosc, sharded or not) :class:`LocalBloscReader` maps the stored file read-only and
-calls Blosc's decompressor once per inner chunk with the caller's buffer as destination: no
-allocation and no copy beyond the decompression itself. The bytes decoded are the ones Zarr would
+``bytes`` + Blosc, sharded or not) :class:`LocalBloscReader` reads each inner chunk's compressed
+bytes into a small reused buffer and calls Blosc's decompressor with the caller's buffer as
+destination: no allocation, and no copy of decompressed data. The bytes decoded are the ones Zarr would
 decode (same objects, same codec), so the values are identical; the shard index's CRC32C is checked
 as Zarr checks it. Anything else (remote stores, other codecs, reads not on object boundaries)
 returns ``None`` from :func:`local_blosc_reader` and the caller uses Zarr.
@@ -14,8 +14,8 @@ returns ``None`` from :func:`local_blosc_reader` and the caller uses Zarr.
 
 from __future__ import annotations
 
-import mmap
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,33 +74,24 @@ class LocalBloscReader:
             size = os.fstat(fd).st_size
             if size == 0:
                 out[...] = self.fill
-                return
-            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)  # the mapping stays valid
-        view = memoryview(mm)
-        try:
-            if self.sharded:
-                self._decode_shard(view, out)
+            elif self.sharded:
+                self._decode_shard(fd, size, out)
             else:
-                _decode_into(view, out, self.inner_rows)
+                _decode_into(_pread(fd, 0, size), out, self.inner_rows)
         finally:
-            try:
-                view.release()
-                mm.close()
-            except BufferError:  # a slice is still referenced by an exception's traceback: unmapped with it
-                pass
+            os.close(fd)
 
-    def _decode_shard(self, data: memoryview, out: np.ndarray) -> None:
+    def _decode_shard(self, fd: int, size: int, out: np.ndarray) -> None:
         import google_crc32c
 
         n_inner = self.object_rows // self.inner_rows
         nbytes = 16 * n_inner
-        raw = data[len(data) - nbytes - 4 :] if self.index_at_end else data[: nbytes + 4]
-        body, crc = bytes(raw[:nbytes]), bytes(raw[nbytes:])
-        if google_crc32c.value(body) != int.from_bytes(crc, "little"):
+        if size < nbytes + 4:
+            raise ValueError(f"{self.root}: a shard of {size} bytes cannot hold its index (corrupt object)")
+        raw = os.pread(fd, nbytes + 4, size - nbytes - 4 if self.index_at_end else 0)
+        if google_crc32c.value(raw[:nbytes]) != int.from_bytes(raw[nbytes:], "little"):
             raise ValueError(f"{self.root}: shard index checksum mismatch (corrupt object)")
-        index = np.frombuffer(body, "<u8").reshape(n_inner, 2)
+        index = np.frombuffer(raw, "<u8", count=2 * n_inner).reshape(n_inner, 2)
         rows = len(out)
         for i in range(-(-rows // self.inner_rows)):
             part = out[i * self.inner_rows : min((i + 1) * self.inner_rows, rows)]
@@ -108,7 +99,26 @@ class LocalBloscReader:
             if off == _EMPTY:
                 part[...] = self.fill
             else:
-                _decode_into(data[int(off) : int(off + length)], part, self.inner_rows)
+                _decode_into(_pread(fd, int(off), int(length)), part, self.inner_rows)
+
+
+_SCRATCH = threading.local()
+
+
+def _pread(fd: int, offset: int, length: int) -> memoryview:
+    """``length`` bytes of ``fd`` at ``offset`` in this thread's reused scratch buffer (valid until its next call).
+
+    One inner chunk (a few MB) at a time, so the compressed bytes are still in cache when decoded; a plain
+    read rather than a memory map, so a file truncated by another program is an error, not a SIGBUS.
+    """
+    buf: bytearray | None = getattr(_SCRATCH, "buf", None)
+    if buf is None or len(buf) < length:
+        buf = _SCRATCH.buf = bytearray(max(length, 1 << 20))
+    view = memoryview(buf)[:length]
+    got = os.preadv(fd, [view], offset)
+    if got != length:
+        raise ValueError(f"short read: {got} of {length} bytes at {offset} (truncated object)")
+    return view
 
 
 def _decode_into(src: memoryview, out: np.ndarray, chunk_rows: int) -> None:

@@ -74,3 +74,15 @@ def test_a_corrupt_shard_index_is_an_error(tmp_path):
     open(path, "wb").write(bytes(raw))
     with pytest.raises(ValueError, match="checksum"):
         reader.read(0, 64, np.empty((64, NW), np.float32))
+
+
+def test_a_truncated_object_is_an_error_not_a_crash(tmp_path):
+    for shard in (64, None):
+        arr = _array(tmp_path / f"t{shard}.zarr", 64, 16 if shard else 64, shard)
+        arr[:] = np.random.default_rng(0).standard_normal((64, NW)).astype(np.float32)
+        reader = local_blosc_reader(arr)
+        assert reader is not None
+        path = os.path.join(reader.root, reader.key(0))
+        os.truncate(path, os.path.getsize(path) // 2)
+        with pytest.raises((ValueError, RuntimeError)):
+            reader.read(0, 64, np.empty((64, NW), np.float32))
