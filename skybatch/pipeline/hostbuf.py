@@ -27,7 +27,8 @@ def aligned_empty(shape: tuple[int, ...] | int, dtype: np.dtype | type = np.floa
     nbytes = int(np.prod(shp, dtype=np.int64)) * dt.itemsize
     raw = np.empty(nbytes + align, np.uint8)
     off = (-raw.ctypes.data) % align
-    return raw[off : off + nbytes].view(dt).reshape(shp)
+    # an empty slice keeps its base's pointer: slice one byte first so that size-0 arrays are aligned too
+    return raw[off : off + max(nbytes, 1)][:nbytes].view(dt).reshape(shp)
 
 
 def is_aligned(a: np.ndarray, align: int = ALIGN) -> bool:
