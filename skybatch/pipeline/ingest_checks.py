@@ -163,11 +163,11 @@ def _hash_or_none(url: str, options: dict[str, Any]) -> str | None:
         return None
 
 
-#: Rows read per block by :func:`duplicate_targets` (TARGETID, survey, program of 8,192 spectra): survey and
+#: Rows read per block by :func:`duplicate_targets` (TARGETID, survey, program of 16,384 spectra): survey and
 #: program come back as Python strings (~60 bytes a row) before they are coded, so a block is what the
-#: driver's peak grows by; 8,192 keeps it at ~1 MB (65,536 held ~15 MB: a store of 10^5 spectra then
-#: peaked 20 % above one of 10^4).
-DUPLICATE_BLOCK_ROWS = 1 << 13
+#: driver's peak grows by; 16,384 keeps it at ~4 MB (65,536 held ~15 MB: a store of 10^5 spectra then
+#: peaked 20 % above one of 10^4; 8,192 took ~1.3x the time in per-block overhead).
+DUPLICATE_BLOCK_ROWS = 1 << 14
 #: Rows of one example key whose ``source`` is read (a key repeated N times would cost N chunk reads).
 DUPLICATE_EXAMPLE_ROWS = 16
 #: Rows of keys held at once by :func:`duplicate_targets` (24 bytes each); larger stores take passes.
