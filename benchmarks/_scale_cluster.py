@@ -137,3 +137,89 @@ class Cluster:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _vmstat(names: tuple[str, ...]) -> dict[str, int]:
+    out = {}
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                k, _, v = line.partition(" ")
+                if k in names:
+                    out[k] = int(v)
+    except OSError:
+        pass
+    return out
+
+
+class DirtyPages:
+    """The machine's dirty page cache during a stage: its peak (MB) against the kernel's throttling threshold.
+
+    A stage that writes more than the dirty threshold (vm.dirty_ratio of the available memory) is held
+    to the disk's write speed (``balance_dirty_pages``): the large set's stores can cross it where the
+    small set's never do, so a stage's time per spectrum then grows with the data for the disk's sake.
+    Sampled every 0.2 s in a thread (Linux /proc/vmstat; zeros elsewhere).
+    """
+
+    _KEYS = ("nr_dirty", "nr_writeback", "nr_dirty_threshold", "nr_dirtied")
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_mb = 0.0
+        self.threshold_mb = 0.0
+        self.dirtied_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _mb(self, pages: int) -> float:
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            v = _vmstat(self._KEYS)
+            self.peak_mb = max(self.peak_mb, self._mb(v.get("nr_dirty", 0) + v.get("nr_writeback", 0)))
+            self.threshold_mb = self._mb(v.get("nr_dirty_threshold", 0))
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> DirtyPages:
+        self._dirtied0 = _vmstat(self._KEYS).get("nr_dirtied", 0)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.dirtied_mb = self._mb(_vmstat(self._KEYS).get("nr_dirtied", 0) - self._dirtied0)
+
+
+def flush_page_cache_writes() -> float:
+    """Write every dirty page to disk (``sync``) so that the next stage starts with none; seconds taken."""
+    t0 = time.perf_counter()
+    os.sync()
+    return time.perf_counter() - t0
+
+
+def resident_fraction(roots: list[str]) -> float:
+    """Share of the bytes of ``roots`` (files, and every file under a folder) in the page cache (``fincore``; NaN
+    without it).
+
+    A store read right after it was written (preprocess reads the ingest's store) comes from memory only
+    while the machine has room for it; what was evicted is read from disk again.
+    """
+    import shutil as _shutil
+
+    exe = _shutil.which("fincore")
+    paths = sorted({os.path.realpath(p) for r in roots
+                    for p in ([os.path.join(d, f) for d, _, fs in os.walk(r) for f in fs] if os.path.isdir(r) else [r])})
+    if exe is None or not paths:
+        return float("nan")
+    res = size = 0
+    for i in range(0, len(paths), 500):
+        out = subprocess.run([exe, "--bytes", "--noheadings", "--output", "RES,SIZE", *paths[i:i + 500]],
+                             capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                res, size = res + min(int(parts[0]), int(parts[1])), size + int(parts[1])  # RES: whole pages
+    return res / size if size else float("nan")

@@ -47,7 +47,8 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 os.environ.setdefault("MPLBACKEND", "Agg")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _scale_cluster import Cluster, peak_mb, reset_peak  # noqa: E402
+from _scale_cluster import (  # noqa: E402
+    Cluster, DirtyPages, flush_page_cache_writes, peak_mb, reset_peak, resident_fraction)
 
 GRID = "loglam:3.55:3.99:2e-4"
 STAGES = ("ingest", "preprocess", "score")
@@ -136,10 +137,15 @@ def run_stage(stage: str, cl: Cluster, job: dict, work: str) -> dict:
     path = os.path.join(work, f"job-{stage}.json")
     with open(path, "w") as f:
         json.dump({**job, "stage": stage, "address": cl.address}, f)
+    sync_s = flush_page_cache_writes()  # untimed: no stage inherits the previous one's unwritten pages
+    inputs = {"ingest": [f for c in job.get("files", []) for f in (c, c.replace("coadd-", "redrock-"))],
+              "preprocess": [job.get("raw", "")], "score": [job.get("pre", "")]}.get(stage, [])
+    resident = resident_fraction(inputs) if inputs else float("nan")  # what the stage reads, in memory now
     cl.reset()
     cpu0, load0 = cl.cpu(), os.getloadavg()[0]
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--stage-job", path], capture_output=True,
-                          text=True)
+    with DirtyPages() as dirty:
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--stage-job", path], capture_output=True,
+                              text=True)
     if proc.returncode:
         raise RuntimeError(f"stage {stage} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     with open(path + ".out") as f:
@@ -149,6 +155,8 @@ def run_stage(stage: str, cl: Cluster, job: dict, work: str) -> dict:
     out["cpu"] = out["cluster_cpu"] + out["driver_cpu"]
     out["tasks"] = cl.tasks()
     out["load"] = (load0 + os.getloadavg()[0]) / 2
+    out["dirty"] = {"written_mb": dirty.dirtied_mb, "peak_mb": dirty.peak_mb, "threshold_mb": dirty.threshold_mb,
+                    "sync_before_s": sync_s, "input_resident": resident}
     return out
 
 
@@ -181,7 +189,8 @@ def objects_per_variable(store: str) -> dict[str, int]:
 
 def run_size(label: str, files: list[str], tmp: str, args) -> dict:
     """Warm-up, then ingest, preprocess, score of ``files``, each in its own driver, on a fresh cluster."""
-    work = os.path.join(tmp, f"{label}-run")
+    work = os.path.join(args.store_dir or tmp, f"{label}-run")  # the stores, and each stage's job file
+    shutil.rmtree(work, ignore_errors=True)  # an interrupted run's stores would be resumed, not written
     os.makedirs(work, exist_ok=True)
     model = os.path.join(tmp, "vae")
     cl = Cluster(args.workers, args.memory_limit)
@@ -266,6 +275,22 @@ def plan_real(n_files: int, per_file: int, tmp: str, args) -> None:
 # -- report ----------------------------------------------------------------------------------------
 
 
+def _fs_type(path: str) -> str:
+    """The file system type of the mount holding ``path`` (Linux /proc/mounts; "?" elsewhere)."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mnt = parts[1]
+                if os.path.abspath(path).startswith(mnt.rstrip("/") + "/") or os.path.abspath(path) == mnt:
+                    if len(mnt) > len(best):
+                        best, kind = mnt, parts[2]
+    except OSError:
+        pass
+    return kind
+
+
 def _verdict(ratio: float, tol: float = 0.2) -> str:
     return "ok" if abs(ratio - 1.0) <= tol else "OFF"
 
@@ -274,7 +299,8 @@ def report(small: dict, large: dict, args) -> None:
     ns, nl = small["n"], large["n"]
     S, L = small["stages"], large["stages"]
     print(f"\nscale benchmark: {ns} and {nl} spectra ({nl / ns:.0f}x), {args.workers} worker process(es) x 1 thread, "
-          f"chunk {args.chunk_spectra}, preprocess grid {GRID}; a fresh cluster per size, a driver process per stage")
+          f"chunk {args.chunk_spectra}, preprocess grid {GRID}; a fresh cluster per size, a driver process per stage; "
+          f"stores in {args.store_dir or 'the work directory'} ({_fs_type(args.store_dir or args.work)})")
     print(f"{'stage':12s}{'spectra/s':>11s}{'spectra/s':>11s}{'wall s/spec':>12s}{'':>4s}{'CPU ms/spec':>12s}"
           f"{'CPU ms/spec':>12s}{'CPU':>7s}{'':>4s}{'tasks':>7s}{'tasks':>7s}{'load':>6s}{'load':>6s}")
     print(f"{'':12s}{'small':>11s}{'large':>11s}{'L/S':>12s}{'':>4s}{'small':>12s}{'large':>12s}{'L/S':>7s}{'':>4s}"
@@ -296,6 +322,14 @@ def report(small: dict, large: dict, args) -> None:
         f"(x{L[s]['driver_cpu'] / max(S[s]['driver_cpu'], 1e-9):.1f}), scheduler + workers "
         f"{S[s]['cluster_cpu']:.1f} / {L[s]['cluster_cpu']:.1f} (x{L[s]['cluster_cpu'] / max(S[s]['cluster_cpu'], 1e-9):.1f})"
         for s in STAGES))
+    print("page cache writes, MB dirtied small / large (the machine's peak dirty + writeback MB, small / large, "
+          "against the kernel's throttling threshold): " + "; ".join(
+              f"{s} {S[s]['dirty']['written_mb']:.0f} / {L[s]['dirty']['written_mb']:.0f} (peak "
+              f"{S[s]['dirty']['peak_mb']:.0f} / {L[s]['dirty']['peak_mb']:.0f} of {L[s]['dirty']['threshold_mb']:.0f})"
+              for s in STAGES))
+    print("input in the page cache at the stage's start, % of its bytes, small / large (the rest is read from disk): "
+          + "; ".join(f"{s} {100 * S[s]['dirty']['input_resident']:.0f} / {100 * L[s]['dirty']['input_resident']:.0f}"
+                      for s in STAGES))
     marg_ok = marginal(small, large, args)
     print("\npeak RSS, MB, per stage (small, large, L/S: 1.0 = flat)")
     print(f"{'process':12s}" + "".join(f"{s + ' S':>13s}{'L':>7s}{'L/S':>6s}{'':>4s}" for s in STAGES))
@@ -364,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plan-files", type=int, default=None,
                    help="only plan N real files of 200 spectra (e.g. 5000: 10^6 spectra) and print time and memory")
     p.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed at the end)")
+    p.add_argument("--store-dir", default=None,
+                   help="where each size's stores are written (default: the work directory); e.g. a tmpfs such as "
+                        "/dev/shm, so that the kernel's write-back of a disk does not set the large set's time")
     p.add_argument("--stage-job", default=None, help=argparse.SUPPRESS)  # a stage's driver process
     a = p.parse_args(argv)
     if a.stage_job:
@@ -377,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     from skybatch.sample.survey import generate_sample_survey
 
     tmp = a.dir or tempfile.mkdtemp(prefix="skybatch-bench-scale-")
+    a.work = tmp
     try:
         if a.plan_files:
             plan_real(a.plan_files, a.spectra_per_file or 200, tmp, a)
@@ -403,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
               f"files in {5000 / per_s:.0f} s ({5000 / per_s * a.workers / 128:.1f} s on 128 workers); scheduler "
               f"peak RSS in the large ingest {large['stages']['ingest']['peaks']['scheduler']:.0f} MB")
     finally:
+        if a.store_dir:  # only the folders this run made there
+            for label in ("small", "large"):
+                shutil.rmtree(os.path.join(a.store_dir, f"{label}-run"), ignore_errors=True)
         if a.dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,18 @@ def test_scale_benchmark_quick_prints_side_by_side_figures():
         assert float(row.group(1)) > 0 and float(row.group(2)) > 0  # fixed seconds, measured on each cluster
         assert float(row.group(7)) == float(raws[stage].group(3))  # the raw wall ratio, printed beside the marginal
     assert re.search(r"^CPU seconds, small / large .*ingest driver [\d.]+ / [\d.]+ .*score driver", out, re.M), out
+    # what each stage wrote into the page cache, and the machine's peak of unwritten pages against the threshold
+    dirty = re.search(r"^page cache writes, MB dirtied small / large .*: ingest (\d+) / (\d+) \(peak (\d+) / (\d+) of "
+                      r"(\d+)\); preprocess (\d+) / (\d+) ", out, re.M)
+    assert dirty, out
+    # machine-wide counters (other processes write too): read from /proc/vmstat, the threshold is the kernel's
+    assert int(dirty.group(5)) > 0
+    assert re.search(r"stores in the work directory \(\w+\)", out), out
+    res = re.search(r"^input in the page cache at the stage's start, % of its bytes, small / large .*: ingest (\d+|nan) / "
+                    r"(\d+|nan); preprocess (\d+|nan) / (\d+|nan); score (\d+|nan) / (\d+|nan)$", out, re.M)
+    assert res, out
+    if shutil.which("fincore"):  # the raw store was just written: some of it is still in memory
+        assert 0 < float(res.group(4)) <= 100, out
     for proc_name in ("scheduler", "driver", "worker 0", "worker 1"):
         row = re.search(rf"^{proc_name}\s+((?:\d+\s+\d+\s+[\d.]+\s+(?:ok|OFF)\s*){{3}})$", out, re.M)
         assert row, f"no peak RSS row for {proc_name} in:\n{out}"

@@ -88,8 +88,9 @@ def test_ingest_preprocess_score_on_slurm_equals_local(slurm_node, prefect_serve
                  *slurm]) == 0, capsys.readouterr()
     assert main(["run", "preprocess", "--store", raw_s, "--out", pre_s, "--grid", GRID, "--rest-frame",
                  "--bad-redshift", "observed", "--no-progress", *slurm]) == 0, capsys.readouterr()
-    assert main(["run", "score", "--store", pre_s, "--model", model, "--top", "5", "--batch-size", "32",
-                 "--no-progress", *slurm]) == 0, capsys.readouterr()
+    # --method vae: the reference's method (score()'s default; the CLI's default is population)
+    assert main(["run", "score", "--store", pre_s, "--model", model, "--method", "vae", "--top", "5",
+                 "--batch-size", "32", "--no-progress", *slurm]) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert out.count("Dask dashboard: http://127.0.0.1:") == 3
 

@@ -29,7 +29,7 @@ from skybatch.sources.base import SourceError, SourceInfo
 from skybatch.store.fsutil import filesystem
 from skybatch.store.retry import RetriesExhausted, retry_call
 
-__all__ = ["DUPLICATE_BLOCK_ROWS", "DUPLICATE_PASS_ROWS", "inspect_batch", "inspect_one", "duplicate_files",
+__all__ = ["DUPLICATE_BLOCK_ROWS", "DUPLICATE_EXAMPLE_ROWS", "DUPLICATE_PASS_ROWS", "inspect_batch", "inspect_one", "duplicate_files",
            "duplicate_targets"]
 
 def _reader_for(fs, url: str, fmt: str, verify_checksums: bool = False):
@@ -163,8 +163,13 @@ def _hash_or_none(url: str, options: dict[str, Any]) -> str | None:
         return None
 
 
-#: Rows read per block by :func:`duplicate_targets` (TARGETID, survey, program of 65,536 spectra).
-DUPLICATE_BLOCK_ROWS = 1 << 16
+#: Rows read per block by :func:`duplicate_targets` (TARGETID, survey, program of 16,384 spectra): survey and
+#: program come back as Python strings (~60 bytes a row) before they are coded, so a block is what the
+#: driver's peak grows by; 16,384 keeps it at ~4 MB (65,536 held ~15 MB: a store of 10^5 spectra then
+#: peaked 20 % above one of 10^4; 8,192 took ~1.3x the time in per-block overhead).
+DUPLICATE_BLOCK_ROWS = 1 << 14
+#: Rows of one example key whose ``source`` is read (a key repeated N times would cost N chunk reads).
+DUPLICATE_EXAMPLE_ROWS = 16
 #: Rows of keys held at once by :func:`duplicate_targets` (24 bytes each); larger stores take passes.
 DUPLICATE_PASS_ROWS = 1 << 22
 
@@ -226,7 +231,8 @@ def duplicate_targets(targetid: Any, survey: Any, program: Any, source: Any, max
     a row, never a Python string per row. A store of more than ``pass_rows`` rows is checked in passes,
     each keeping the rows of one TARGETID residue class (duplicates share a TARGETID): the memory held
     stays below ~``pass_rows`` x 24 bytes (100 MB) whatever the number of spectra. Vectorised (one sort
-    per pass). Of ``source`` only the rows of the example targets are read.
+    per pass). Of ``source`` only the rows of the example targets are read, at most
+    :data:`DUPLICATE_EXAMPLE_ROWS` per example (the sources of the first ones, then how many more rows).
 
     Returns (number of such rows, up to ``max_examples`` lines naming the key and its sources, in the
     order their first row appears in the store).
@@ -254,7 +260,9 @@ def duplicate_targets(targetid: Any, survey: Any, program: Any, source: Any, max
             found += ex
     examples: list[str] = []
     for _, (t0, s0, p0), members in sorted(found, key=lambda e: e[0])[:max_examples]:
-        src = source.oindex[members] if hasattr(source, "oindex") else np.asarray(source)[members]
+        head = members[:DUPLICATE_EXAMPLE_ROWS]
+        src = source.oindex[head] if hasattr(source, "oindex") else np.asarray(source)[head]
         where = sorted({str(x) for x in np.asarray(src).tolist()})
-        examples.append(f"TARGETID {t0} (survey {sv.name(s0)!r}, program {pg.name(p0)!r}) in {', '.join(where)}")
+        more = f" (and {members.size - head.size} more rows)" if members.size > head.size else ""
+        examples.append(f"TARGETID {t0} (survey {sv.name(s0)!r}, program {pg.name(p0)!r}) in {', '.join(where)}{more}")
     return total, examples

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import zarr
 
-from skybatch.pipeline.ingest_checks import duplicate_targets
+from skybatch.pipeline.ingest_checks import DUPLICATE_EXAMPLE_ROWS, duplicate_targets
 
 
 def _by_hand(tid, survey, program, source, max_examples=5):
@@ -22,8 +22,11 @@ def _by_hand(tid, survey, program, source, max_examples=5):
     for i in dup:
         if keys[i] not in seen and len(examples) < max_examples:
             seen.add(keys[i])
-            where = sorted({str(source[j]) for j in dup if keys[j] == keys[i]})
-            examples.append(f"TARGETID {keys[i][0]} (survey {keys[i][1]!r}, program {keys[i][2]!r}) in {', '.join(where)}")
+            members = [j for j in dup if keys[j] == keys[i]]
+            where = sorted({str(source[j]) for j in members[:DUPLICATE_EXAMPLE_ROWS]})
+            more = len(members) - DUPLICATE_EXAMPLE_ROWS
+            examples.append(f"TARGETID {keys[i][0]} (survey {keys[i][1]!r}, program {keys[i][2]!r}) in {', '.join(where)}"
+                            + (f" (and {more} more rows)" if more > 0 else ""))
     return len(dup), examples
 
 
@@ -109,3 +112,17 @@ def test_duplicate_targets_memory_is_flat_in_the_number_of_rows(tmp_path):
         assert count == n and len(ex) == 5
         assert ex[0].startswith("TARGETID 1 (survey 'main', program 'dark') in /dr1/coadd-main-dark-0.fits, ")
     assert peaks[400_000] < 1.3 * peaks[100_000], peaks
+
+
+def test_an_example_key_repeated_many_times_reads_a_bounded_number_of_sources():
+    """A key in 200 files (a set ingested under 200 names): its example names the first 16 sources and counts the
+    rest, so the check reads 16 rows of ``source``, not 200 (each could be a chunk read on S3)."""
+    n = 200
+    tid = np.full(n, 42, np.int64)
+    survey, program = np.full(n, "main", dtype=object), np.full(n, "dark", dtype=object)
+    source = np.array([f"coadd-{i:03d}.fits" for i in range(n)], dtype=object)
+    count, ex = duplicate_targets(tid, survey, program, source)
+    assert count == n
+    assert ex == [_by_hand(tid, survey, program, source)[1][0]]
+    assert ex[0].endswith(f"coadd-{DUPLICATE_EXAMPLE_ROWS - 1:03d}.fits (and {n - DUPLICATE_EXAMPLE_ROWS} more rows)")
+    assert f"coadd-{DUPLICATE_EXAMPLE_ROWS:03d}.fits" not in ex[0]
