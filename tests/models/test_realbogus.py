@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from skybatch.models.calibration import expected_calibration_error
-from skybatch.models.realbogus import FeatureBaseline, RealBogusModel, train_realbogus, triplet_features
-from skybatch.sample.realbogus import BOGUS_KINDS, REAL_KINDS, make_realbogus_set
+from skybatch.models.realbogus import FEATURES, FeatureBaseline, RealBogusModel, train_realbogus, triplet_features
+from skybatch.sample.realbogus import BOGUS_KINDS, REAL_KINDS, TRAIN_KINDS, make_realbogus_set, training_weights
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,27 @@ def test_generated_kinds():
     assert np.isnan(s.triplets[s.kind == "edge"]).any() and not np.isnan(s.triplets[s.kind == "real"]).any()
     with pytest.raises(ValueError, match="not among"):
         make_realbogus_set(4, kinds=("ghost",))
+
+
+def test_sharpness_separates_cosmic_rays_and_hot_pixels_from_point_sources():
+    s = make_realbogus_set(400, size=15, seed=7, kinds=("real", "real-galaxy", "cosmic-ray", "hot-pixel"))
+    sharp = triplet_features(s.triplets)[:, FEATURES.index("sci_sharp")]
+    real = sharp[s.label == 1]
+    for k in ("cosmic-ray", "hot-pixel"):  # sharper than any PSF in the science stamp
+        assert np.quantile(sharp[s.kind == k], 0.05) > np.quantile(real, 0.95), k
+
+
+def test_training_mix_and_weights():
+    s = make_realbogus_set(160, size=15, seed=0, kinds=TRAIN_KINDS)
+    assert s.label.sum() == 80 and np.sum(s.kind == "cosmic-ray") == 2 * np.sum(s.kind == "dipole")
+    w = training_weights(s.kind, s.snr)
+    real = s.label == 1
+    np.testing.assert_allclose([w[real].sum(), w[~real].sum()], [real.sum(), (~real).sum()])
+    assert w[s.kind == "hot-pixel"].min() == pytest.approx(2 * w[s.kind == "edge"].max())
+    low = real & (s.snr < 12)
+    assert low.any() and w[low].min() == pytest.approx(2 * w[real & ~low].max())
+    with pytest.raises(ValueError, match="weights"):
+        train_realbogus(s.triplets, s.label, weights=np.ones(3), epochs=1)
 
 
 def test_separates_real_from_every_bogus_kind_and_is_calibrated(trained, tmp_path):
