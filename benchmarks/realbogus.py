@@ -35,7 +35,8 @@ def rates(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     from skybatch.models.calibration import expected_calibration_error
     from skybatch.models.realbogus import FeatureBaseline, train_realbogus, triplet_features
-    from skybatch.sample.realbogus import BOGUS_KINDS, REAL_KINDS, TRAIN_KINDS, make_realbogus_set, training_weights
+    from skybatch.sample.realbogus import BOGUS_KINDS, REAL_KINDS, TRAIN_KINDS, make_realbogus_set, training_groups
+    from skybatch.sample.realbogus import training_weights
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="3000 train / 2000 test, 6 epochs")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     t_data = time.perf_counter() - t0
     t0 = time.perf_counter()
     model = train_realbogus(tr.triplets, tr.label, features=f_tr, epochs=epochs,
-                            weights=training_weights(tr.kind, tr.snr))
+                            weights=training_weights(tr.kind, tr.snr), groups=training_groups(tr.kind, tr.snr))
     t_cnn = time.perf_counter() - t0
     t0 = time.perf_counter()
     # the baselines fit on 80 % of the training set; their thresholds come from the other 20 %
@@ -96,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     thr = {"cnn+features": model.threshold}
     for name, p in train_scores.items():  # the same completeness on the baseline's held-back 20 %
         thr[name] = float(np.quantile(p[cal_y == 1], 1 - model.completeness))
-    print(f"  operating points (threshold for {model.completeness:.0%} completeness on each model's calibration "
-          "split): " + ", ".join(f"{k} {v:.3f}" for k, v in thr.items()))
+    print(f"  operating points (CNN: one threshold, the worst bogus kind / real S/N bin smallest on its calibration "
+          f"split, {model.completeness:.1%} completeness there; baselines: that completeness on their held-back 20 %): " + ", ".join(f"{k} {v:.3f}" for k, v in thr.items()))
     names = list(scores)
     head = " ".join(f"{n[:12] + ' pass':>17s} {'ECE':>6s}" for n in names)
     print(f"  {'kind':14s} {'n':>5s} {head}   (real: pass ~1; bogus: pass ~0)")

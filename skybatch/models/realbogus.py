@@ -30,7 +30,7 @@ import optax
 from scipy.special import expit
 
 __all__ = ["FEATURES", "RealBogusNet", "RealBogusModel", "FeatureBaseline", "triplet_features", "prepare_triplets",
-           "train_realbogus", "realbogus_score"]
+           "train_realbogus", "realbogus_score", "minimax_threshold"]
 
 FEATURES = ("fwhm", "elongation", "dipole", "masked_fraction", "centre_snr", "ref_centre", "sci_sharp", "d_sharp")
 
@@ -196,6 +196,28 @@ class RealBogusModel:
         return expit(z)
 
 
+def minimax_threshold(p: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """One score threshold for every group: the ``t`` that minimises the worst group error rate
+    (a real group's fraction below ``t``, a bogus group's fraction at or above it); ties are broken
+    by the mean group error. p, labels, groups: (n,). Returns (t, worst error rate at t)."""
+    p, labels, groups = np.asarray(p, float), np.asarray(labels), np.asarray(groups)
+    cand = np.unique(np.concatenate([p, [np.inf]]))
+    errs = []
+    for g in np.unique(groups):
+        m = groups == g
+        lab = np.unique(labels[m])
+        if len(lab) != 1:
+            raise ValueError(f"groups: {g!r} mixes real and bogus examples; give one group per class")
+        q = np.sort(p[m])
+        below = np.searchsorted(q, cand, side="left") / len(q)  # fraction < t
+        errs.append(below if lab[0] == 1 else 1.0 - below)
+    e = np.stack(errs)
+    worst, mean = e.max(axis=0), e.mean(axis=0)
+    best = np.flatnonzero(worst <= worst.min() + 1e-12)
+    i = best[np.argmin(mean[best])]
+    return float(min(cand[i], 1.0)), float(worst[i])
+
+
 def _binary_logits(z: np.ndarray) -> np.ndarray:
     return np.stack([np.zeros_like(z), z], axis=1)
 
@@ -203,12 +225,16 @@ def _binary_logits(z: np.ndarray) -> np.ndarray:
 def train_realbogus(triplets: np.ndarray, labels: np.ndarray, *, features: np.ndarray | None = None,
                     epochs: int = 12, batch: int = 128, lr: float = 3e-3, width: int = 16, seed: int = 0,
                     calibration_fraction: float = 0.2, completeness: float = 0.98,
-                    weights: np.ndarray | None = None) -> RealBogusModel:
+                    weights: np.ndarray | None = None, groups: np.ndarray | None = None) -> RealBogusModel:
     """Train on labelled triplets (1 = real); returns the calibrated model.
 
     ``weights`` (n,): per-example loss weights (e.g.
     :func:`skybatch.sample.realbogus.training_weights`: more weight on the kinds and S/N bins
     that are hardest to hold at one threshold); normalised to mean 1 over the training split.
+    ``groups`` (n,): a group per example (each bogus kind, each real S/N bin: e.g.
+    :func:`skybatch.sample.realbogus.training_groups`); when given, ``threshold`` is instead the
+    :func:`minimax_threshold` on the calibration split (one threshold, the worst group's error
+    smallest) and ``completeness`` the overall completeness it gives there.
 
     The last ``calibration_fraction`` of a seeded shuffle is held out to fit the temperature and
     choose ``threshold`` as the score that keeps ``completeness`` of the real ones.
@@ -274,6 +300,10 @@ def train_realbogus(triplets: np.ndarray, labels: np.ndarray, *, features: np.nd
     p = expit(z / model.temperature)
     real = np.sort(p[labels[cal] == 1])
     model.threshold = float(real[int(math.floor((1.0 - completeness) * len(real)))]) if len(real) else 0.5
+    if groups is not None:
+        g = np.asarray(groups)[cal]
+        model.threshold, _ = minimax_threshold(p, labels[cal], g)
+        model.completeness = float(np.mean(real >= model.threshold)) if len(real) else completeness
     return model
 
 

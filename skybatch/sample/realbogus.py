@@ -32,13 +32,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["REAL_KINDS", "BOGUS_KINDS", "TRAIN_KINDS", "RealBogusSet", "make_realbogus_set", "training_weights"]
+__all__ = ["REAL_KINDS", "BOGUS_KINDS", "TRAIN_KINDS", "RealBogusSet", "make_realbogus_set", "training_weights",
+           "training_groups", "SNR_EDGES"]
 
 REAL_KINDS = ("real", "real-galaxy")
 BOGUS_KINDS = ("dipole", "saturated", "cosmic-ray", "hot-pixel", "psf-ring", "edge")
 #: the training mix (``kinds=`` of :func:`make_realbogus_set`): half real, and the bogus kinds
 #: that look most like a faint point source (cosmic rays, hot pixels) twice as often as the others
 TRAIN_KINDS = REAL_KINDS * 4 + BOGUS_KINDS + ("cosmic-ray", "hot-pixel")
+#: the real S/N bins (D peak S/N) the benchmark and :func:`training_groups` report
+SNR_EDGES = (5.0, 8.0, 12.0, 20.0, 40.0)
 _S2F = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
@@ -221,3 +224,12 @@ def training_weights(kind: np.ndarray, snr: np.ndarray, *, hard: tuple[str, ...]
         if m.any():
             w[m] *= m.sum() / w[m].sum()
     return w
+
+
+def training_groups(kind: np.ndarray, snr: np.ndarray) -> np.ndarray:
+    """(n,) group names: each bogus kind its own, real ones by D peak S/N bin (:data:`SNR_EDGES`,
+    the last open-ended) — ``groups=`` of :func:`skybatch.models.realbogus.train_realbogus`."""
+    kind = np.asarray(kind).astype(object)
+    b = np.clip(np.searchsorted(SNR_EDGES, np.asarray(snr), side="right") - 1, 0, len(SNR_EDGES) - 1)
+    names = np.array([f"real S/N >= {e:g}" for e in SNR_EDGES], dtype=object)
+    return np.where(np.isin(kind, REAL_KINDS), names[b], kind).astype(str)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from skybatch.models.calibration import expected_calibration_error
-from skybatch.models.realbogus import FEATURES, FeatureBaseline, RealBogusModel, train_realbogus, triplet_features
-from skybatch.sample.realbogus import BOGUS_KINDS, REAL_KINDS, TRAIN_KINDS, make_realbogus_set, training_weights
+from skybatch.models.realbogus import (FEATURES, FeatureBaseline, RealBogusModel, minimax_threshold, train_realbogus,
+                                       triplet_features)
+from skybatch.sample.realbogus import (BOGUS_KINDS, REAL_KINDS, TRAIN_KINDS, make_realbogus_set, training_groups,
+                                       training_weights)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,26 @@ def test_training_mix_and_weights():
     assert low.any() and w[low].min() == pytest.approx(2 * w[real & ~low].max())
     with pytest.raises(ValueError, match="weights"):
         train_realbogus(s.triplets, s.label, weights=np.ones(3), epochs=1)
+
+
+def test_minimax_threshold_holds_every_group():
+    rng = np.random.default_rng(0)
+    # an easy bogus kind, a hard one (scores up to 0.6), faint reals (down to 0.5), bright reals
+    p = np.concatenate([rng.uniform(0, 0.1, 500), rng.uniform(0, 0.6, 500), rng.uniform(0.5, 1, 500),
+                        rng.uniform(0.9, 1, 500)])
+    y = np.repeat([0, 0, 1, 1], 500)
+    g = np.repeat(["easy", "hard", "faint", "bright"], 500)
+    t, worst = minimax_threshold(p, y, g)
+    assert 0.5 < t < 0.6 and worst < 0.1  # between the hard kind's top and the faint reals' bottom
+    fp_hard, fn_faint = np.mean(p[g == "hard"] >= t), np.mean(p[g == "faint"] < t)
+    assert max(fp_hard, fn_faint) == pytest.approx(worst)
+    # a plain 98 %-of-all-reals threshold would let more of the hard kind through
+    t98 = np.quantile(p[y == 1], 0.02)
+    assert np.mean(p[g == "hard"] >= t98) > worst
+    assert list(training_groups(np.array(["real", "dipole", "real-galaxy"]), np.array([6.0, 3.0, 70.0]))) == [
+        "real S/N >= 5", "dipole", "real S/N >= 40"]
+    with pytest.raises(ValueError, match="mixes"):
+        minimax_threshold(p, y, np.zeros(len(p)))
 
 
 def test_separates_real_from_every_bogus_kind_and_is_calibrated(trained, tmp_path):
