@@ -4,8 +4,9 @@ HistGradientBoostingClassifier, when installed: the dev extra) and a quadratic l
 regression; all trained on the same generated set and evaluated on a held-out one, in the same run.
 
 Prints, for each: ECE, the false-negative rate at 2 % false positives (and the false-positive
-rate at 2 % false negatives), the operating point of each model (the CNN's calibrated threshold
-chosen on its calibration split for 98 % completeness; the baselines' for the same completeness on
+rate at 2 % false negatives), the operating point of each model (the CNN's one threshold chosen
+on its calibration split so that the worst bogus kind / real S/N bin is smallest,
+:func:`skybatch.models.realbogus.minimax_threshold`; the baselines' for the same completeness on
 the 20 % of the training set they were not fitted on), and per bogus kind / per real S/N bin the pass rates at that operating
 point and the ECE of that subset. Goal (braai, Duev et al. 2019): <= 2 % FN at <= 2 % FP, ECE <= 0.03.
 

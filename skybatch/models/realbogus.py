@@ -3,7 +3,8 @@ reference, difference) cutout triplets plus measured features, temperature-calib
 
 Inputs per candidate: the triplet (3, m, m) as the difference store's cutouts hold it
 (science, reference, D) and the features of :func:`triplet_features` (D-stamp moments FWHM and
-elongation, dipole score, masked fraction, central S/N, the reference's central brightness).
+elongation, dipole score, masked fraction, central S/N, the reference's central brightness, the
+sharpness of the science and D stamps at the peak).
 Each triplet plane is scaled by a robust per-stamp sigma (MAD of the stamp's outer ring) and
 ``asinh``-squashed, NaN (no data) -> 0 with a fourth "valid" channel, so the network sees
 shapes and significance, not survey units.
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from scipy.special import expit
+from scipy.special import logit as logit_
 
 __all__ = ["FEATURES", "RealBogusNet", "RealBogusModel", "FeatureBaseline", "triplet_features", "prepare_triplets",
            "train_realbogus", "realbogus_score", "minimax_threshold"]
@@ -199,7 +201,8 @@ class RealBogusModel:
 def minimax_threshold(p: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
     """One score threshold for every group: the ``t`` that minimises the worst group error rate
     (a real group's fraction below ``t``, a bogus group's fraction at or above it); ties are broken
-    by the mean group error. p, labels, groups: (n,). Returns (t, worst error rate at t)."""
+    by the mean group error, and within the interval of equally good thresholds the middle (in logit) is
+taken. p, labels, groups: (n,). Returns (t, worst error rate at t)."""
     p, labels, groups = np.asarray(p, float), np.asarray(labels), np.asarray(groups)
     cand = np.unique(np.concatenate([p, [np.inf]]))
     errs = []
@@ -214,8 +217,13 @@ def minimax_threshold(p: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> 
     e = np.stack(errs)
     worst, mean = e.max(axis=0), e.mean(axis=0)
     best = np.flatnonzero(worst <= worst.min() + 1e-12)
-    i = best[np.argmin(mean[best])]
-    return float(min(cand[i], 1.0)), float(worst[i])
+    best = best[mean[best] <= mean[best].min() + 1e-12]
+    i, j = best[0], best[-1]
+    # every t in (cand[i-1], cand[j]] gives these errors: take the middle (in logit) of that gap, not its edge
+    lo, hi = np.clip([cand[max(i - 1, 0)], cand[j]], 1e-7, 1 - 1e-7)
+    mid = 0.5 * (logit_(lo) + logit_(hi))
+    t = float(expit(mid)) if lo < hi else float(min(cand[i], 1.0))
+    return t, float(worst[i])
 
 
 def _binary_logits(z: np.ndarray) -> np.ndarray:

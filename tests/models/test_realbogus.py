@@ -17,7 +17,8 @@ def trained():
     tr = make_realbogus_set(1500, size=15, seed=3)
     te = make_realbogus_set(900, size=15, seed=4)
     f_tr, f_te = triplet_features(tr.triplets), triplet_features(te.triplets)
-    model = train_realbogus(tr.triplets, tr.label, features=f_tr, epochs=5, width=8, seed=0)
+    model = train_realbogus(tr.triplets, tr.label, features=f_tr, epochs=5, width=8, seed=0,
+                            weights=training_weights(tr.kind, tr.snr), groups=training_groups(tr.kind, tr.snr))
     return tr, te, f_tr, f_te, model
 
 
@@ -82,7 +83,11 @@ def test_separates_real_from_every_bogus_kind_and_is_calibrated(trained, tmp_pat
     assert 0.0 < model.threshold < 1.0 and model.temperature > 0
     for k in BOGUS_KINDS:
         assert np.mean(p[te.kind == k] >= model.threshold) < 0.15, k
-    assert np.mean(p[y == 1] >= model.threshold) > 0.9
+    assert np.mean(p[y == 1] >= model.threshold) > 0.9 and model.completeness > 0.9
+    # the one (minimax) threshold: no real S/N bin loses much at it
+    g = training_groups(te.kind, te.snr)
+    for b in set(g[y == 1]):
+        assert np.mean(p[g == b] < model.threshold) < 0.15, b
     # the feature-only baseline is a real competitor, not a strawman: better than chance
     b = FeatureBaseline.fit(f_tr, tr.label).score(f_te)
     assert np.mean(b[y == 1] > np.median(b[y == 0])) > 0.8
