@@ -110,7 +110,7 @@ def train(cfg: TrainConfig) -> TrainReport:
 
     from skybatch.models.calibration import expected_calibration_error
     from skybatch.models.realbogus import train_realbogus, triplet_features
-    from skybatch.sample.realbogus import make_realbogus_set
+    from skybatch.sample.realbogus import TRAIN_KINDS, make_realbogus_set, training_weights
 
     if os.path.exists(cfg.out) and os.listdir(cfg.out):
         raise ValueError(f"out: {cfg.out} is not empty; choose a new directory for the model")
@@ -121,8 +121,9 @@ def train(cfg: TrainConfig) -> TrainReport:
             raise ValueError(f"stamp: {cfg.stamp} px is larger than the cutouts of {cfg.store} ({side} px); "
                              f"give --stamp {side} or less")
         data["difference_store"] = cfg.store
-    tr = make_realbogus_set(cfg.examples, size=cfg.stamp, seed=cfg.seed)
-    model = train_realbogus(tr.triplets, tr.label, epochs=cfg.epochs, seed=cfg.seed, completeness=cfg.completeness)
+    tr = make_realbogus_set(cfg.examples, size=cfg.stamp, seed=cfg.seed, kinds=TRAIN_KINDS)
+    model = train_realbogus(tr.triplets, tr.label, epochs=cfg.epochs, seed=cfg.seed, completeness=cfg.completeness,
+                            weights=training_weights(tr.kind, tr.snr))
     te = make_realbogus_set(max(2000, cfg.examples // 4), size=cfg.stamp, seed=cfg.seed + 1)
     p = model.score(te.triplets, triplet_features(te.triplets))
     y = te.label

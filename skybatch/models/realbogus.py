@@ -3,7 +3,8 @@ reference, difference) cutout triplets plus measured features, temperature-calib
 
 Inputs per candidate: the triplet (3, m, m) as the difference store's cutouts hold it
 (science, reference, D) and the features of :func:`triplet_features` (D-stamp moments FWHM and
-elongation, dipole score, masked fraction, central S/N, the reference's central brightness).
+elongation, dipole score, masked fraction, central S/N, the reference's central brightness, the
+sharpness of the science and D stamps at the peak).
 Each triplet plane is scaled by a robust per-stamp sigma (MAD of the stamp's outer ring) and
 ``asinh``-squashed, NaN (no data) -> 0 with a fourth "valid" channel, so the network sees
 shapes and significance, not survey units.
@@ -28,11 +29,28 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from scipy.special import expit
+from scipy.special import logit as logit_
 
 __all__ = ["FEATURES", "RealBogusNet", "RealBogusModel", "FeatureBaseline", "triplet_features", "prepare_triplets",
-           "train_realbogus", "realbogus_score"]
+           "train_realbogus", "realbogus_score", "minimax_threshold"]
 
-FEATURES = ("fwhm", "elongation", "dipole", "masked_fraction", "centre_snr", "ref_centre")
+FEATURES = ("fwhm", "elongation", "dipole", "masked_fraction", "centre_snr", "ref_centre", "sci_sharp", "d_sharp")
+
+
+def _sharpness(planes: np.ndarray) -> np.ndarray:
+    """(n, m, m) sigma-scaled planes -> (n,) sharpness at the brightest pixel of the central 3x3:
+    (peak - mean of its 8 neighbours) / (|peak| + 1). A PSF-sampled point source (sigma >= ~0.9 px)
+    gives ~0.5; a cosmic ray or hot pixel (sharper than any PSF) ~1; a column ~0.75."""
+    n, m, _ = planes.shape
+    h = m // 2
+    z = np.nan_to_num(planes)
+    core = z[:, h - 1 : h + 2, h - 1 : h + 2].reshape(n, 9)
+    k = np.argmax(core, axis=1)
+    py, px = h - 1 + k // 3, h - 1 + k % 3
+    idx = np.arange(n)
+    peak = z[idx, py, px]
+    nb = sum(z[idx, py + dy, px + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx) / 8.0
+    return np.clip((peak - nb) / (np.abs(peak) + 1.0), -1.0, 2.0)
 
 
 def _robust_sigma(stamps: np.ndarray) -> np.ndarray:
@@ -58,7 +76,10 @@ def prepare_triplets(triplets: np.ndarray) -> np.ndarray:
 
 
 def triplet_features(triplets: np.ndarray, psf_fwhm: float | np.ndarray = 3.0) -> np.ndarray:
-    """(n, len(FEATURES)) float32 features measured on the triplets (D normalised by its sigma)."""
+    """(n, len(FEATURES)) float32 features measured on the triplets (D normalised by its sigma).
+
+    ``sci_sharp`` / ``d_sharp``: :func:`_sharpness` of the science stamp and of D (a cosmic ray or
+    hot pixel is sharper than the PSF)."""
     from skybatch.imaging.properties import candidate_properties
 
     t = np.asarray(triplets, np.float64)
@@ -74,8 +95,11 @@ def triplet_features(triplets: np.ndarray, psf_fwhm: float | np.ndarray = 3.0) -
         p = candidate_properties(d, d, np.array([h], float), np.array([h], float), np.array([sign]),
                                  psf_fwhm=float(fw[i]), masked=~np.isfinite(t[i]).all(axis=0), stamp=m)
         ref_c = np.nan_to_num(t[i, 1, h - 1 : h + 2, h - 1 : h + 2]).mean() / max(s[i, :2].max(), 1e-6)
-        out[i] = [p["fwhm"][0], p["elongation"][0], p["dipole"][0], p["masked_fraction"][0],
-                  float(np.abs(c).max()), ref_c]
+        out[i, :6] = [p["fwhm"][0], p["elongation"][0], p["dipole"][0], p["masked_fraction"][0],
+                      float(np.abs(c).max()), ref_c]
+    if n:
+        out[:, 6] = _sharpness(t[:, 0] / s[:, :1, None])
+        out[:, 7] = _sharpness(t[:, 2] / s[:, 2:3, None])
     out = np.nan_to_num(out, nan=0.0, posinf=20.0, neginf=-20.0)
     out[:, 0] = np.clip(out[:, 0], 0, 30)
     out[:, 1] = np.clip(out[:, 1], 0, 20)
@@ -169,8 +193,37 @@ class RealBogusModel:
             triplets = triplets[..., a : a + self.stamp, a : a + self.stamp]
             features = None
         f = triplet_features(triplets) if features is None else features
+        f = f[:, : self.net.n_features]  # a model saved before the sharpness features were added
         z = self.logits(prepare_triplets(triplets), f) / self.temperature
         return expit(z)
+
+
+def minimax_threshold(p: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """One score threshold for every group: the ``t`` that minimises the worst group error rate
+    (a real group's fraction below ``t``, a bogus group's fraction at or above it); ties are broken
+    by the mean group error, and within the interval of equally good thresholds the middle (in logit) is
+taken. p, labels, groups: (n,). Returns (t, worst error rate at t)."""
+    p, labels, groups = np.asarray(p, float), np.asarray(labels), np.asarray(groups)
+    cand = np.unique(np.concatenate([p, [np.inf]]))
+    errs = []
+    for g in np.unique(groups):
+        m = groups == g
+        lab = np.unique(labels[m])
+        if len(lab) != 1:
+            raise ValueError(f"groups: {g!r} mixes real and bogus examples; give one group per class")
+        q = np.sort(p[m])
+        below = np.searchsorted(q, cand, side="left") / len(q)  # fraction < t
+        errs.append(below if lab[0] == 1 else 1.0 - below)
+    e = np.stack(errs)
+    worst, mean = e.max(axis=0), e.mean(axis=0)
+    best = np.flatnonzero(worst <= worst.min() + 1e-12)
+    best = best[mean[best] <= mean[best].min() + 1e-12]
+    i, j = best[0], best[-1]
+    # every t in (cand[i-1], cand[j]] gives these errors: take the middle (in logit) of that gap, not its edge
+    lo, hi = np.clip([cand[max(i - 1, 0)], cand[j]], 1e-7, 1 - 1e-7)
+    mid = 0.5 * (logit_(lo) + logit_(hi))
+    t = float(expit(mid)) if lo < hi else float(min(cand[i], 1.0))
+    return t, float(worst[i])
 
 
 def _binary_logits(z: np.ndarray) -> np.ndarray:
@@ -179,8 +232,17 @@ def _binary_logits(z: np.ndarray) -> np.ndarray:
 
 def train_realbogus(triplets: np.ndarray, labels: np.ndarray, *, features: np.ndarray | None = None,
                     epochs: int = 12, batch: int = 128, lr: float = 3e-3, width: int = 16, seed: int = 0,
-                    calibration_fraction: float = 0.2, completeness: float = 0.98) -> RealBogusModel:
+                    calibration_fraction: float = 0.2, completeness: float = 0.98,
+                    weights: np.ndarray | None = None, groups: np.ndarray | None = None) -> RealBogusModel:
     """Train on labelled triplets (1 = real); returns the calibrated model.
+
+    ``weights`` (n,): per-example loss weights (e.g.
+    :func:`skybatch.sample.realbogus.training_weights`: more weight on the kinds and S/N bins
+    that are hardest to hold at one threshold); normalised to mean 1 over the training split.
+    ``groups`` (n,): a group per example (each bogus kind, each real S/N bin: e.g.
+    :func:`skybatch.sample.realbogus.training_groups`); when given, ``threshold`` is instead the
+    :func:`minimax_threshold` on the calibration split (one threshold, the worst group's error
+    smallest) and ``completeness`` the overall completeness it gives there.
 
     The last ``calibration_fraction`` of a seeded shuffle is held out to fit the temperature and
     choose ``threshold`` as the score that keeps ``completeness`` of the real ones.
@@ -194,6 +256,10 @@ def train_realbogus(triplets: np.ndarray, labels: np.ndarray, *, features: np.nd
     idx = rng.permutation(len(x))
     n_cal = max(50, int(len(x) * calibration_fraction))
     tr, cal = idx[:-n_cal], idx[-n_cal:]
+    w = np.ones(len(x), np.float32) if weights is None else np.asarray(weights, np.float32)
+    if w.shape != (len(x),) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"weights: need {len(x)} finite non-negative values, got shape {w.shape}")
+    w = w / max(float(w[tr].mean()), 1e-12)
     mu, sd = f[tr].mean(axis=0), f[tr].std(axis=0) + 1e-3
     net = RealBogusNet(f.shape[1], width, key=jax.random.PRNGKey(seed), feat_mean=mu, feat_std=sd)
     opt = optax.adam(lr)
@@ -207,11 +273,11 @@ def train_realbogus(triplets: np.ndarray, labels: np.ndarray, *, features: np.nd
     state = opt.init(eqx.filter(params, trainable))
 
     @eqx.filter_jit
-    def step(params, state, xb, fb, yb):
+    def step(params, state, xb, fb, yb, wb):
         def loss_fn(p_tr, p_fixed):
             model = eqx.combine(p_tr, p_fixed, static)
             z = jax.vmap(model)(xb, fb)
-            return jnp.mean(optax.sigmoid_binary_cross_entropy(z, yb))
+            return jnp.mean(wb * optax.sigmoid_binary_cross_entropy(z, yb))
 
         p_tr, p_fixed = eqx.partition(params, trainable)
         loss, g = eqx.filter_value_and_grad(loss_fn)(p_tr, p_fixed)
@@ -226,7 +292,7 @@ def train_realbogus(triplets: np.ndarray, labels: np.ndarray, *, features: np.nd
         for i in range(0, len(order) - batch + 1, batch):
             b = order[i : i + batch]
             params, state, loss = step(params, state, jnp.asarray(x[b]), jnp.asarray(f[b]),
-                                       jnp.asarray(labels[b], jnp.float32))
+                                       jnp.asarray(labels[b], jnp.float32), jnp.asarray(w[b]))
             losses.append(float(loss))
         history["loss"].append(float(np.mean(losses)) if losses else math.nan)
     model = RealBogusModel(eqx.combine(params, static), history=history, completeness=completeness,
@@ -242,6 +308,10 @@ def train_realbogus(triplets: np.ndarray, labels: np.ndarray, *, features: np.nd
     p = expit(z / model.temperature)
     real = np.sort(p[labels[cal] == 1])
     model.threshold = float(real[int(math.floor((1.0 - completeness) * len(real)))]) if len(real) else 0.5
+    if groups is not None:
+        g = np.asarray(groups)[cal]
+        model.threshold, _ = minimax_threshold(p, labels[cal], g)
+        model.completeness = float(np.mean(real >= model.threshold)) if len(real) else completeness
     return model
 
 

@@ -32,10 +32,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["REAL_KINDS", "BOGUS_KINDS", "RealBogusSet", "make_realbogus_set"]
+__all__ = ["REAL_KINDS", "BOGUS_KINDS", "TRAIN_KINDS", "RealBogusSet", "make_realbogus_set", "training_weights",
+           "training_groups", "SNR_EDGES"]
 
 REAL_KINDS = ("real", "real-galaxy")
 BOGUS_KINDS = ("dipole", "saturated", "cosmic-ray", "hot-pixel", "psf-ring", "edge")
+#: the training mix (``kinds=`` of :func:`make_realbogus_set`): half real, and the bogus kinds
+#: that look most like a faint point source (cosmic rays, hot pixels) twice as often as the others
+TRAIN_KINDS = REAL_KINDS * 4 + BOGUS_KINDS + ("cosmic-ray", "hot-pixel")
+#: the real S/N bins (D peak S/N) the benchmark and :func:`training_groups` report
+SNR_EDGES = (5.0, 8.0, 12.0, 20.0, 40.0)
 _S2F = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
@@ -201,3 +207,29 @@ def make_realbogus_set(n: int, *, size: int = 21, real_fraction: float = 0.5, se
         trip[i], snr[i] = _one(rng, k, size, pad)
     kind = np.asarray(names)
     return RealBogusSet(trip, np.isin(kind, REAL_KINDS).astype(np.int64), kind, snr)
+
+
+def training_weights(kind: np.ndarray, snr: np.ndarray, *, hard: tuple[str, ...] = ("cosmic-ray", "hot-pixel"),
+                     hard_weight: float = 2.0, low_snr: float = 12.0, low_snr_weight: float = 2.0) -> np.ndarray:
+    """(n,) loss weights for :func:`skybatch.models.realbogus.train_realbogus` so that one threshold
+    holds for every kind and S/N bin: ``hard_weight`` on the ``hard`` bogus kinds, ``low_snr_weight``
+    on real ones below ``low_snr`` (D peak S/N), then each class rescaled to its own count (the
+    class balance, and so the calibration, is unchanged)."""
+    kind = np.asarray(kind)
+    real = np.isin(kind, REAL_KINDS)
+    w = np.ones(len(kind))
+    w[np.isin(kind, hard)] = hard_weight
+    w[real & (np.asarray(snr) < low_snr)] = low_snr_weight
+    for m in (real, ~real):
+        if m.any():
+            w[m] *= m.sum() / w[m].sum()
+    return w
+
+
+def training_groups(kind: np.ndarray, snr: np.ndarray) -> np.ndarray:
+    """(n,) group names: each bogus kind its own, real ones by D peak S/N bin (:data:`SNR_EDGES`,
+    the last open-ended) — ``groups=`` of :func:`skybatch.models.realbogus.train_realbogus`."""
+    kind = np.asarray(kind).astype(object)
+    b = np.clip(np.searchsorted(SNR_EDGES, np.asarray(snr), side="right") - 1, 0, len(SNR_EDGES) - 1)
+    names = np.array([f"real S/N >= {e:g}" for e in SNR_EDGES], dtype=object)
+    return np.where(np.isin(kind, REAL_KINDS), names[b], kind).astype(str)

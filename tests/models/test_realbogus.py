@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from skybatch.models.calibration import expected_calibration_error
-from skybatch.models.realbogus import FeatureBaseline, RealBogusModel, train_realbogus, triplet_features
-from skybatch.sample.realbogus import BOGUS_KINDS, REAL_KINDS, make_realbogus_set
+from skybatch.models.realbogus import (FEATURES, FeatureBaseline, RealBogusModel, minimax_threshold, train_realbogus,
+                                       triplet_features)
+from skybatch.sample.realbogus import (BOGUS_KINDS, REAL_KINDS, TRAIN_KINDS, make_realbogus_set, training_groups,
+                                       training_weights)
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +17,8 @@ def trained():
     tr = make_realbogus_set(1500, size=15, seed=3)
     te = make_realbogus_set(900, size=15, seed=4)
     f_tr, f_te = triplet_features(tr.triplets), triplet_features(te.triplets)
-    model = train_realbogus(tr.triplets, tr.label, features=f_tr, epochs=5, width=8, seed=0)
+    model = train_realbogus(tr.triplets, tr.label, features=f_tr, epochs=5, width=8, seed=0,
+                            weights=training_weights(tr.kind, tr.snr), groups=training_groups(tr.kind, tr.snr))
     return tr, te, f_tr, f_te, model
 
 
@@ -26,6 +29,47 @@ def test_generated_kinds():
     assert np.isnan(s.triplets[s.kind == "edge"]).any() and not np.isnan(s.triplets[s.kind == "real"]).any()
     with pytest.raises(ValueError, match="not among"):
         make_realbogus_set(4, kinds=("ghost",))
+
+
+def test_sharpness_separates_cosmic_rays_and_hot_pixels_from_point_sources():
+    s = make_realbogus_set(400, size=15, seed=7, kinds=("real", "real-galaxy", "cosmic-ray", "hot-pixel"))
+    sharp = triplet_features(s.triplets)[:, FEATURES.index("sci_sharp")]
+    real = sharp[s.label == 1]
+    for k in ("cosmic-ray", "hot-pixel"):  # sharper than any PSF in the science stamp
+        assert np.quantile(sharp[s.kind == k], 0.05) > np.quantile(real, 0.95), k
+
+
+def test_training_mix_and_weights():
+    s = make_realbogus_set(160, size=15, seed=0, kinds=TRAIN_KINDS)
+    assert s.label.sum() == 80 and np.sum(s.kind == "cosmic-ray") == 2 * np.sum(s.kind == "dipole")
+    w = training_weights(s.kind, s.snr)
+    real = s.label == 1
+    np.testing.assert_allclose([w[real].sum(), w[~real].sum()], [real.sum(), (~real).sum()])
+    assert w[s.kind == "hot-pixel"].min() == pytest.approx(2 * w[s.kind == "edge"].max())
+    low = real & (s.snr < 12)
+    assert low.any() and w[low].min() == pytest.approx(2 * w[real & ~low].max())
+    with pytest.raises(ValueError, match="weights"):
+        train_realbogus(s.triplets, s.label, weights=np.ones(3), epochs=1)
+
+
+def test_minimax_threshold_holds_every_group():
+    rng = np.random.default_rng(0)
+    # an easy bogus kind, a hard one (scores up to 0.6), faint reals (down to 0.5), bright reals
+    p = np.concatenate([rng.uniform(0, 0.1, 500), rng.uniform(0, 0.6, 500), rng.uniform(0.5, 1, 500),
+                        rng.uniform(0.9, 1, 500)])
+    y = np.repeat([0, 0, 1, 1], 500)
+    g = np.repeat(["easy", "hard", "faint", "bright"], 500)
+    t, worst = minimax_threshold(p, y, g)
+    assert 0.5 < t < 0.6 and worst < 0.1  # between the hard kind's top and the faint reals' bottom
+    fp_hard, fn_faint = np.mean(p[g == "hard"] >= t), np.mean(p[g == "faint"] < t)
+    assert max(fp_hard, fn_faint) == pytest.approx(worst)
+    # a plain 98 %-of-all-reals threshold would let more of the hard kind through
+    t98 = np.quantile(p[y == 1], 0.02)
+    assert np.mean(p[g == "hard"] >= t98) > worst
+    assert list(training_groups(np.array(["real", "dipole", "real-galaxy"]), np.array([6.0, 3.0, 70.0]))) == [
+        "real S/N >= 5", "dipole", "real S/N >= 40"]
+    with pytest.raises(ValueError, match="mixes"):
+        minimax_threshold(p, y, np.zeros(len(p)))
 
 
 def test_separates_real_from_every_bogus_kind_and_is_calibrated(trained, tmp_path):
@@ -39,7 +83,11 @@ def test_separates_real_from_every_bogus_kind_and_is_calibrated(trained, tmp_pat
     assert 0.0 < model.threshold < 1.0 and model.temperature > 0
     for k in BOGUS_KINDS:
         assert np.mean(p[te.kind == k] >= model.threshold) < 0.15, k
-    assert np.mean(p[y == 1] >= model.threshold) > 0.9
+    assert np.mean(p[y == 1] >= model.threshold) > 0.9 and model.completeness > 0.9
+    # the one (minimax) threshold: no real S/N bin loses much at it
+    g = training_groups(te.kind, te.snr)
+    for b in set(g[y == 1]):
+        assert np.mean(p[g == b] < model.threshold) < 0.15, b
     # the feature-only baseline is a real competitor, not a strawman: better than chance
     b = FeatureBaseline.fit(f_tr, tr.label).score(f_te)
     assert np.mean(b[y == 1] > np.median(b[y == 0])) > 0.8
