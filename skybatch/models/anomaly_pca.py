@@ -269,8 +269,16 @@ def window_scatter(resid: np.ndarray, w: np.ndarray, good: np.ndarray, windows: 
     return tuple(out)
 
 
-def residual_statistics(pca: WeightedPCA, flux: np.ndarray, ivar: np.ndarray) -> dict[str, np.ndarray]:
+def residual_statistics(pca: WeightedPCA, flux: np.ndarray, ivar: np.ndarray, local_mask: np.ndarray | None = None,
+                        local_edge: int = 0) -> dict[str, np.ndarray]:
     """Per-spectrum residual statistics of spectra (N, P) against ``pca``.
+
+    ``local_mask`` (P,) bool leaves pixels out of the windowed ``local`` search only (e.g. a galaxy's
+    known emission lines, whose strengths vary widely among normal galaxies and which dedicated line
+    features judge), and ``local_edge`` the first and last that many good pixels of each spectrum
+    (the ends of its coverage: the spectrograph's blue and red ends, where throughput falls and the
+    flux calibration is least certain, or the cut at a masked region such as the Lyman-alpha forest);
+    the fit, ``log_chi2pp`` and ``r`` still use every pixel.
 
     **Returns** (N,) arrays: ``log_chi2pp`` (NaN without good pixels), ``local`` (the largest
     ``|window sum of r| / sqrt(n)`` over all windows), ``local_at`` (its centre pixel),
@@ -294,10 +302,19 @@ def residual_statistics(pca: WeightedPCA, flux: np.ndarray, ivar: np.ndarray) ->
     best = np.zeros(x.shape[0])
     at = np.zeros(x.shape[0], np.int64)
     w0 = pixel_weights(iv, np.abs(model), pca.model_error)
+    good_local = good
+    if local_edge > 0:
+        idx = np.arange(x.shape[1])[None, :]
+        first = np.argmax(good, axis=1)[:, None]
+        last = (x.shape[1] - 1 - np.argmax(good[:, ::-1], axis=1))[:, None]
+        good_local = good & (idx >= first + local_edge) & (idx <= last - local_edge)
+    if local_mask is not None:
+        lm = np.asarray(local_mask, bool)[None, :]
+        good_local = good_local & ~lm
     for width, tau2 in zip(WINDOWS, pca.window_scatter):
         if width > x.shape[1]:
             continue
-        rr, var = window_residuals(x - model, w0, good, width)
+        rr, var = window_residuals(x - model, np.where(good_local, w0, _F(0)), good_local, width)
         s = np.abs(rr) / np.sqrt(var + tau2[None, :])
         j = np.argmax(s, axis=1)
         v = s[np.arange(x.shape[0]), j]

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.models.anomaly_narrow import known_line_mask
 from skybatch.models.anomaly_pca import WeightedPCA, fit_weighted_pca, residual_statistics
 
 __all__ = ["PopulationModel", "QSO_REGIONS", "calibrate_terms", "cell_coefficient_rarity", "combine", "fit_population_model",
@@ -97,6 +98,10 @@ class PopulationModel:
     pixel_mask: dict[str, np.ndarray]
     fallback: WeightedPCA | None
     info: dict[str, Any] = field(default_factory=dict)
+    #: SPECTYPE -> (P,) bool of pixels left out of the windowed local residual (the class's known lines)
+    local_mask: dict[str, np.ndarray] = field(default_factory=dict)
+    #: good pixels at each end of a spectrum's coverage left out of the windowed local residual
+    local_edge: int = 0
 
     def model_for(self, cls: str) -> tuple[WeightedPCA, np.ndarray | None]:
         """The class's PCA and pixel mask (the fallback for an unknown class)."""
@@ -126,7 +131,8 @@ class PopulationModel:
             iv = np.asarray(ivar[rows], np.float32)
             if pmask is not None:
                 iv = np.where(pmask[None, :], 0.0, iv)
-            st = residual_statistics(pca, np.asarray(flux[rows], np.float32), iv)
+            st = residual_statistics(pca, np.asarray(flux[rows], np.float32), iv, self.local_mask.get(cls),
+                                     self.local_edge)
             out["pca_misfit"][rows] = st["log_chi2pp"]
             out["pca_local"][rows] = st["local"]
             out["pca_coef"][rows] = st["coef_rarity"]
@@ -158,13 +164,19 @@ def region_residuals(wavelength: np.ndarray, r: np.ndarray, good: np.ndarray,
 def fit_population_model(
     wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, spectype: np.ndarray, *,
     n_components: int = 8, model_error: float = 0.05, lya_mask: float = 1216.0, min_class: int = 40,
-    seed: int = 0,
+    seed: int = 0, line_masked: tuple[str, ...] = ("GALAXY",), local_edge: int = 50,
 ) -> PopulationModel:
     """Fit one weighted PCA per SPECTYPE (and a fallback on everything) on rest-frame spectra.
 
     **Arguments:** `wavelength` (P,) rest-frame A; `flux`, `ivar` (N, P) normalised; `spectype`
     (N,); `n_components` per class; `model_error` eps; `lya_mask` rest A below which QSO pixels
-    are masked (0 keeps them); classes with fewer than `min_class` spectra use the fallback.
+    are masked (0 keeps them); classes with fewer than `min_class` spectra use the fallback;
+    `line_masked` classes get their known emission lines (:func:`known_line_mask`) left out of the
+    windowed local residual: normal galaxies' nebular line strengths vary by factors of ten, so the
+    largest local residual of an ordinary strong-line galaxy sits on [O III] or [O II], while the
+    line features (ratios, unexpected lines, narrow lines) judge the lines themselves; the first and
+    last `local_edge` good pixels of every spectrum (the ends of its coverage and the cut at the
+    Lyman-alpha forest, which halves the Lyman-alpha line) are left out of it too.
     """
     wl = np.asarray(wavelength, np.float64)
     spectype = _as_str(spectype)
@@ -184,7 +196,9 @@ def fit_population_model(
                                seed=seed)
         classes[cls], masks[cls] = pca, pmask
         info[cls] = {"n": int(rows.size), "n_components": int(pca.basis.shape[0]), "n_rejected": pca.n_rejected}
-    return PopulationModel(wavelength=wl, classes=classes, pixel_mask=masks, fallback=fallback, info=info)
+    local = {cls: known_line_mask(wl, cls) for cls in line_masked}
+    return PopulationModel(wavelength=wl, classes=classes, pixel_mask=masks, fallback=fallback, info=info,
+                           local_mask=local, local_edge=local_edge)
 
 
 def calibrate_terms(

@@ -199,6 +199,37 @@ def test_weighted_pca_recovers_low_rank_spectra_with_coverage_holes():
     np.testing.assert_allclose(np.exp(np.median(st["log_chi2pp"][3:])), 1.0, atol=0.15)
 
 
+def test_local_residual_leaves_out_masked_lines_and_coverage_ends():
+    """A residual on a masked (known) line or at the first good pixels of a spectrum's coverage does
+    not set the windowed local residual; the same residual elsewhere does."""
+    from skybatch.models.anomaly_pca import fit_weighted_pca, residual_statistics
+
+    rng = np.random.default_rng(7)
+    n, p, k = 300, 400, 3
+    x = np.linspace(0, 1, p)
+    basis = np.stack([np.exp(-0.5 * ((x - c) / 0.08) ** 2) for c in (0.3, 0.5, 0.7)])
+    truth = 1.0 + rng.normal(0, 1, (n, k)) @ basis
+    ivar = np.full((n, p), 1e4)
+    start = rng.integers(0, 40, n)
+    ivar[np.arange(p)[None, :] < start[:, None]] = 0.0
+    flux = truth + rng.normal(0, 0.01, (n, p))
+    line = lambda c: 0.5 * np.exp(-0.5 * ((x - c) / 0.004) ** 2)  # noqa: E731
+    flux[0] += line(0.6)  # a strong "known" line, to be masked
+    flux[1] += line(0.85)  # an odd line elsewhere: stays the strongest residual
+    edge = np.arange(p) < start[2] + 8
+    flux[2] = np.where(edge, flux[2] + 0.5, flux[2])  # a jump over the first 8 good pixels
+    pca = fit_weighted_pca(flux, ivar, k, model_error=0.0)
+    mask = np.abs(x - 0.6) < 0.02
+    plain = residual_statistics(pca, flux, ivar)
+    cut = residual_statistics(pca, flux, ivar, local_mask=mask, local_edge=10)
+    typical = np.median(cut["local"][3:])
+    assert plain["local"][0] > 20 * typical and plain["local"][2] > 20 * typical  # without the cuts they stand out
+    assert cut["local"][2] < 3 * typical  # the coverage end is left out
+    assert cut["local"][0] < plain["local"][0] / 4  # the masked line too (what remains: its pull on the fit)
+    assert cut["local"][1] > 20 * typical  # an unmasked odd line still counts
+    np.testing.assert_allclose(cut["log_chi2pp"], plain["log_chi2pp"])  # the misfit still uses every pixel
+
+
 def test_calibration_per_class_and_redshift_bin_gives_each_cell_the_same_tail():
     from skybatch.models.anomaly_population import calibrate_terms, combine
 
