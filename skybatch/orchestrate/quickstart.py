@@ -65,7 +65,8 @@ def train_task(store: str, out: str, steps: int, client, progress: bool) -> dict
 def score_task(store: str, model: str, top: int, client, progress: bool) -> dict:
     from skybatch.jobs import score
 
-    return score.run_with_client(score.Config(store=store, model=model, top=top, progress=progress), client).to_dict()
+    return score.run_with_client(score.Config(store=store, model=model, top=top, progress=progress,
+                                                method="vae"), client).to_dict()
 
 
 def anomaly_ranks(store: str, truth_path: str) -> list[dict]:
