@@ -5,7 +5,7 @@ known line at the object's redshift, is a strong, compact signal that a global o
 dilutes. Here every rest pixel gets the matched-filter amplitude of a narrow Gaussian line on the
 continuum-subtracted flux (running median), judged against the members of the same class at that
 pixel (their median and intrinsic scatter beyond noise); pixels within a velocity window of known
-emission lines (galaxy nebular lines, quasar broad lines, Balmer lines of stars) and of bright
+emission lines (galaxy nebular lines, quasar broad lines; for stars their Balmer and strong absorption lines) and of bright
 night-sky lines (in the observed frame) are left out. The feature is the largest such z over the
 spectrum. Pure NumPy / SciPy on the host; (N, P) arrays on a log-lambda rest grid.
 """
@@ -26,10 +26,17 @@ KNOWN_LINES = (1215.67, 1240.8, 1397.6, 1402.8, 1549.1, 1640.4, 1908.7, 2326.0, 
                4960.3, 5008.2, 5200.3, 5877.3, 6302.0, 6365.5, 6549.9, 6564.6, 6585.3, 6718.3, 6732.7, 7137.8,
                7321.0, 7331.0)
 BALMER = (3835.4, 3890.2, 3971.2, 4102.9, 4341.7, 4862.7, 6564.6)
+#: strong stellar absorption features (rest vacuum A): Ca II H and K, the G band, Mg b, Na D, the Ca II
+#: triplet and the TiO band heads of M stars. Their depth follows the spectral type, and after the
+#: running-median continuum the flux between two neighbouring lines (or just blueward of a band head)
+#: is a narrow peak whose height does too: in bright M stars (S/N ~ 700) the shoulder of Ca II 8544 A
+#: was a 50-sigma "line" and put ordinary stars at the top of the ranking
+STAR_ABSORPTION = (3934.8, 3969.6, 4305.6, 5168.8, 5174.1, 5185.1, 5891.6, 5897.6, 8500.4, 8544.4, 8664.5,
+                   6159.0, 7054.0, 7589.0, 8432.0)
 #: bright night-sky lines (observed, A): residuals of their subtraction are not astrophysical
 SKY_LINES = (5578.5, 5891.6, 6301.7, 6365.5)
 #: (lines, half window in km/s) per class; other classes use the galaxy entry
-_MASKS = {"QSO": (KNOWN_LINES, 3000.0), "STAR": (BALMER, 500.0), "GALAXY": (KNOWN_LINES, 1000.0)}
+_MASKS = {"QSO": (KNOWN_LINES, 3000.0), "STAR": (BALMER + STAR_ABSORPTION, 1000.0), "GALAXY": (KNOWN_LINES, 1000.0)}
 
 
 def known_line_mask(wavelength: np.ndarray, spectype: str) -> np.ndarray:
@@ -102,10 +109,10 @@ class NarrowLineReference:
             m = spectype == c
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                p25, p50, p75 = np.nanpercentile(a[m], (25, 50, 75), axis=0)
+                p05, p50, p95 = np.nanpercentile(a[m], (5, 50, 95), axis=0)
                 e2 = np.nanmedian(e[m] ** 2, axis=0)
             med[c] = np.nan_to_num(p50)
-            tau2[c] = np.nan_to_num(np.maximum(((p75 - p25) / 1.349) ** 2 - e2, 0.0))
+            tau2[c] = np.nan_to_num(np.maximum(((p95 - p05) / 3.29) ** 2 - e2, 0.0))
             masked[c] = known_line_mask(wavelength, str(c))
         return cls(np.asarray(wavelength, np.float64), med, tau2, masked)
 
