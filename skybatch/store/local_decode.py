@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.store.axis0_layout import EMPTY_CHUNK, axis0_layout
+
 __all__ = ["LocalBloscReader", "local_blosc_reader"]
-
-_EMPTY = np.uint64(2**64 - 1)
-
 
 @dataclass(frozen=True)
 class LocalBloscReader:
@@ -96,7 +95,7 @@ class LocalBloscReader:
         for i in range(-(-rows // self.inner_rows)):
             part = out[i * self.inner_rows : min((i + 1) * self.inner_rows, rows)]
             off, length = index[i]
-            if off == _EMPTY:
+            if off == EMPTY_CHUNK:
                 part[...] = self.fill
             else:
                 _decode_into(_pread(fd, int(off), int(length)), part, self.inner_rows)
@@ -139,48 +138,25 @@ def local_blosc_reader(arr: Any) -> LocalBloscReader | None:
 
     Reads: Zarr v3 arrays in a ``LocalStore``, split along axis 0 only, codecs ``bytes`` (little
     endian) + ``blosc``, or one ``sharding_indexed`` codec holding exactly those (index codecs
-    ``bytes`` + ``crc32c``) with inner chunks that split axis 0 only.
+    ``bytes`` little endian + ``crc32c``) with inner chunks that split axis 0 only
+    (:func:`~skybatch.store.axis0_layout.axis0_layout`).
     """
-    try:
-        import zarr
-        from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
-        from zarr.codecs.sharding import ShardingCodecIndexLocation
-    except ImportError:  # pragma: no cover - zarr is a dependency
-        return None
-    meta: Any = getattr(arr, "metadata", None)
-    if getattr(meta, "zarr_format", None) != 3 or not isinstance(arr.store, zarr.storage.LocalStore):
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    layout = axis0_layout(arr)
+    if (layout is None or layout.strings or not isinstance(layout.compressor, BloscCodec)
+            or not isinstance(arr.store, zarr.storage.LocalStore)):
         return None
     dtype = np.dtype(arr.dtype)
-    if dtype.byteorder == ">" or arr.ndim < 1:
+    if dtype.byteorder == ">":
         return None
+    meta: Any = arr.metadata
     shape = tuple(int(s) for s in arr.shape)
-    grid = tuple(int(c) for c in meta.chunk_grid.chunk_shape)
-    if grid[1:] != shape[1:]:
-        return None
-
-    def plain(codecs: Any) -> bool:
-        return (len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], BloscCodec)
-                and (codecs[0].endian is None or codecs[0].endian.value == "little"))
-
-    codecs = tuple(meta.codecs)
-    sharded = False
-    inner = grid[0]
-    at_end = True
-    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
-        sc = codecs[0]
-        ishape = tuple(int(c) for c in sc.chunk_shape)
-        idx = tuple(sc.index_codecs)
-        if (ishape[1:] != shape[1:] or grid[0] % ishape[0] or not plain(tuple(sc.codecs)) or len(idx) != 2
-                or not isinstance(idx[0], BytesCodec) or not isinstance(idx[1], Crc32cCodec)):
-            return None
-        sharded, inner = True, ishape[0]
-        at_end = sc.index_location == ShardingCodecIndexLocation.end
-    elif not plain(codecs):
-        return None
     rest = (0,) * (len(shape) - 1)
     root = str(arr.store.root / arr.path) if arr.path else str(arr.store.root)
     return LocalBloscReader(
-        root=root, key=lambda k: meta.encode_chunk_key((k, *rest)), object_rows=grid[0], inner_rows=inner,
-        n_rows=shape[0], sharded=sharded, index_at_end=at_end, fill=meta.fill_value, dtype=dtype.newbyteorder("="),
-        row_shape=shape[1:],
+        root=root, key=lambda k: meta.encode_chunk_key((k, *rest)), object_rows=layout.object_rows,
+        inner_rows=layout.inner_rows, n_rows=shape[0], sharded=layout.sharded, index_at_end=layout.index_at_end,
+        fill=meta.fill_value, dtype=dtype.newbyteorder("="), row_shape=shape[1:],
     )

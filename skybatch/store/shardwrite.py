@@ -26,10 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from skybatch.store.axis0_layout import EMPTY_CHUNK, axis0_layout
+
 __all__ = ["ShardWriter", "shard_writer", "plan_shard_writes", "encode_shard", "write_region"]
-
-_MAX_UINT_64 = np.uint64(2**64 - 1)
-
 
 class ShardWriter:
     """How to encode whole shards of one array (built by :func:`shard_writer`).
@@ -73,68 +72,32 @@ def _inner_compressor(codec: Any, itemsize: int) -> Any | None:
     return None
 
 
-def _plain_writer(arr: Any, codecs: Any) -> ShardWriter | None:
-    """The writer of an unsharded array whose chunk holds whole rows: ``[bytes|vlen-utf8, blosc|zstd]``."""
-    from zarr.codecs import BytesCodec
-    from zarr.codecs.vlen_utf8 import VLenUTF8Codec
-
-    if len(codecs) != 2 or tuple(arr.chunks[1:]) != tuple(arr.shape[1:]):
-        return None
-    strings = isinstance(codecs[0], VLenUTF8Codec)
-    if strings:
-        dtype = np.dtype(object)
-    else:
-        if not isinstance(codecs[0], BytesCodec) or (codecs[0].endian is not None and codecs[0].endian.value != "little"):
-            return None
-        dtype = np.dtype(arr.dtype)
-        if dtype.kind not in "fiu" or not _little(dtype):
-            return None
-    compress = _inner_compressor(codecs[1], dtype.itemsize)
-    if compress is None:
-        return None
-    return ShardWriter(int(arr.chunks[0]), int(arr.chunks[0]), dtype, compress, [0], sharded=False, strings=strings)
-
-
 def _little(dtype: np.dtype) -> bool:
     return dtype.byteorder in ("<", "|") or (dtype.byteorder == "=" and sys.byteorder == "little")
 
 
 def shard_writer(arr: Any) -> ShardWriter | None:
     """The :class:`ShardWriter` of a zarr array, or None when its layout is not one this module encodes."""
-    try:
-        from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
-        from zarr.codecs.sharding import ShardingCodecIndexLocation
-        from zarr.core.indexing import morton_order_iter
-    except ImportError:  # another zarr
+    layout = axis0_layout(arr)
+    if layout is None or not layout.index_at_end or not arr.config.write_empty_chunks:
         return None
-    meta = arr.metadata
-    codecs = getattr(meta, "codecs", None)
-    if getattr(meta, "zarr_format", None) != 3 or not codecs or not arr.config.write_empty_chunks or not arr.shape:
+    if layout.strings:
+        dtype = np.dtype(object)
+    else:
+        dtype = np.dtype(arr.dtype)
+        if dtype.kind not in "fiu" or not _little(dtype):
+            return None
+    compress = _inner_compressor(layout.compressor, dtype.itemsize)
+    if compress is None:
         return None
-    if not isinstance(codecs[0], ShardingCodec):
-        return _plain_writer(arr, codecs)
-    sc = codecs[0]
-    if len(codecs) != 1 or sc.index_location != ShardingCodecIndexLocation.end:
-        return None
-    dtype = np.dtype(arr.dtype)
-    if dtype.kind not in "fiu" or not _little(dtype):
-        return None
-    ic = sc.index_codecs
-    if len(ic) != 2 or not isinstance(ic[0], BytesCodec) or ic[0].endian is None or ic[0].endian.value != "little" \
-            or not isinstance(ic[1], Crc32cCodec):
-        return None
-    inner = sc.codecs
-    if len(inner) != 2 or not isinstance(inner[0], BytesCodec) or (inner[0].endian is not None and inner[0].endian.value != "little"):
-        return None
-    compress = _inner_compressor(inner[1], dtype.itemsize)
-    shard = tuple(arr.shards or ())
-    chunk = tuple(sc.chunk_shape)
-    if compress is None or len(shard) != len(arr.shape) or tuple(shard[1:]) != tuple(arr.shape[1:]) \
-            or tuple(chunk[1:]) != tuple(arr.shape[1:]) or shard[0] % chunk[0]:
-        return None
-    per_shard = (shard[0] // chunk[0],) + (1,) * (len(shard) - 1)
+    if not layout.sharded:
+        return ShardWriter(layout.object_rows, layout.object_rows, dtype, compress, [0], sharded=False,
+                           strings=layout.strings)
+    from zarr.core.indexing import morton_order_iter
+
+    per_shard = (layout.object_rows // layout.inner_rows,) + (1,) * (len(arr.shape) - 1)
     order = [c[0] for c in morton_order_iter(per_shard)]
-    return ShardWriter(int(shard[0]), int(chunk[0]), dtype, compress, order)
+    return ShardWriter(layout.object_rows, layout.inner_rows, dtype, compress, order)
 
 
 def encode_shard(w: ShardWriter, rows: np.ndarray) -> bytes:
@@ -151,7 +114,7 @@ def encode_shard(w: ShardWriter, rows: np.ndarray) -> bytes:
     if not w.sharded:
         return bytes(w.compress.encode(rows.reshape(-1).view(np.uint8)))
     n_chunks = w.shard_rows // w.chunk_rows
-    index = np.full((n_chunks, 2), _MAX_UINT_64, dtype="<u8")
+    index = np.full((n_chunks, 2), EMPTY_CHUNK, dtype="<u8")
     parts: list[bytes] = []
     at = 0
     for i in w.order:
