@@ -111,6 +111,17 @@ def shift_or(xp: ModuleType, mask: Array, r: int, axis: int) -> Array:
     return out
 
 
+def box_sum(xp: ModuleType, a: Array, r: int) -> Array:
+    """Sum of ``a`` (2-D) over the (2r+1)x(2r+1) box around each pixel, zero outside the image."""
+    ny, nx = a.shape
+    p = xp.pad(a, r)
+    out = xp.zeros_like(a)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            out = out + p[dy : dy + ny, dx : dx + nx]
+    return out
+
+
 def dilate(xp: ModuleType, mask: Array, r: int) -> Array:
     """Dilate a boolean (ny, nx) mask by a (2r+1)^2 square (r <= 0: unchanged)."""
     if r <= 0:

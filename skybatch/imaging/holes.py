@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from skybatch.imaging._util import dilate
+from skybatch.imaging._util import box_sum, dilate
 from skybatch.xp import get_namespace
 
 Array = Any
@@ -44,16 +44,6 @@ def split_bad(bad: Array, min_width: int) -> tuple[Array, Array]:
     return wide, bad & ~wide
 
 
-def _box_sum(xp: Any, a: Array, r: int) -> Array:
-    ny, nx = a.shape
-    p = xp.pad(a, r)
-    out = xp.zeros_like(a)
-    for dy in range(2 * r + 1):
-        for dx in range(2 * r + 1):
-            out = out + p[dy : dy + ny, dx : dx + nx]
-    return out
-
-
 def fill_holes(image: Array, holes: Array, bad: Array, *, passes: int = 3) -> Array:
     """``image`` (float (ny, nx)) with the ``holes`` pixels replaced by the mean of their good
     3x3 neighbours (not ``bad``), repeated ``passes`` times so holes a few pixels across fill
@@ -65,8 +55,8 @@ def fill_holes(image: Array, holes: Array, bad: Array, *, passes: int = 3) -> Ar
     known = ~bad
     todo = holes
     for _ in range(max(int(passes), 1)):
-        w = _box_sum(xp, known.astype(image.dtype), 1)
-        s = _box_sum(xp, xp.where(known, out, 0.0).astype(image.dtype), 1)
+        w = box_sum(xp, known.astype(image.dtype), 1)
+        s = box_sum(xp, xp.where(known, out, 0.0).astype(image.dtype), 1)
         now = todo & (w > 0)
         out = xp.where(now, s / xp.where(w > 0, w, 1.0), out)
         known = known | now

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from skybatch.imaging._util import dilate
+from skybatch.imaging._util import box_sum, dilate
 from skybatch.imaging.holes import HOLE_WIDTH, split_bad
 from skybatch.xp import get_namespace
 
@@ -96,15 +96,9 @@ def _autocorrelation(xp: Any, p: Array) -> Array:
 
 
 def _box_mean(xp: Any, a: Array, ok: Array) -> Array:
-    ny, nx = a.shape
-    p = xp.pad(xp.where(ok, a, 0.0), 1)
-    w = xp.pad(ok.astype(a.dtype), 1)
-    s = xp.zeros_like(a)
-    n = xp.zeros_like(a)
-    for dy in range(3):
-        for dx in range(3):
-            s = s + p[dy : dy + ny, dx : dx + nx]
-            n = n + w[dy : dy + ny, dx : dx + nx]
+    """Mean of ``a`` over the ``ok`` pixels of each 3x3 box (0 where none is ok)."""
+    s = box_sum(xp, xp.where(ok, a, 0.0), 1)
+    n = box_sum(xp, ok.astype(a.dtype), 1)
     return s / xp.where(n > 0, n, 1.0)
 
 
