@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skybatch.spectra.skylines import sky_line_mask
+
 __all__ = ["NarrowLineReference", "continuum_subtracted", "known_line_mask", "narrow_amplitude", "narrow_line_z"]
 
 C_KMS = 299792.458
@@ -33,7 +35,8 @@ BALMER = (3835.4, 3890.2, 3971.2, 4102.9, 4341.7, 4862.7, 6564.6)
 #: was a 50-sigma "line" and put ordinary stars at the top of the ranking
 STAR_ABSORPTION = (3934.8, 3969.6, 4305.6, 5168.8, 5174.1, 5185.1, 5891.6, 5897.6, 8500.4, 8544.4, 8664.5,
                    6159.0, 7054.0, 7589.0, 8432.0)
-#: bright night-sky lines (observed, A): residuals of their subtraction are not astrophysical
+#: bright night-sky lines (observed, vacuum A; see skybatch.spectra.skylines): residuals of their
+#: subtraction are not astrophysical
 SKY_LINES = (5578.5, 5891.6, 6301.7, 6365.5)
 #: (lines, half window in km/s) per class; other classes use the galaxy entry
 _MASKS = {"QSO": (KNOWN_LINES, 3000.0), "STAR": (BALMER + STAR_ABSORPTION, 1000.0), "GALAXY": (KNOWN_LINES, 1000.0)}
@@ -128,9 +131,7 @@ def narrow_line_z(ref: NarrowLineReference, flux: np.ndarray, ivar: np.ndarray, 
     wl = ref.wavelength
     out = np.full(a.shape[0], np.nan)
     obs = wl[None, :] * (1.0 + np.nan_to_num(np.asarray(z, np.float64))[:, None])
-    sky = np.zeros(a.shape, bool)
-    for s in SKY_LINES:
-        sky |= np.abs(obs - s) < 4.0
+    sky = sky_line_mask(obs, SKY_LINES, halfwidth=4.0)
     for c in np.unique(spectype):
         if c in skip or c not in ref.median:
             continue
